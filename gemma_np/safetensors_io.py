@@ -1,0 +1,103 @@
+"""A small, strict reader of the safetensors format, memory-mapped.
+
+Format: 8 bytes little-endian header length N, N bytes of JSON header, then the data. The header maps each
+tensor name to {"dtype", "shape", "data_offsets": [begin, end]} with offsets relative to the data start.
+(https://github.com/huggingface/safetensors#format)
+
+We read it ourselves rather than through the `safetensors` package for two reasons: every check below
+raises an error that names the file and the tensor (truncated files, absurd header lengths, overlapping
+or out-of-range offsets, unknown dtypes), and the tensors come back as read-only `np.memmap` views, so the
+805 MB embedding table is paged in only where a batch's token ids touch it. Nothing here can execute code
+from a file: safetensors is plain data, and pickle files are refused by name before we get here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsError
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the published files have headers of a few KB
+
+# Storage dtypes we can read. BF16 has no NumPy type: it is the high half of a float32, widened on load.
+DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+
+
+def _fail(path: Path, msg: str) -> WeightsError:
+    return WeightsError(f"{path}: {msg}")
+
+
+def read_header(path: Path) -> tuple[dict, int, int]:
+    """Parse and check the header. Returns (entries, data_start, file_size)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weight file is missing")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _fail(path, f"truncated: {size} bytes, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise _fail(path, f"header length {n} is impossible for a file of {size} bytes "
+                              "(truncated or not a safetensors file)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _fail(path, f"header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "header is not a JSON object")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    spans = []
+    for name, e in header.items():
+        if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= e.keys():
+            raise _fail(path, f"tensor {name!r}: header entry must hold dtype, shape and data_offsets")
+        if e["dtype"] not in DTYPES:
+            raise _fail(path, f"tensor {name!r}: dtype {e['dtype']!r} is not supported "
+                              f"(supported: {', '.join(DTYPES)})")
+        shape, offs = e["shape"], e["data_offsets"]
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise _fail(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        if (not isinstance(offs, list) or len(offs) != 2 or not all(type(o) is int for o in offs)
+                or not 0 <= offs[0] <= offs[1] <= data_size):
+            raise _fail(path, f"tensor {name!r}: data_offsets {offs!r} lie outside the {data_size} data bytes "
+                              "(truncated file?)")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[e["dtype"]].itemsize
+        if offs[1] - offs[0] != nbytes:
+            raise _fail(path, f"tensor {name!r}: data_offsets span {offs[1] - offs[0]} bytes but "
+                              f"{e['dtype']}{shape} needs {nbytes}")
+        spans.append((offs[0], offs[1], name))
+    spans.sort()
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+        if begin_b < end_a:
+            raise _fail(path, f"tensors {a!r} and {b!r} overlap in the data section")
+    return header, 8 + n, size
+
+
+def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, by its name in the file.
+
+    F32 and F64 tensors are read-only memory maps; F16 and BF16 are widened to float32 copies.
+    """
+    path = Path(path)
+    header, start, _ = read_header(path)
+    out: dict[str, np.ndarray] = {}
+    for name, e in header.items():
+        dtype, shape = DTYPES[e["dtype"]], tuple(e["shape"])
+        begin, end = e["data_offsets"]
+        if end == begin:
+            arr = np.zeros(shape, dtype=dtype)
+        else:
+            arr = np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
+        if e["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        elif e["dtype"] == "F16":
+            arr = arr.astype(np.float32)
+        out[name] = arr
+    return out

@@ -1,0 +1,44 @@
+"""Text to token ids with the `tokenizers` library on the model's tokenizer.json.
+
+tokenizer.json already adds <bos> (2) first and <eos> (1) last (a TemplateProcessing post-processor), and
+its truncation counts them: a text cut at 2048 tokens keeps both. This is what transformers' fast tokenizer
+does for sentence-transformers (`truncation=True, max_length=2048`), and the tests check the ids are equal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import InputError
+
+
+def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name}: required file is missing from the model folder ({path.parent})")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises a bare Exception on malformed files
+        raise InputError(f"{path}: not a valid tokenizer.json ({e})") from None
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)  # strategy longest_first, direction right, as transformers
+    return tok
+
+
+def encode_texts(tok: Tokenizer, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of each text (<bos> ... <eos>), and whether each one was truncated."""
+    encodings = tok.encode_batch(texts, add_special_tokens=True)
+    return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
+
+
+def pad_batch(ids: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad a batch of id lists.  -> input_ids [B, S] int64, attention_mask [B, S] int64"""
+    S = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), S), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), S), dtype=np.int64)
+    for b, x in enumerate(ids):
+        input_ids[b, : len(x)] = x
+        mask[b, : len(x)] = 1
+    return input_ids, mask

@@ -1,0 +1,105 @@
+"""Loading the weights of a model folder and checking them against the configuration.
+
+Names stay exactly as in the safetensors files, so a reader can grep one name across gemma_np, transformers
+and the file. A missing, extra or misshapen tensor raises an error naming it and both shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import GemmaConfig
+from .errors import WeightsError
+from .safetensors_io import load_safetensors
+
+PICKLE_FILES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.pth")
+
+
+def expected_encoder_tensors(cfg: GemmaConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of model.safetensors with its shape ([out, in] for linear layers)."""
+    V, D, F = cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
+    H, K, E = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"embed_tokens.weight": (V, D), "norm.weight": (D,)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (D,),
+            p + "self_attn.q_proj.weight": (H * E, D),
+            p + "self_attn.k_proj.weight": (K * E, D),
+            p + "self_attn.v_proj.weight": (K * E, D),
+            p + "self_attn.o_proj.weight": (D, H * E),
+            p + "self_attn.q_norm.weight": (E,),
+            p + "self_attn.k_norm.weight": (E,),
+            p + "post_attention_layernorm.weight": (D,),
+            p + "pre_feedforward_layernorm.weight": (D,),
+            p + "mlp.gate_proj.weight": (F, D),
+            p + "mlp.up_proj.weight": (F, D),
+            p + "mlp.down_proj.weight": (D, F),
+            p + "post_feedforward_layernorm.weight": (D,),
+        })
+    return shapes
+
+
+def check_tensors(found: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], path: Path) -> None:
+    """Raise WeightsError naming the first missing, extra or misshapen tensor."""
+    missing = [n for n in expected if n not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"{path}: tensor {missing[0]!r} is missing{more}; expected shape {list(expected[missing[0]])}")
+    extra = [n for n in found if n not in expected]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise WeightsError(f"{path}: unexpected tensor {extra[0]!r}{more}, shape {list(found[extra[0]].shape)}; "
+                           "the configuration does not use it")
+    for name, shape in expected.items():
+        if tuple(found[name].shape) != shape:
+            raise WeightsError(f"{path}: tensor {name!r} has shape {list(found[name].shape)}, "
+                               f"the configuration needs {list(shape)}")
+
+
+def check_finite(name: str, arr: np.ndarray, path: Path) -> None:
+    """Raise WeightsError if a tensor holds NaN or Inf."""
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise WeightsError(f"{path}: tensor {name!r} holds {bad} NaN or Inf values")
+
+
+def refuse_pickles(folder: Path, wanted: str) -> None:
+    """A folder with only a pickle checkpoint is refused by name: loading one can execute arbitrary code."""
+    for name in PICKLE_FILES:
+        if (folder / name).exists():
+            raise WeightsError(
+                f"{folder / name}: gemma_np reads only safetensors and never unpickles a file "
+                f"(a pickle can run arbitrary code when loaded). Expected {wanted} in {folder}; convert the "
+                "checkpoint to safetensors with a tool you trust, or fetch the published snapshot "
+                "(python -m weights_tools.fetch)."
+            )
+
+
+def load_checked(path: Path, expected: dict[str, tuple[int, ...]], dtype: np.dtype,
+                 keep_stored: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Load one safetensors file, check names and shapes, cast to the compute dtype.
+
+    Tensors named in keep_stored (the embedding table) stay memory-mapped as stored and are cast row by
+    row when used; the others are checked for NaN/Inf here.
+    """
+    if not path.is_file():
+        refuse_pickles(path.parent, path.name)
+        raise FileNotFoundError(f"{path.name}: required weight file is missing from {path.parent}")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"PK" or magic[:1] == b"\x80":
+        raise WeightsError(f"{path}: this is a pickle (torch.save) file, not safetensors; gemma_np never "
+                           "unpickles a file. Convert it to safetensors with a tool you trust.")
+    found = load_safetensors(path)
+    check_tensors(found, expected, path)
+    out = {}
+    for name, arr in found.items():
+        if name in keep_stored:
+            out[name] = arr
+            continue
+        check_finite(name, arr, path)
+        out[name] = arr if arr.dtype == dtype else arr.astype(dtype)
+    return out
