@@ -219,13 +219,17 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
     pool_path = folder / str(modules[1].get("path", "1_Pooling")) / "config.json"
     pool = _object(pool_path)
     pwhere = f"{modules[1].get('path')}/config.json"
-    _refuse(pool, "pooling_mode_mean_tokens", (True,), pwhere, "only mean pooling is implemented")
-    for key in _POOLING_OFF:
-        _refuse(pool, key, (False, None), pwhere, "only mean pooling is implemented")
+    if "pooling_mode" in pool:  # sentence-transformers 6 writes one string
+        _refuse(pool, "pooling_mode", ("mean",), pwhere, "only mean pooling is implemented")
+    else:  # older versions (the published snapshot) write one boolean per mode
+        _refuse(pool, "pooling_mode_mean_tokens", (True,), pwhere, "only mean pooling is implemented")
+        for key in _POOLING_OFF:
+            _refuse(pool, key, (False, None), pwhere, "only mean pooling is implemented")
     _refuse(pool, "include_prompt", (True, None), pwhere, "prompt tokens are always included in the mean")
-    if pool.get("word_embedding_dimension", gemma.hidden_size) != gemma.hidden_size:
-        raise ModelFolderError(f"{pwhere}: 'word_embedding_dimension' = {pool['word_embedding_dimension']!r} "
-                               f"contradicts config.json hidden_size = {gemma.hidden_size}")
+    for key in ("word_embedding_dimension", "embedding_dimension"):
+        if pool.get(key, gemma.hidden_size) != gemma.hidden_size:
+            raise ModelFolderError(f"{pwhere}: '{key}' = {pool[key]!r} contradicts config.json "
+                                   f"hidden_size = {gemma.hidden_size}")
 
     shapes, folders, width = [], [], gemma.hidden_size
     for m in dense_modules:
@@ -235,6 +239,8 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
         _refuse(d, "bias", (False,), dwhere, "the Dense layers of EmbeddingGemma have no bias")
         _refuse(d, "activation_function", _IDENTITY, dwhere, "only the identity activation is implemented")
         _refuse(d, "use_residual", (False, None), dwhere, "residual Dense layers are not implemented")
+        for key in ("module_input_name", "module_output_name"):
+            _refuse(d, key, ("sentence_embedding", None), dwhere, "Dense layers act on the pooled embedding")
         n_in, n_out = _int(d, "in_features", dwhere), _int(d, "out_features", dwhere)
         if n_in != width:
             raise ModelFolderError(f"{dwhere}: 'in_features' = {n_in} but the previous stage gives {width}")
@@ -253,13 +259,27 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
     if default is not None and default not in prompts:
         raise ModelFolderError(f"config_sentence_transformers.json: 'default_prompt_name' = {default!r} "
                                f"is not one of the prompts ({', '.join(prompts)})")
-    sbert = _object(folder / "sentence_bert_config.json")
-    _refuse(sbert, "do_lower_case", (False, None), "sentence_bert_config.json", "lower-casing is not implemented")
-    max_len = sbert.get("max_seq_length", gemma.max_position_embeddings)
-    if max_len is None:
-        max_len = gemma.max_position_embeddings
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
-        raise ModelFolderError(f"sentence_bert_config.json: 'max_seq_length' must be an integer >= 2, found {max_len!r}")
-    # sentence-transformers caps the tokenizer at max_position_embeddings as well.
-    max_len = min(max_len, gemma.max_position_embeddings)
+    max_len = _max_seq_length(folder, gemma)
     return HeadConfig(tuple(shapes), tuple(folders), normalize, max_len, dict(prompts), default)
+
+
+def _max_seq_length(folder: Path, gemma: GemmaConfig) -> int:
+    """Tokens kept per text, <bos> and <eos> included, as sentence-transformers decides it: the
+    max_seq_length of sentence_bert_config.json (older versions write it; the published snapshot says 2048),
+    else the tokenizer's model_max_length capped at max_position_embeddings."""
+    sbert = _object(folder / "sentence_bert_config.json")
+    where = "sentence_bert_config.json"
+    _refuse(sbert, "do_lower_case", (False, None), where, "lower-casing is not implemented")
+    limit = gemma.max_position_embeddings
+    if sbert.get("max_seq_length") is not None:
+        n = _int(sbert, "max_seq_length", where, minimum=2)
+        if n > limit:
+            raise ModelFolderError(f"{where}: 'max_seq_length' = {n} exceeds config.json "
+                                   f"max_position_embeddings = {limit}")
+        return n
+    tok_cfg = folder / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        n = _object(tok_cfg).get("model_max_length")
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 2:
+            return min(n, limit)
+    return limit
