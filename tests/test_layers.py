@@ -1,0 +1,102 @@
+"""The plain functions, one idea each: literal masks, softmax rows, rotary, norms, GELU, pooling, Matryoshka."""
+
+import numpy as np
+import pytest
+
+from gemma_np.attention import attention_mask, masked_softmax
+from gemma_np.config import GemmaConfig
+from gemma_np.head import l2_normalize, matryoshka, mean_pool
+from gemma_np.mlp import gelu_tanh
+from gemma_np.norms import rms_norm
+from gemma_np.rope import apply_rope, rope_frequencies, rope_tables, rotate_half
+
+
+def test_sliding_mask_is_a_symmetric_band_with_padding_keys_masked():
+    # window 3 (a stored sliding_window of 4 or 5): abs(i - j) < 3; the last key is padding.
+    got = attention_mask(np.array([[1, 1, 1, 1, 1, 0]]), window=3)[0].astype(int)
+    want = np.array([
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+        [0, 1, 1, 1, 1, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 1, 1, 0],
+    ])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_full_mask_has_no_causal_part():
+    got = attention_mask(np.array([[1, 1, 1, 0]]), window=None)[0].astype(int)
+    np.testing.assert_array_equal(got, np.array([[1, 1, 1, 0]] * 4))
+
+
+def test_runtime_window_is_half_the_stored_one_plus_one():
+    cfg = GemmaConfig(8, 4, 4, 1, 1, 1, 2, ("sliding_attention",), 512, 1e6, 1e4, 2, 1e-6, 16)
+    assert cfg.attention_window == 257  # 256 keys on each side of the query, 513 with itself
+
+
+def test_masked_softmax_rows_sum_to_one_and_empty_rows_are_zero_not_nan():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 4, 4)).astype(np.float32) * 30
+    allowed = np.ones((2, 4, 4), bool)
+    allowed[1, 2] = False  # a padding query whose whole window is padding
+    allowed[0, :, 3] = False
+    p = masked_softmax(scores, allowed)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p[0].sum(-1), 1, rtol=1e-6)
+    np.testing.assert_array_equal(p[1, 2], 0)
+    assert np.all(p[0, :, 3] == 0)
+
+
+def test_rotate_half_swaps_halves_not_interleaved_pairs():
+    np.testing.assert_array_equal(rotate_half(np.array([1.0, 2.0, 3.0, 4.0])), [-3.0, -4.0, 1.0, 2.0])
+
+
+def test_rope_preserves_norm_and_position_zero_is_identity():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 5, 2, 8))
+    cos, sin = rope_tables(5, 8, 10000.0, np.float64)
+    y = apply_rope(x, cos, sin)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12)
+    np.testing.assert_array_equal(y[:, 0], x[:, 0])
+
+
+def test_rope_frequencies():
+    np.testing.assert_allclose(rope_frequencies(4, 10000.0, np.float64), [1.0, 0.01])
+
+
+def test_rope_dot_product_depends_only_on_relative_position():
+    rng = np.random.default_rng(2)
+    q, k = rng.normal(size=8), rng.normal(size=8)
+    cos, sin = rope_tables(12, 8, 100.0, np.float64)
+
+    def at(v, p):
+        return apply_rope(v[None, None, None, :] * np.ones((1, 12, 1, 8)), cos, sin)[0, p, 0]
+
+    np.testing.assert_allclose(at(q, 7) @ at(k, 4), at(q, 5) @ at(k, 2), rtol=1e-10)
+
+
+def test_rms_norm_uses_one_plus_weight():
+    x = np.array([[3.0, 4.0]])
+    w = np.array([0.0, 1.0])
+    rms = np.sqrt((9 + 16) / 2 + 1e-6)
+    np.testing.assert_allclose(rms_norm(x, w, 1e-6), [[3 / rms, 2 * 4 / rms]])
+
+
+def test_gelu_tanh_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-8, 8, 1001, dtype=np.float32)
+    want = torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh").numpy()
+    np.testing.assert_allclose(gelu_tanh(x), want, rtol=0, atol=1e-6)
+
+
+def test_mean_pool_ignores_padding_and_counts_prompt_tokens():
+    tokens = np.arange(12, dtype=np.float32).reshape(1, 4, 3)
+    got = mean_pool(tokens, np.array([[1, 1, 0, 0]]))
+    np.testing.assert_array_equal(got, [[1.5, 2.5, 3.5]])
+
+
+def test_matryoshka_slices_and_optionally_renormalizes():
+    x = l2_normalize(np.array([[3.0, 4.0, 12.0]]))
+    np.testing.assert_allclose(matryoshka(x, 2, renormalize=False), [[3 / 13, 4 / 13]])
+    np.testing.assert_allclose(matryoshka(x, 2, renormalize=True), [[0.6, 0.8]])
