@@ -179,7 +179,8 @@ class EmbeddingGemma:
         return out
 
     # ----------------------------------------------------------------------------------------- encode
-    def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str:
+    def resolve_prompt(self, prompt: str | None = None, prompt_name: str | None = None) -> str:
+        """The prompt text encode() prepends for these arguments (the default prompt, or "", when neither)."""
         if prompt is not None and prompt_name is not None:
             raise InputError(f"pass either prompt or prompt_name, not both (got prompt={prompt!r} and "
                              f"prompt_name={prompt_name!r})")
@@ -209,7 +210,7 @@ class EmbeddingGemma:
         exactly as sentence-transformers; pass normalize_embeddings=True to rescale them to unit length.
         """
         texts, single = _as_text_list(texts)
-        prefix = self._resolve_prompt(prompt, prompt_name)
+        prefix = self.resolve_prompt(prompt, prompt_name)
         batch_size = _check_int("batch_size", batch_size, 1)
         dim = self.head.embedding_dim
         k = self.truncate_dim if truncate_dim is None else _check_int("truncate_dim", truncate_dim, 1, dim)

@@ -1,0 +1,217 @@
+"""The `gemma-np` command: embed texts, or rank documents against a query, with EmbeddingGemma in NumPy.
+
+    gemma-np embed "Hello world" "Bonjour le monde"              # JSON to stdout, no prompt
+    gemma-np embed --input texts.txt --prompt-name query --truncate-dim 256 --normalize
+    gemma-np embed --input texts.json --format npy --output emb.npy
+    cat texts.txt | gemma-np embed --input - --output emb.json
+    gemma-np search "Which planet is known as the Red Planet?"   # the built-in demo documents
+    gemma-np search "¿Dónde nace el Ganges?" --documents docs.txt --top-k 3 --json
+    python -m gemma_np search "..."                               # the same, without the console script
+
+Every subcommand takes --model DIR (default: $GEMMA_NP_MODEL_DIR, else the folder
+`python -m weights_tools.fetch` fills), --dtype float32|float64, --batch-size N, --truncate-dim K and
+--no-progress. Input files: .json holds a list of strings; any other file (or `-` for stdin) holds one
+text per line, blank lines skipped.
+
+Errors print `gemma-np: error: <message>` to stderr: exit code 2 for a wrong command line, 1 for a
+problem found while running (a missing file or model folder, an unknown prompt name, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .model import DTYPES, EmbeddingGemma, default_model_dir
+
+PROG = "gemma-np"
+LINE_WIDTH = 100  # search's table cuts each document to one line of this many characters
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def read_texts(source: str) -> list[str]:
+    """Texts from a .json list of strings, or one per line from any other file or `-` (stdin)."""
+    if source == "-":
+        raw, is_json = sys.stdin.read(), False
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{source}: no such file")
+        if not path.is_file():
+            raise OSError(f"{source}: not a file")
+        try:
+            raw = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise OSError(f"{source}: cannot read: {e.strerror or e}") from None
+        is_json = path.suffix.lower() == ".json"
+    if is_json:
+        try:
+            texts = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: not valid JSON ({e})") from None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{source}: expected a JSON list of strings")
+    else:
+        texts = [line.rstrip("\r") for line in raw.split("\n") if line.strip()]
+    if not texts:
+        raise ValueError(f"{'stdin' if source == '-' else source}: no texts in the input (it is empty)")
+    return texts
+
+
+def demo_documents() -> list[str]:
+    """The built-in corpus of `gemma-np search`: four planet facts, then short texts in many languages."""
+    raw = resources.files("gemma_np").joinpath("data", "demo_documents.json").read_text(encoding="utf-8")
+    return json.loads(raw)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def load_model(args) -> EmbeddingGemma:
+    folder = args.model if args.model is not None else default_model_dir()
+    print(f"loading model from {folder}", file=sys.stderr)
+    # model_dir None keeps from_pretrained's own message on how to fetch the weights.
+    return EmbeddingGemma.from_pretrained(args.model, dtype=args.dtype, truncate_dim=args.truncate_dim)
+
+
+def encode_options(args) -> dict:
+    # None: encode shows a bar when there is more than one batch and stderr is a terminal.
+    return {"batch_size": args.batch_size, "show_progress_bar": False if args.no_progress else None}
+
+
+def one_line(text: str, width: int = LINE_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write_text(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+
+
+def embeddings_json(model: str, prompt: str, emb: np.ndarray) -> str:
+    """JSON text; each value is numpy's shortest decimal that reads back to the same float32 (or float64)."""
+    rows = ",\n    ".join("[" + ", ".join(str(v) for v in row) + "]" for row in emb)
+    return (f'{{\n  "model": {json.dumps(model, ensure_ascii=False)},\n'
+            f'  "prompt": {json.dumps(prompt, ensure_ascii=False)},\n'
+            f'  "dim": {emb.shape[1]},\n  "embeddings": [\n    {rows}\n  ]\n}}\n')
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def cmd_embed(args) -> int:
+    if args.format == "npy" and args.output is None:
+        args.parser.error("--format npy needs --output FILE")
+    if args.texts and args.input is not None:
+        args.parser.error("give the texts as arguments or with --input, not both")
+    if not args.texts and args.input is None:
+        args.parser.error("no texts: give them as arguments, or with --input FILE (- for stdin)")
+    texts = args.texts or read_texts(args.input)
+    model = load_model(args)
+    emb = model.encode(texts, prompt_name=args.prompt_name, prompt=args.prompt,
+                       normalize_embeddings=args.normalize, **encode_options(args))  # [n, k]
+    if args.format == "npy":
+        with open(args.output, "wb") as f:  # a file object: np.save would append ".npy" to a bare name
+            np.save(f, emb)
+    else:
+        prompt = model.resolve_prompt(args.prompt, args.prompt_name)  # the prompt text encode() used
+        write_text(embeddings_json(str(model.folder), prompt, emb), args.output)
+    if args.output is not None:
+        print(f"wrote {emb.shape[0]} embeddings of dim {emb.shape[1]} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args) -> int:
+    docs = read_texts(args.documents) if args.documents is not None else demo_documents()
+    model = load_model(args)
+    q = model.encode_query(args.query, **encode_options(args))  # [k], "query" prompt
+    d = model.encode_document(docs, **encode_options(args))  # [n, k], "document" prompt
+    scores = model.similarity(q, d)[0]  # [n], cosine
+    order = np.argsort(-scores, kind="stable")[: args.top_k]
+    if args.json:
+        hits = [{"rank": r, "score": float(str(scores[i])), "index": int(i), "text": docs[i]}
+                for r, i in enumerate(order, 1)]
+        print(json.dumps(hits, ensure_ascii=False, indent=2))
+    else:
+        print(f"{'rank':>4}  {'score':>7}  document")
+        for r, i in enumerate(order, 1):
+            print(f"{r:>4}  {scores[i]:>7.4f}  {one_line(docs[i])}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", metavar="DIR",
+                        help="model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
+    common.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default float32)")
+    common.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="texts per forward pass (32)")
+    common.add_argument("--truncate-dim", type=positive_int, metavar="K",
+                        help="keep the first K coordinates (Matryoshka: 512, 256, 128)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search}")
+
+    p = sub.add_parser("embed", parents=[common], help="embed texts, write JSON or .npy",
+                       description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
+    p.add_argument("--input", metavar="FILE", help=".txt (one text a line), .json (list of strings), - for stdin")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-name", metavar="NAME", help="a named prompt of the model: query, document, STS...")
+    prompt.add_argument("--prompt", metavar="STR", help="a literal prompt put before each text")
+    p.add_argument("--normalize", action="store_true", help="rescale to unit length after truncation")
+    p.add_argument("--format", choices=["json", "npy"], default="json", help="output format (npy needs --output)")
+    p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=cmd_embed, parser=p)
+
+    p = sub.add_parser("search", parents=[common], help="rank documents against a query by cosine similarity",
+                       description="Encode QUERY with the 'query' prompt and the documents with the 'document' "
+                                   "prompt; print the best matches.")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--documents", metavar="FILE",
+                   help=".txt (one document a line), .json (list of strings), - for stdin; default: a built-in demo")
+    p.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="how many results to print (5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, score, index, text}")
+    p.set_defaults(func=cmd_search, parser=p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 ok, 1 runtime error, 2 usage error)."""
+    try:
+        args = build_parser().parse_args(argv)
+        with warnings.catch_warnings():  # library warnings (e.g. truncated texts) as one plain line
+            warnings.showwarning = lambda msg, *a, **k: print(f"{PROG}: warning: {msg}", file=sys.stderr)
+            return args.func(args)
+    except SystemExit as e:  # argparse: --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as e:  # GemmaNPError is a ValueError, FileNotFoundError an OSError
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
