@@ -77,7 +77,7 @@ class HeadConfig:
 def read_json(path: Path) -> object:
     """Read one JSON file; a missing or malformed file raises an error that names it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path.name}: required file is missing from the model folder ({path.parent})")
+        raise FileNotFoundError(f"{path}: required file of the model folder is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

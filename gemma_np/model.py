@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json
 from .encoder import encoder_forward
-from .errors import InputError, ModelFolderError
+from .errors import InputError, ModelFolderError, WeightsError
 from .head import dense, l2_normalize, matryoshka, mean_pool
 from .tokenizer import encode_texts, load_tokenizer, pad_batch
 from .weights import check_finite, expected_encoder_tensors, load_checked
@@ -33,7 +33,11 @@ _REFUSED_DTYPES = {
 
 
 def resolve_dtype(dtype) -> type:
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    """"float32" or "float64" (a NumPy dtype or type of those is accepted too); anything else is refused."""
+    try:
+        name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    except TypeError:
+        raise InputError(f"dtype={dtype!r} is not supported; use one of {', '.join(map(repr, DTYPES))}") from None
     if name in _REFUSED_DTYPES:
         raise InputError(f"dtype={dtype!r}: {_REFUSED_DTYPES[name]}")
     if name not in DTYPES:
@@ -69,7 +73,19 @@ def _as_text_list(inputs) -> tuple[list[str], bool]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__} {t!r:.60}")
+    for i, t in enumerate(texts):
+        _check_encodable(t, f"texts[{i}]")
     return texts, False
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """A Python str may hold a lone surrogate (e.g. from bytes decoded with errors="surrogateescape"),
+    which is not Unicode text and which the tokenizer cannot take; name it rather than fail inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{what} holds a lone surrogate {text[e.start]!r} at position {e.start}, which is not "
+                         "valid Unicode text; decode the source with errors='replace' or remove it") from None
 
 
 class EmbeddingGemma:
@@ -110,8 +126,10 @@ class EmbeddingGemma:
             if not isinstance(model_dir, (str, os.PathLike)):
                 raise TypeError(f"model_dir must be a path, got {type(model_dir).__name__}")
             folder = Path(model_dir)
-            if not folder.is_dir():
+            if not folder.exists():
                 raise FileNotFoundError(f"{folder}: model folder does not exist")
+            if not folder.is_dir():
+                raise ModelFolderError(f"{folder}: is a file; give the model folder that holds config.json")
         cfg_json = read_json(folder / "config.json")
         if not isinstance(cfg_json, dict):
             raise ModelFolderError(f"{folder / 'config.json'}: expected a JSON object")
@@ -165,9 +183,11 @@ class EmbeddingGemma:
         tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
                                          output_hidden_states)
         if not np.all(np.isfinite(tokens[attention_mask.astype(bool)])):
-            # Every tensor but the embedding table was checked at load; find the rows that did this.
+            # Every tensor but the embedding table was checked at load; look at the rows this batch used.
             check_finite("embed_tokens.weight", np.asarray(self.params["embed_tokens.weight"][input_ids]),
                          self.folder / "model.safetensors")
+            raise WeightsError(f"{self.folder}: the encoder produced Inf or NaN from finite weights (an "
+                               f"overflow in {np.dtype(self.dtype).name}); these weights are not usable as they are")
         x = mean_pool(tokens, attention_mask)  # [B, S, D] -> [B, D]
         for w in self.dense_weights:
             x = dense(x, w)  # [B, 768] -> [B, 3072] -> [B, 768]
@@ -211,6 +231,7 @@ class EmbeddingGemma:
         """
         texts, single = _as_text_list(texts)
         prefix = self.resolve_prompt(prompt, prompt_name)
+        _check_encodable(prefix, "prompt")
         batch_size = _check_int("batch_size", batch_size, 1)
         dim = self.head.embedding_dim
         k = self.truncate_dim if truncate_dim is None else _check_int("truncate_dim", truncate_dim, 1, dim)

@@ -14,6 +14,7 @@ from a file: safetensors is plain data, and pickle files are refused by name bef
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def read_header(path: Path) -> tuple[dict, int, int]:
                 or not 0 <= offs[0] <= offs[1] <= data_size):
             raise _fail(path, f"tensor {name!r}: data_offsets {offs!r} lie outside the {data_size} data bytes "
                               "(truncated file?)")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[e["dtype"]].itemsize
+        nbytes = math.prod(shape) * DTYPES[e["dtype"]].itemsize  # exact: no int64 overflow on absurd shapes
         if offs[1] - offs[0] != nbytes:
             raise _fail(path, f"tensor {name!r}: data_offsets span {offs[1] - offs[0]} bytes but "
                               f"{e['dtype']}{shape} needs {nbytes}")

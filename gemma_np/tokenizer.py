@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import InputError
+from .errors import ModelFolderError
 
 
 def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     if not path.is_file():
-        raise FileNotFoundError(f"{path.name}: required file is missing from the model folder ({path.parent})")
+        raise FileNotFoundError(f"{path}: required file of the model folder is missing")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises a bare Exception on malformed files
-        raise InputError(f"{path}: not a valid tokenizer.json ({e})") from None
+        raise ModelFolderError(f"{path}: not a valid tokenizer.json ({e})") from None
     tok.no_padding()
     tok.enable_truncation(max_length=max_length)  # strategy longest_first, direction right, as transformers
     return tok

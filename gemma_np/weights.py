@@ -87,7 +87,7 @@ def load_checked(path: Path, expected: dict[str, tuple[int, ...]], dtype: np.dty
     """
     if not path.is_file():
         refuse_pickles(path.parent, path.name)
-        raise FileNotFoundError(f"{path.name}: required weight file is missing from {path.parent}")
+        raise FileNotFoundError(f"{path}: required weight file of the model folder is missing")
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic == b"PK" or magic[:1] == b"\x80":
