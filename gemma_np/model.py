@@ -34,6 +34,8 @@ _REFUSED_DTYPES = {
 
 def resolve_dtype(dtype) -> type:
     """"float32" or "float64" (a NumPy dtype or type of those is accepted too); anything else is refused."""
+    if dtype is None:  # np.dtype(None) is float64: say so rather than silently choose it
+        raise InputError(f"dtype=None is not supported; use one of {', '.join(map(repr, DTYPES))}")
     try:
         name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
     except TypeError:
@@ -55,27 +57,31 @@ def default_model_dir() -> Path:
 
 
 def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and <= {maximum}" if maximum is not None else ""
-        raise InputError(f"{name}={value} is out of range: it must be >= {minimum}{upper}")
+        raise InputError(f"{name}={value} is out of range: it must be {allowed}")
     return int(value)
 
 
 def _as_text_list(inputs) -> tuple[list[str], bool]:
     """(texts, single) from a string or a sequence of strings; anything else is a TypeError naming it."""
-    if isinstance(inputs, str):
-        return [inputs], True
-    if isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, (Sequence, np.ndarray)):
-        raise TypeError(f"texts must be a str or a list of str, got {type(inputs).__name__}")
-    texts = list(inputs)
+    single = isinstance(inputs, str)
+    if single:
+        texts = [inputs]
+    elif (isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, (Sequence, np.ndarray))
+            or (isinstance(inputs, np.ndarray) and inputs.ndim != 1)):
+        dims = f" of {inputs.ndim} dimensions" if isinstance(inputs, np.ndarray) else ""
+        raise TypeError(f"texts must be a str or a list of str, got {type(inputs).__name__}{dims}")
+    else:
+        texts = list(inputs)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__} {t!r:.60}")
     for i, t in enumerate(texts):
-        _check_encodable(t, f"texts[{i}]")
-    return texts, False
+        _check_encodable(t, f"texts[{i}]")  # a single str too
+    return texts, single
 
 
 def _check_encodable(text: str, what: str) -> None:
@@ -136,7 +142,7 @@ class EmbeddingGemma:
         config = parse_gemma_config(cfg_json)
         head = read_head_config(folder, config)
         if truncate_dim is not None:
-            _check_int("truncate_dim", truncate_dim, 1, head.embedding_dim)
+            truncate_dim = _check_int("truncate_dim", truncate_dim, 1, head.embedding_dim)
         params = load_checked(folder / "model.safetensors", expected_encoder_tensors(config), np_dtype,
                               keep_stored=("embed_tokens.weight",))
         dense_weights = []
@@ -158,15 +164,17 @@ class EmbeddingGemma:
         return self.truncate_dim or self.head.embedding_dim
 
     # ----------------------------------------------------------------------------------------- forward
-    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids of each text and whether it was truncated; ids outside the embedding table are refused."""
+    def tokenize(self, texts: list[str],
+                 names: Sequence[str] | None = None) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each text and whether it was truncated; ids outside the embedding table are refused
+        (the error names texts[i], or names[i] when given)."""
         ids, truncated = encode_texts(self.tokenizer, texts)
         V = self.config.vocab_size
         for i, x in enumerate(ids):
             if x and max(x) >= V:
-                bad = max(x)
+                bad, name = max(x), names[i] if names else f"texts[{i}]"
                 raise InputError(
-                    f"texts[{i}] produces token id {bad} ({self.tokenizer.id_to_token(bad)!r}), outside the "
+                    f"{name} produces token id {bad} ({self.tokenizer.id_to_token(bad)!r}), outside the "
                     f"embedding table of {V} rows: the tokenizer knows this special token but the text model "
                     "has no embedding for it. Remove it from the text."
                 )
@@ -239,6 +247,8 @@ class EmbeddingGemma:
         if not texts:
             return np.zeros((0, k), dtype=self.dtype)
 
+        if prefix:
+            self.tokenize([prefix], names=["prompt"])  # so that a bad token of the prompt is blamed on it
         ids, truncated = self.tokenize([prefix + t for t in texts])
         if any(truncated) and not self._warned_truncation:
             self._warned_truncation = True
@@ -280,7 +290,23 @@ class EmbeddingGemma:
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity of every row of a with every row of b.  [n, k] or [k], [m, k] or [k] -> [n, m]"""
-        a, b = np.atleast_2d(np.asarray(a)), np.atleast_2d(np.asarray(b))
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-            raise InputError(f"similarity needs vectors of one size, got shapes {a.shape} and {b.shape}")
-        return l2_normalize(a) @ l2_normalize(b).T
+        arrays = []
+        for name, given in (("a", a), ("b", b)):
+            try:
+                x = np.asarray(given)
+            except ValueError:  # a ragged nested list
+                raise InputError(f"similarity: {name} must be a vector [k] or a matrix [n, k]; got rows of "
+                                 "different lengths") from None
+            if x.dtype.kind not in "biuf":
+                raise TypeError(f"similarity: {name} must be an array of numbers (embeddings), got "
+                                f"{type(given).__name__} (dtype {x.dtype})")
+            if not np.all(np.isfinite(x)):
+                raise InputError(f"similarity: {name} holds NaN or Inf; embeddings must be finite")
+            arrays.append(x)
+        a2, b2 = np.atleast_2d(arrays[0]), np.atleast_2d(arrays[1])
+        if a2.ndim != 2 or b2.ndim != 2 or a2.shape[1] != b2.shape[1]:
+            raise InputError(f"similarity needs vectors [k] or matrices [n, k] of one size k, got shapes "
+                             f"{arrays[0].shape} (a) and {arrays[1].shape} (b)")
+        # ints and float16 in float32 or wider: a zero row of them would otherwise divide 0 by 0
+        ct = np.result_type(a2.dtype, b2.dtype, np.float32)
+        return l2_normalize(a2.astype(ct)) @ l2_normalize(b2.astype(ct)).T
