@@ -16,7 +16,7 @@ silently computed some other way.
 from __future__ import annotations
 
 import json
-import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +80,8 @@ def read_json(path: Path) -> object:
         raise FileNotFoundError(f"{path}: required file of the model folder is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int of > 4300 digits, absurd nesting
+        raise ModelFolderError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _object(path: Path) -> dict:
@@ -100,7 +100,8 @@ def _int(cfg: dict, key: str, where: str, minimum: int = 1) -> int:
 
 def _float(cfg: dict, key: str, where: str) -> float:
     v = cfg.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    # compared rather than math.isfinite(v), which raises OverflowError for an int too large for a float
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= sys.float_info.max:
         raise ModelFolderError(f"{where}: '{key}' must be a positive number, found {v!r}")
     return float(v)
 
@@ -215,10 +216,15 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
         if t != _DENSE:
             raise ModelFolderError(f"{where}: module {m.get('name', '?')!r} of type {m.get('type')!r} is not "
                                    "implemented by gemma_np (supported after Pooling: Dense..., then Normalize)")
+    for m in modules[1:len(dense_modules) + 2]:  # Pooling and Dense read a config.json from their folder
+        p = m.get("path")
+        if not isinstance(p, str) or not p or Path(p).is_absolute() or ".." in Path(p).parts:
+            raise ModelFolderError(f"{where}: module {m.get('name', '?')!r} of type {m.get('type')!r} has 'path' "
+                                   f"{p!r}; it must name its folder inside the model folder (e.g. '1_Pooling')")
 
-    pool_path = folder / str(modules[1].get("path", "1_Pooling")) / "config.json"
+    pool_path = folder / modules[1]["path"] / "config.json"
     pool = _object(pool_path)
-    pwhere = f"{modules[1].get('path')}/config.json"
+    pwhere = f"{modules[1]['path']}/config.json"
     if "pooling_mode" in pool:  # sentence-transformers 6 writes one string
         _refuse(pool, "pooling_mode", ("mean",), pwhere, "only mean pooling is implemented")
     else:  # older versions (the published snapshot) write one boolean per mode
@@ -233,7 +239,7 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
 
     shapes, folders, width = [], [], gemma.hidden_size
     for m in dense_modules:
-        sub = str(m.get("path", ""))
+        sub = m["path"]
         dwhere = f"{sub}/config.json"
         d = _object(folder / sub / "config.json")
         _refuse(d, "bias", (False,), dwhere, "the Dense layers of EmbeddingGemma have no bias")
@@ -250,13 +256,17 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
     if not dense_modules:
         shapes = []
 
-    st = read_json(folder / "config_sentence_transformers.json")
-    st = st if isinstance(st, dict) else {}
+    st = _object(folder / "config_sentence_transformers.json")
     prompts = st.get("prompts", {})
-    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
-        raise ModelFolderError("config_sentence_transformers.json: 'prompts' must map names to strings")
+    if not isinstance(prompts, dict):
+        raise ModelFolderError(f"config_sentence_transformers.json: 'prompts' must map names to strings, "
+                               f"found {prompts!r:.100}")
+    for k, v in prompts.items():
+        if not isinstance(v, str):
+            raise ModelFolderError(f"config_sentence_transformers.json: prompt {k!r} must be a string, "
+                                   f"found {v!r:.100}")
     default = st.get("default_prompt_name")
-    if default is not None and default not in prompts:
+    if default is not None and (not isinstance(default, str) or default not in prompts):
         raise ModelFolderError(f"config_sentence_transformers.json: 'default_prompt_name' = {default!r} "
                                f"is not one of the prompts ({', '.join(prompts)})")
     max_len = _max_seq_length(folder, gemma)

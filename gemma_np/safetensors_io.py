@@ -23,6 +23,8 @@ import numpy as np
 from .errors import WeightsError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the published files have headers of a few KB
+MAX_DIMS = 32  # NumPy's limit is 64 (32 before 2.0); real tensors have 1 or 2
+MAX_BYTES = 2**62  # above NumPy's largest array even when a zero dimension makes the tensor empty
 
 # Storage dtypes we can read. BF16 has no NumPy type: it is the high half of a float32, widened on load.
 DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
@@ -49,27 +51,32 @@ def read_header(path: Path) -> tuple[dict, int, int]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(path, f"header is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, an int of > 4300 digits, absurd nesting
+        raise _fail(path, f"header is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(header, dict):
-        raise _fail(path, "header is not a JSON object")
+        raise _fail(path, f"header is not a JSON object (found a JSON {type(header).__name__})")
     header.pop("__metadata__", None)
     data_size = size - 8 - n
     spans = []
     for name, e in header.items():
         if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= e.keys():
             raise _fail(path, f"tensor {name!r}: header entry must hold dtype, shape and data_offsets")
-        if e["dtype"] not in DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in DTYPES:
             raise _fail(path, f"tensor {name!r}: dtype {e['dtype']!r} is not supported "
                               f"(supported: {', '.join(DTYPES)})")
         shape, offs = e["shape"], e["data_offsets"]
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise _fail(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        itemsize = DTYPES[e["dtype"]].itemsize
+        if len(shape) > MAX_DIMS or math.prod(d for d in shape if d) * itemsize > MAX_BYTES:
+            # NumPy cannot represent these even with zero elements; a real tensor is far smaller
+            raise _fail(path, f"tensor {name!r}: shape {shape!r} is impossible (at most {MAX_DIMS} "
+                              f"dimensions and {MAX_BYTES} bytes, counting non-zero dimensions)")
         if (not isinstance(offs, list) or len(offs) != 2 or not all(type(o) is int for o in offs)
                 or not 0 <= offs[0] <= offs[1] <= data_size):
-            raise _fail(path, f"tensor {name!r}: data_offsets {offs!r} lie outside the {data_size} data bytes "
-                              "(truncated file?)")
-        nbytes = math.prod(shape) * DTYPES[e["dtype"]].itemsize  # exact: no int64 overflow on absurd shapes
+            raise _fail(path, f"tensor {name!r}: data_offsets {offs!r} must be [begin, end] with 0 <= begin <= "
+                              f"end <= {data_size}, the size of the data section (truncated file?)")
+        nbytes = math.prod(shape) * itemsize  # exact: no int64 overflow on absurd shapes
         if offs[1] - offs[0] != nbytes:
             raise _fail(path, f"tensor {name!r}: data_offsets span {offs[1] - offs[0]} bytes but "
                               f"{e['dtype']}{shape} needs {nbytes}")

@@ -89,8 +89,10 @@ def load_checked(path: Path, expected: dict[str, tuple[int, ...]], dtype: np.dty
         refuse_pickles(path.parent, path.name)
         raise FileNotFoundError(f"{path}: required weight file of the model folder is missing")
     with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"PK" or magic[:1] == b"\x80":
+        magic = f.read(9)
+    # torch.save writes a zip ("PK") or a bare pickle (b"\x80" + protocol). A safetensors header length may
+    # also begin with those bytes (any length = 128 mod 256 begins with b"\x80"), but its JSON begins at 8.
+    if (magic[:2] == b"PK" or magic[:1] == b"\x80") and magic[8:9] != b"{":
         raise WeightsError(f"{path}: this is a pickle (torch.save) file, not safetensors; gemma_np never "
                            "unpickles a file. Convert it to safetensors with a tool you trust.")
     found = load_safetensors(path)
