@@ -25,6 +25,7 @@ import numpy as np
 
 from .norms import rms_norm
 from .rope import apply_rope
+from .trace import record
 
 
 def attention_mask(key_mask: np.ndarray, window: int | None) -> np.ndarray:
@@ -72,23 +73,29 @@ def self_attention(
     n_kv_heads: int,
     scaling: float,
     eps: float,
+    trace: dict | None = None,
+    prefix: str = "",
 ) -> np.ndarray:
     """One attention block.  x [B, S, D], allowed [B, S, T] -> [B, S, D]
 
     Weights as stored ([out, in]): q_proj [H*E, D], k_proj and v_proj [K*E, D], o_proj [D, H*E];
     q_norm and k_norm [E]. cos/sin [S, E] from rope_tables() with this layer type's base.
+    With a `trace` dict, records the intermediates named in gemma_np.trace.LAYER_OPS under `prefix`.
     """
     B, S, _ = x.shape
     H, K = n_heads, n_kv_heads
     G = H // K
     E = q_proj.shape[0] // H
-    q = (x @ q_proj.T).reshape(B, S, H, E)  # [B, S, D] -> [B, S, H, E]
-    k = (x @ k_proj.T).reshape(B, S, K, E)  # [B, S, D] -> [B, S, K, E]
-    v = (x @ v_proj.T).reshape(B, S, K, E)  # [B, S, D] -> [B, S, K, E]
+    rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)  # noqa: E731
+    q = rec("q_proj", (x @ q_proj.T).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
+    k = rec("k_proj", (x @ k_proj.T).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
+    v = rec("v_proj", (x @ v_proj.T).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
 
     # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
-    q = apply_rope(rms_norm(q, q_norm, eps), cos, sin)  # [B, S, H, E]
-    k = apply_rope(rms_norm(k, k_norm, eps), cos, sin)  # [B, S, K, E]
+    q = rec("q_norm", rms_norm(q, q_norm, eps))  # [B, S, H, E]
+    k = rec("k_norm", rms_norm(k, k_norm, eps))  # [B, S, K, E]
+    q = rec("q_rope", apply_rope(q, cos, sin))  # [B, S, H, E]
+    k = rec("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
 
     # Grouped-query attention: query head h = k * G + g uses kv head k (transformers' repeat_kv order).
     # Broadcasting over G shares the kv head without copying it.
@@ -96,7 +103,10 @@ def self_attention(
     kt = k.transpose(0, 2, 3, 1)[:, :, None]  # [B, K, 1, E, T]
     vt = v.transpose(0, 2, 1, 3)[:, :, None]  # [B, K, 1, T, E]
     scores = (qg @ kt) * x.dtype.type(scaling)  # [B, K, G, S, T]; scaling = query_pre_attn_scalar ** -0.5
+    # Recorded as [B, H, S, T] (head h = k * G + g); both reshapes are views, no copy.
+    scores = rec("scores", scores.reshape(B, H, S, S)).reshape(B, K, G, S, S)
     probs = masked_softmax(scores, allowed[:, None, None])  # [B, K, G, S, T]
+    probs = rec("probs", probs.reshape(B, H, S, S)).reshape(B, K, G, S, S)
     out = probs @ vt  # [B, K, G, S, E]
-    out = out.transpose(0, 3, 1, 2, 4).reshape(B, S, H * E)  # [B, S, K, G, E] -> [B, S, H*E]
-    return out @ o_proj.T  # [B, S, H*E] -> [B, S, D]
+    out = rec("attn_output", out.transpose(0, 3, 1, 2, 4).reshape(B, S, H * E))  # [B, S, K, G, E] -> [B, S, H*E]
+    return rec("o_proj", out @ o_proj.T)  # [B, S, H*E] -> [B, S, D]

@@ -11,11 +11,14 @@ def mean_pool(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean over the real tokens of each text, prompt tokens included.  [B, S, D], [B, S] -> [B, D]
 
     As sentence-transformers' Pooling(mean): sum of the masked tokens over max(count, 1e-9).
+    The sum is accumulated in float64 and rounded once: NumPy sums along a strided axis one term after the
+    other, so a float32 accumulator would lose up to ~S/2 roundings over 2048 tokens (measured 1.5e-6
+    relative, five times torch's own error); float64 accumulation is more exact than both.
     """
     m = mask.astype(tokens.dtype)[:, :, None]  # [B, S, 1]
-    total = np.sum(tokens * m, axis=1)  # [B, D]
-    count = np.maximum(np.sum(m, axis=1), tokens.dtype.type(1e-9))  # [B, 1]
-    return total / count
+    total = np.sum(tokens * m, axis=1, dtype=np.float64)  # [B, D]
+    count = np.maximum(np.sum(mask, axis=1, dtype=np.float64), 1e-9)[:, None]  # [B, 1]
+    return (total / count).astype(tokens.dtype)
 
 
 def dense(x: np.ndarray, weight: np.ndarray) -> np.ndarray:

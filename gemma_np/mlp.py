@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .trace import record
+
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
     """GELU, tanh approximation ("gelu_pytorch_tanh"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -15,8 +17,10 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return x.dtype.type(0.5) * x * (1 + np.tanh(c * (x + x.dtype.type(0.044715) * x_cube)))
 
 
-def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray) -> np.ndarray:
+def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray,
+        trace: dict | None = None, prefix: str = "") -> np.ndarray:
     """[B, S, D] -> [B, S, D]. Weights as stored, [out, in]: gate/up [F, D], down [D, F]."""
-    gate = x @ gate_proj.T  # [B, S, D] -> [B, S, F]
-    up = x @ up_proj.T  # [B, S, D] -> [B, S, F]
-    return (gelu_tanh(gate) * up) @ down_proj.T  # [B, S, F] -> [B, S, D]
+    gate = record(trace, prefix, "mlp.gate_proj", x @ gate_proj.T)  # [B, S, D] -> [B, S, F]
+    up = record(trace, prefix, "mlp.up_proj", x @ up_proj.T)  # [B, S, D] -> [B, S, F]
+    act = record(trace, prefix, "mlp.act", gelu_tanh(gate) * up)  # [B, S, F]
+    return record(trace, prefix, "mlp.down_proj", act @ down_proj.T)  # [B, S, F] -> [B, S, D]

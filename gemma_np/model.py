@@ -21,6 +21,7 @@ from .encoder import encoder_forward
 from .errors import InputError, ModelFolderError, WeightsError
 from .head import dense, l2_normalize, matryoshka, mean_pool
 from .tokenizer import encode_texts, load_tokenizer, pad_batch
+from .trace import record
 from .weights import check_finite, expected_encoder_tensors, load_checked
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
@@ -180,27 +181,30 @@ class EmbeddingGemma:
                 )
         return ids, truncated
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                output_hidden_states: bool = False) -> dict[str, object]:
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, output_hidden_states: bool = False,
+                trace: dict | None = None) -> dict[str, object]:
         """The whole model on one padded batch.  input_ids, attention_mask [B, S] ->
 
         token_embeddings [B, S, D] (after the final norm), sentence_embedding [B, 768] (pooled, Dense,
         Dense, normalized; not truncated), and with output_hidden_states the L + 1 hidden states.
-        Names as sentence-transformers' features.
+        Names as sentence-transformers' features. With a `trace` dict, every named intermediate of
+        gemma_np.trace is stored in it.
         """
-        tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
-                                         output_hidden_states)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
+            tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
+                                             output_hidden_states, trace)
         if not np.all(np.isfinite(tokens[attention_mask.astype(bool)])):
             # Every tensor but the embedding table was checked at load; look at the rows this batch used.
             check_finite("embed_tokens.weight", np.asarray(self.params["embed_tokens.weight"][input_ids]),
                          self.folder / "model.safetensors")
             raise WeightsError(f"{self.folder}: the encoder produced Inf or NaN from finite weights (an "
                                f"overflow in {np.dtype(self.dtype).name}); these weights are not usable as they are")
-        x = mean_pool(tokens, attention_mask)  # [B, S, D] -> [B, D]
-        for w in self.dense_weights:
-            x = dense(x, w)  # [B, 768] -> [B, 3072] -> [B, 768]
+        x = record(trace, "", "pooled", mean_pool(tokens, attention_mask))  # [B, S, D] -> [B, D]
+        for j, w in enumerate(self.dense_weights):
+            x = record(trace, "", f"dense.{j}", dense(x, w))  # [B, 768] -> [B, 3072] -> [B, 768]
         if self.head.normalize:
             x = l2_normalize(x)  # [B, 768], unit length
+        x = record(trace, "", "sentence_embedding", x)
         out = {"token_embeddings": tokens, "sentence_embedding": x}
         if output_hidden_states:
             out["hidden_states"] = hidden

@@ -1,0 +1,76 @@
+"""Named intermediates of the forward pass: what `EmbeddingGemma.forward(..., trace={})` records.
+
+Pass a dict as `trace` and every step stores its output under a stable name; pass None (the default) and
+nothing is recorded (each step pays one `is None` test). Names follow the checkpoint's module names where
+there is a module, so that the PyTorch side (gemma_np.torch_trace) can capture the same names with hooks.
+
+Global names, in the order they are computed, around the per-layer names `layers.{i}.<op>`:
+
+    embed_tokens                 [B, S, D]  token rows times sqrt(D): the input of layer 0
+    rope.{type}.cos, .sin        [S, E]     rotary tables of each layer type present (full_attention,
+                                            sliding_attention), in that order
+    layers.{i}.<op>              see LAYER_OPS
+    norm                         [B, S, D]  the final RMSNorm: the token embeddings
+    pooled                       [B, D]     mean over the real tokens
+    dense.{j}                    [B, out]   the output of the j-th Dense module (2_Dense, 3_Dense)
+    sentence_embedding           [B, 768]   after L2 normalization (not truncated)
+
+Per-head arrays are [B, S, N, E] (N = H for queries, K for keys and values); attention scores and
+probabilities are [B, H, S, T] (T the key positions). Rows of padding tokens are recorded but meaningless.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LAYER_OPS = (
+    "input_layernorm",  # [B, S, D]
+    "self_attn.q_proj",  # [B, S, H, E]
+    "self_attn.k_proj",  # [B, S, K, E]
+    "self_attn.v_proj",  # [B, S, K, E]
+    "self_attn.q_norm",  # [B, S, H, E]  RMSNorm over E, before the rotary embedding
+    "self_attn.k_norm",  # [B, S, K, E]
+    "self_attn.q_rope",  # [B, S, H, E]  after the rotary embedding
+    "self_attn.k_rope",  # [B, S, K, E]
+    "self_attn.scores",  # [B, H, S, T]  q.k * query_pre_attn_scalar ** -0.5, before the mask
+    "self_attn.probs",  # [B, H, S, T]  masked softmax
+    "self_attn.attn_output",  # [B, S, H*E]  probs @ v, heads concatenated, before o_proj
+    "self_attn.o_proj",  # [B, S, D]
+    "post_attention_layernorm",  # [B, S, D]
+    "attn_residual",  # [B, S, D]  layer input + post_attention_layernorm
+    "pre_feedforward_layernorm",  # [B, S, D]
+    "mlp.gate_proj",  # [B, S, F]
+    "mlp.up_proj",  # [B, S, F]
+    "mlp.act",  # [B, S, F]  gelu_tanh(gate) * up
+    "mlp.down_proj",  # [B, S, D]
+    "post_feedforward_layernorm",  # [B, S, D]
+    "output",  # [B, S, D]  attn_residual + post_feedforward_layernorm: the layer's output
+)
+
+
+def trace_names(num_layers: int, num_dense: int = 2,
+                layer_types: tuple[str, ...] = ("full_attention", "sliding_attention")) -> list[str]:
+    """Every name a full forward records, in the order it is computed."""
+    names = ["embed_tokens"] + [f"rope.{t}.{f}" for t in sorted(set(layer_types)) for f in ("cos", "sin")]
+    names += [f"layers.{i}.{op}" for i in range(num_layers) for op in LAYER_OPS]
+    names += ["norm", "pooled"] + [f"dense.{j}" for j in range(num_dense)] + ["sentence_embedding"]
+    return names
+
+
+class Trace(dict):
+    """A dict of named intermediates whose `tap` may also change each value on its way through: a subclass
+    that rounds every op's output emulates a lower precision (gemma_np.precision). A plain dict works too."""
+
+    def tap(self, name: str, value: np.ndarray) -> np.ndarray:
+        self[name] = value
+        return value
+
+
+def record(trace: dict | None, prefix: str, name: str, value: np.ndarray) -> np.ndarray:
+    """Store value under prefix + name when tracing and return it (a Trace's tap may return it changed)."""
+    if trace is None:
+        return value
+    if isinstance(trace, Trace):
+        return trace.tap(prefix + name, value)
+    trace[prefix + name] = value
+    return value
