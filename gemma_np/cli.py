@@ -147,6 +147,48 @@ def cmd_search(args) -> int:
     return 0
 
 
+def verify_texts(args, model) -> list[str]:
+    """Model inputs for verify/goldens: a file's texts (with --prompt-name's prompt), else the probe set."""
+    from .probes import probe_texts
+
+    if args.texts is None:
+        return probe_texts(model, args.probes)
+    prefix = model.resolve_prompt(None, args.prompt_name) if args.prompt_name else ""
+    return [prefix + t for t in read_texts(args.texts)]
+
+
+def cmd_verify(args) -> int:
+    from .goldens import load_goldens
+    from .verify import first_failure, format_table, verify_against_goldens, verify_against_torch
+
+    model = load_model(args)
+    if args.against == "torch":
+        texts = verify_texts(args, model)
+        print(f"comparing {len(texts)} texts with PyTorch (transformers + sentence-transformers)", file=sys.stderr)
+        rows = verify_against_torch(model, texts)
+    else:
+        if args.texts is not None:
+            args.parser.error("--texts goes with --against torch; a golden file carries its own texts")
+        rows = verify_against_goldens(model, load_goldens(args.against))
+    print(format_table(rows))
+    return 1 if first_failure(rows) else 0
+
+
+def cmd_goldens(args) -> int:
+    from .goldens import compute_goldens, save_goldens
+    from .probes import probe_set
+
+    model = load_model(args)
+    if args.texts is None:
+        pairs = probe_set(model, args.probes)
+    else:
+        prefix = model.resolve_prompt(None, args.prompt_name) if args.prompt_name else ""
+        pairs = [(prefix, t) for t in read_texts(args.texts)]
+    path = save_goldens(args.out, compute_goldens(model, pairs, batch_size=args.batch_size))
+    print(f"wrote goldens of {len(pairs)} texts to {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 def positive_int(text: str) -> int:
     try:
@@ -170,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens}")
 
     p = sub.add_parser("embed", parents=[common], help="embed texts, write JSON or .npy",
                        description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
@@ -193,6 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="how many results to print (5)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, score, index, text}")
     p.set_defaults(func=cmd_search, parser=p)
+
+    probes = argparse.ArgumentParser(add_help=False)
+    probes.add_argument("--texts", metavar="FILE", help=".txt (one text a line) or .json (list of strings); "
+                                                      "default: the built-in probe set")
+    probes.add_argument("--prompt-name", metavar="NAME", help="prompt put before each text of --texts")
+    probes.add_argument("--probes", choices=["default", "short"], default="default",
+                        help="which built-in probe set (default: 2 to 2048 tokens; short: under 30 tokens)")
+
+    p = sub.add_parser("verify", parents=[common, probes], help="compare every intermediate with PyTorch or a golden file",
+                       description="Run gemma_np and a reference on the same inputs and print, for every named "
+                                   "intermediate, the largest difference and the tolerance; exit 1 at the first "
+                                   "one past its tolerance.")
+    p.add_argument("--against", default="torch", metavar="torch|FILE.npz",
+                   help="'torch' (transformers + sentence-transformers, needs the test extras) or a golden file")
+    p.set_defaults(func=cmd_verify, parser=p)
+
+    p = sub.add_parser("goldens", parents=[common, probes], help="export golden outputs for other runtimes")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the golden file to write")
+    p.set_defaults(func=cmd_goldens, parser=p)
     return parser
 
 

@@ -1,5 +1,5 @@
-"""Probe texts for parity checks on the real weights: the classic planet example, several scripts, and documents cut to
-lengths around the sliding window's edges (257 and 513 tokens) and past the 2048-token limit.
+"""Probe texts for parity checks on the real weights: the classic planet example, several scripts, and
+documents cut to lengths around the sliding window's edges (257 and 513 tokens) and past the 2048-token limit.
 
 The long documents are cut from the model card (README.md of the pinned snapshot), so they are natural
 English and the same on every machine.
@@ -35,20 +35,50 @@ DOC_PROMPT = "title: none | text: "
 LONG_LENGTHS = (256, 258, 300, 512, 514, 1100, 2048, 3000)
 
 
+def _card_tokens(model_dir: Path):
+    """The model card, repeated to well past 2048 tokens, tokenized with offsets (no truncation)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tok.no_truncation()
+    card = (Path(model_dir) / "README.md").read_text(encoding="utf-8")
+    return tok, " ".join([card] * 4)
+
+
+def text_of_length(model_dir: Path, n: int, prompt: str = DOC_PROMPT) -> str:
+    """A slice of the model card that, after `prompt`, tokenizes to exactly n tokens (<bos>, <eos> included)."""
+    tok, source = _card_tokens(model_dir)
+    enc = tok.encode(prompt + source)  # offsets index into prompt + source
+    # n tokens = <bos> + (n - 2) content tokens + <eos>; cut after content token n - 2 (index n - 2).
+    return (prompt + source)[: enc.offsets[n - 2][1]][len(prompt):]
+
+
 def long_documents(model_dir: Path) -> list[str]:
     """Documents that, with the document prompt, tokenize to exactly LONG_LENGTHS tokens (the last one is cut
     to 2048 by truncation)."""
-    from tokenizers import Tokenizer
+    return [text_of_length(model_dir, n) for n in LONG_LENGTHS]
 
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tok.no_truncation()
-    card = (model_dir / "README.md").read_text(encoding="utf-8")
-    source = " ".join([card] * 4)
-    enc = tok.encode(DOC_PROMPT + source)  # offsets index into prompt + source
-    docs = []
-    for n in LONG_LENGTHS:
-        # n tokens = <bos> + (n - 2) content tokens + <eos>; cut after content token n - 2 (index n - 2).
-        end = enc.offsets[n - 2][1]
-        text = (DOC_PROMPT + source)[:end][len(DOC_PROMPT):]
-        docs.append(text)
-    return docs
+
+# The built-in probe set of `gemma-np verify` and `gemma-np goldens export`: full model inputs (prompt
+# included), from 2 tokens (the empty text: <bos><eos>) to 2048, the sliding window's edges, several scripts.
+WINDOW_EDGE_LENGTHS = (256, 257, 258, 512, 513, 514)
+
+
+def probe_set(model, kind: str = "default") -> list[tuple[str, str]]:
+    """(prompt, text) pairs. kind "default": the whole probe set, 2 to 2048 tokens; "short": the ones under
+    100 tokens; "precision": three inputs for the float64 oracle table (18, 514 and 1000 tokens)."""
+    q, sts, code = "task: search result | query: ", "task: sentence similarity | query: ", "task: code retrieval | query: "
+    short = [("", ""), ("", "a"), (q, QUERY)] + [(DOC_PROMPT, p) for p in PLANETS[1:3]] + [
+        (sts, t) for t in MULTILINGUAL[3:8]] + [(code, MULTILINGUAL[9])]
+    if kind == "short":
+        return short
+    if kind == "precision":
+        return [short[2]] + [(DOC_PROMPT, text_of_length(model.folder, n)) for n in (514, 1000)]
+    if kind != "default":
+        raise ValueError(f"unknown probe set {kind!r}; use 'default', 'short' or 'precision'")
+    return short + [(DOC_PROMPT, text_of_length(model.folder, n)) for n in WINDOW_EDGE_LENGTHS + (2048,)]
+
+
+def probe_texts(model, kind: str = "default") -> list[str]:
+    """The probe set as model inputs, prompt + text."""
+    return [p + t for p, t in probe_set(model, kind)]
