@@ -72,13 +72,12 @@ def compute_goldens(model, pairs: list[tuple[str, str]], batch_size: int = 8) ->
     positions = np.full((N, POSITIONS), -1, dtype=np.int32)
     hidden = np.zeros((N, L + 1, POSITIONS, D), dtype=np.float32)
     emb = np.zeros((N, model.head.embedding_dim), dtype=np.float32)
-    for start in range(0, N, batch_size):
-        rows = slice(start, min(start + batch_size, N))
+    for rows in _batches([len(x) for x in ids], batch_size):
         width = int(mask[rows].sum(axis=1).max())
         out = model.forward(input_ids[rows, :width], mask[rows, :width], output_hidden_states=True)
         emb[rows] = out["sentence_embedding"]
         states = np.stack(out["hidden_states"], axis=1)  # [b, L+1, width, D]
-        for b, n in enumerate(range(rows.start, rows.stop)):
+        for b, n in enumerate(rows):
             pos = choose_positions(len(ids[n]))
             positions[n, : len(pos)] = pos
             hidden[n, :, : len(pos)] = states[b][:, pos]
@@ -99,6 +98,17 @@ def compute_goldens(model, pairs: list[tuple[str, str]], batch_size: int = 8) ->
         if k < emb.shape[1]:
             out[f"truncated_{k}"] = np.ascontiguousarray(emb[:, :k])
     return out
+
+
+def _batches(lengths: list[int], batch_size: int, max_tokens: int = 4096) -> list[list[int]]:
+    """Indices grouped longest first, at most batch_size texts and max_tokens padded tokens a batch."""
+    batches, current = [], []
+    for i in np.argsort([-n for n in lengths], kind="stable"):
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[current[0]] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(int(i))
+    return batches + [current] if current else batches
 
 
 def save_goldens(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -7,6 +7,7 @@ English and the same on every machine.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 QUERY = "Which planet is known as the Red Planet?"
@@ -35,22 +36,26 @@ DOC_PROMPT = "title: none | text: "
 LONG_LENGTHS = (256, 258, 300, 512, 514, 1100, 2048, 3000)
 
 
-def _card_tokens(model_dir: Path):
-    """The model card, repeated to well past 2048 tokens, tokenized with offsets (no truncation)."""
+@lru_cache(maxsize=4)
+def _card_encoding(model_dir: str):
+    """The model card, repeated to well past 2048 tokens, as prompt-less source text and the encoding of
+    DOC_PROMPT + source with character offsets (no truncation)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     tok.no_truncation()
     card = (Path(model_dir) / "README.md").read_text(encoding="utf-8")
-    return tok, " ".join([card] * 4)
+    source = " ".join([card] * 4)
+    return source, tok.encode(DOC_PROMPT + source)
 
 
-def text_of_length(model_dir: Path, n: int, prompt: str = DOC_PROMPT) -> str:
-    """A slice of the model card that, after `prompt`, tokenizes to exactly n tokens (<bos>, <eos> included)."""
-    tok, source = _card_tokens(model_dir)
-    enc = tok.encode(prompt + source)  # offsets index into prompt + source
-    # n tokens = <bos> + (n - 2) content tokens + <eos>; cut after content token n - 2 (index n - 2).
-    return (prompt + source)[: enc.offsets[n - 2][1]][len(prompt):]
+def text_of_length(model_dir: Path, n: int) -> str:
+    """A slice of the model card that, after the document prompt, tokenizes to exactly n tokens (<bos>,
+    <eos> included)."""
+    source, enc = _card_encoding(str(model_dir))
+    # n tokens = <bos> + (n - 2) content tokens + <eos>; cut after content token n - 2 (index n - 2). The
+    # offsets index into DOC_PROMPT + source.
+    return (DOC_PROMPT + source)[: enc.offsets[n - 2][1]][len(DOC_PROMPT):]
 
 
 def long_documents(model_dir: Path) -> list[str]:
