@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 
 LINK_ABOVE = 2 * 1024 * 1024  # files larger than this are symlinked, not copied
 
@@ -145,3 +146,15 @@ class Hostile:
 
     def __reduce__(self):
         return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def real_folder_untouched(real_dir):
+    """Nothing may change the real folder: every file's size and modification time, before and after.
+    (Imported by the test modules that damage copies of it; autouse there.)"""
+    def snapshot():
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(real_dir.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before

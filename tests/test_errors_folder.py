@@ -11,24 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damage import Hostile, copy_model_folder, edit_json, read_json, remove_file, set_keys, write_file, write_json
+from damage import (Hostile, copy_model_folder, edit_json, read_json, real_folder_untouched,  # noqa: F401
+                    remove_file, set_keys, write_file, write_json)
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import ModelFolderError, WeightsError
 
 pytestmark = pytest.mark.real
 
 DENSE_TANH = "torch.nn.modules.activation.Tanh"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def real_folder_untouched(real_dir):
-    """Nothing here may change the real folder: every file's size and modification time, before and after."""
-    def snapshot():
-        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(real_dir.rglob("*")) if p.is_file()}
-
-    before = snapshot()
-    yield
-    assert snapshot() == before
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damage import INF32, NAN32, copy_model_folder, damaged_copy, element_offset, read_st_header, write_safetensors
+from damage import (INF32, NAN32, copy_model_folder, damaged_copy, element_offset, read_st_header,  # noqa: F401
+                    real_folder_untouched, write_safetensors)
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import WeightsError
 from gemma_np.safetensors_io import load_safetensors
@@ -27,15 +28,6 @@ SMALL = "layers.7.self_attn.q_norm.weight"  # [256]
 K_PROJ = "layers.3.self_attn.k_proj.weight"  # [256, 768]
 UP = "layers.5.mlp.up_proj.weight"  # [1152, 768]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def real_folder_untouched(real_dir):
-    def snapshot():
-        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(real_dir.rglob("*")) if p.is_file()}
-
-    before = snapshot()
-    yield
-    assert snapshot() == before
 
 
 @pytest.fixture(scope="module")
