@@ -27,8 +27,9 @@ from .weights import check_finite, expected_encoder_tensors, load_checked
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
-    "float16": "float16 is refused: EmbeddingGemma's activations reach about 8e5, beyond float16's largest "
-               "value 65504, which gives Inf and NaN. Use 'float32' (or 'float64').",
+    "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
+               "(to ~1.5e5 from layer 22 on; see gemma_np.precision.float16_report), which gives Inf and "
+               "NaN. Use 'float32' (or 'float64').",
     "bfloat16": "bfloat16 is not a compute dtype of gemma_np: use 'float32' (or 'float64').",
 }
 

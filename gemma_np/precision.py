@@ -1,6 +1,6 @@
 """Lower precisions, emulated in NumPy: where bfloat16 rounds, and where float16 overflows.
 
-NumPy has no bfloat16, and float16 cannot run this model (activations reach ~8e5, past float16's 65504).
+NumPy has no bfloat16, and float16 cannot run this model (activations pass float16's 65504 from layer 22 on).
 Both are emulated on top of the float32 forward through its named intermediates (gemma_np.trace): a Trace
 whose `tap` changes each op's output on its way through.
 
