@@ -36,6 +36,7 @@ def encoder_layer(
     cfg: GemmaConfig,
     trace: dict | None = None,
     prefix: str = "",
+    window: int | None = None,
 ) -> np.ndarray:
     """One Gemma3 layer, four RMSNorms around two residual blocks.  [B, S, D] -> [B, S, D]
 
@@ -50,7 +51,7 @@ def encoder_layer(
         w["self_attn.q_proj.weight"], w["self_attn.k_proj.weight"], w["self_attn.v_proj.weight"],
         w["self_attn.o_proj.weight"], w["self_attn.q_norm.weight"], w["self_attn.k_norm.weight"],
         cfg.num_attention_heads, cfg.num_key_value_heads, cfg.query_pre_attn_scalar ** -0.5, eps,
-        trace, prefix,
+        trace, prefix, window,
     )  # [B, S, D]
     h = rec("post_attention_layernorm", rms_norm(h, w["post_attention_layernorm.weight"], eps))
     x = rec("attn_residual", x + h)  # residual
@@ -95,7 +96,8 @@ def encoder_forward(
         tables[t] = record(trace, f"rope.{t}.", "cos", cos), record(trace, f"rope.{t}.", "sin", sin)
     for i, layer_type in enumerate(cfg.layer_types):
         cos, sin = tables[layer_type]
-        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.")
+        window = cfg.attention_window if layer_type == "sliding_attention" else None
+        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.", window)
         if hidden is not None:
             hidden.append(x)
     x = record(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps))  # [B, S, D]

@@ -12,9 +12,18 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 
     Same formula and constants as torch.nn.functional.gelu(approximate="tanh"), computed in x's dtype.
     """
-    c = x.dtype.type(np.sqrt(2.0 / np.pi))
-    x_cube = x * x * x  # the same association as torch's kernel: kKappa * (x * x * x)
-    return x.dtype.type(0.5) * x * (1 + np.tanh(c * (x + x.dtype.type(0.044715) * x_cube)))
+    t = x.dtype.type
+    # In place on one buffer, in torch's order: x_cube = x * x * x; inner = kBeta * (x + kKappa * x_cube).
+    inner = x * x
+    inner *= x
+    inner *= t(0.044715)
+    inner += x
+    inner *= t(np.sqrt(2.0 / np.pi))
+    np.tanh(inner, out=inner)
+    inner += 1
+    inner *= x  # x * (1 + tanh(...)) * 0.5 equals 0.5 * x * (1 + tanh(...)) exactly: 0.5 is a power of two
+    inner *= t(0.5)
+    return inner
 
 
 def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray,

@@ -120,7 +120,7 @@ def _interleaved_rope(x, cos, sin):  # rotating pairs (0,1), (2,3), ... as GPT-J
 
 
 def _rope_before_norm_attention(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm,
-                                n_heads, n_kv_heads, scaling, eps, trace=None, prefix=""):
+                                n_heads, n_kv_heads, scaling, eps, trace=None, prefix="", window=None):
     # A copy of attention.self_attention with the rotary embedding applied BEFORE q_norm/k_norm.
     B, S, _ = x.shape
     H, K = n_heads, n_kv_heads
@@ -134,7 +134,7 @@ def _rope_before_norm_attention(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_
     k = rms_norm(apply_rope(k, cos, sin), k_norm, eps)
     trace[prefix + "self_attn.q_norm"], trace[prefix + "self_attn.k_norm"] = q, k
     return self_attention_faithful(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm,
-                                   n_heads, n_kv_heads, scaling, eps, None, prefix)
+                                   n_heads, n_kv_heads, scaling, eps, None, prefix, window)
 
 
 self_attention_faithful = attention_mod.self_attention

@@ -1,0 +1,31 @@
+"""The speed benchmark runs end to end (--quick) and reports every figure; it asserts behaviour, not speed."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+FIGURES = ("a_tokens_per_s", "b_tokens_per_s", "c_latency_ms", "a_gflops", "b_gflops", "load_s", "rss_mb")
+
+
+@pytest.mark.real
+def test_speed_benchmark_quick(real_dir, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--model", str(real_dir), "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    for side in ("gemma_np", "torch"):
+        for key in FIGURES:
+            value = result["sides"][side][key]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (side, key, value)
+    assert all(math.isfinite(result["ratios"][key]) and result["ratios"][key] > 0 for key in FIGURES)
+    assert math.isfinite(result["numpy_matmul_peak_gflops"]) and result["numpy_matmul_peak_gflops"] > 0
+    assert 0 <= result["parity_max_abs_diff"] <= 1e-6
+    assert "sent-transf" in proc.stdout and "parity" in proc.stdout
