@@ -27,6 +27,10 @@ from .norms import rms_norm
 from .rope import apply_rope
 from .trace import record
 
+# Texts longer than this take attend_blocked() (when nothing is traced): the same result as attend(), with
+# a sliding layer's scores limited to its band and the live [S, T] score matrix cut into query blocks.
+BLOCKED_FROM = 512
+
 
 def attention_mask(key_mask: np.ndarray, window: int | None) -> np.ndarray:
     """Which keys each query may see.  key_mask [B, T] (1 = real token) -> [B, S, T] bool, S = T.
@@ -99,8 +103,8 @@ def self_attention(
     q = rec("q_rope", apply_rope(q, cos, sin))  # [B, S, H, E]
     k = rec("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
 
-    if trace is None and window is not None and S > 2 * window:
-        out = attend_banded(q, k, v, allowed, scaling, window)  # same result, a fraction of the work
+    if trace is None and S > BLOCKED_FROM:
+        out = attend_blocked(q, k, v, allowed, scaling, window)  # same result, less work and memory
     else:
         out = attend(q, k, v, allowed, scaling, rec)
     out = rec("attn_output", out)  # [B, S, H*E]
@@ -131,19 +135,20 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, sca
     return out.transpose(0, 3, 1, 2, 4).reshape(B, S, H * E)  # [B, S, K, G, E] -> [B, S, H*E]
 
 
-def attend_banded(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
-                  window: int, block: int = 128) -> np.ndarray:
-    """attend() for a sliding layer, one block of queries at a time against only the keys its window reaches.
+def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
+                   window: int | None, block: int = 128) -> np.ndarray:
+    """attend(), one block of queries at a time, each against only the keys it can see.
 
-    Queries q0..q1-1 see keys within window - 1 of them: keys max(0, q0 - window + 1) .. q1 + window - 2.
-    Keys outside the band have probability exactly 0 in attend(), so leaving them out changes nothing but
-    the order of float32 sums; at 2048 tokens and window 257 it computes a third of the scores.
-    Shapes as attend(): -> [B, S, H*E]. tests/test_layers.py checks the two agree.
+    Sliding layers (window set): queries q0..q1-1 see keys within window - 1 of them, i.e. keys
+    max(0, q0 - window + 1) .. q1 + window - 2; at 2048 tokens and window 257 that is a third of the scores.
+    Full layers (window None): every key, but only [block, T] scores are alive at a time instead of [S, T].
+    Keys left out have probability exactly 0 in attend(), so the result differs from it only in the order
+    of float32 sums. Shapes as attend(): -> [B, S, H*E]. tests/test_layers.py checks the two agree.
     """
     B, S, H, E = q.shape
     out = np.empty((B, S, H * E), dtype=q.dtype)
     for q0 in range(0, S, block):
         q1 = min(S, q0 + block)
-        k0, k1 = max(0, q0 - window + 1), min(S, q1 + window - 1)
+        k0, k1 = (0, S) if window is None else (max(0, q0 - window + 1), min(S, q1 + window - 1))
         out[:, q0:q1] = attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], allowed[:, q0:q1, k0:k1], scaling)
     return out

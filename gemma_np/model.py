@@ -25,6 +25,7 @@ from .trace import record
 from .weights import check_finite, expected_encoder_tensors, load_checked
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
+MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see encode
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
     "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
@@ -271,10 +272,15 @@ class EmbeddingGemma:
 
             starts = tqdm(starts, desc="Batches", unit="batch")
         for start in starts:
-            rows = order[start : start + batch_size]
-            input_ids, mask = pad_batch([ids[r] for r in rows])
-            emb = self.forward(input_ids, mask)["sentence_embedding"]  # [b, 768]
-            out[rows] = matryoshka(emb, k, renormalize=normalize_embeddings)  # [b, k]
+            batch = order[start : start + batch_size]
+            # Each text is computed alone, so a batch may run as several forwards: at most MAX_BATCH_TOKENS
+            # padded tokens each, which bounds the activations' memory without changing any result.
+            per_forward = max(1, MAX_BATCH_TOKENS // len(ids[batch[0]]))
+            for f0 in range(0, len(batch), per_forward):
+                rows = batch[f0 : f0 + per_forward]
+                input_ids, mask = pad_batch([ids[r] for r in rows])
+                emb = self.forward(input_ids, mask)["sentence_embedding"]  # [b, 768]
+                out[rows] = matryoshka(emb, k, renormalize=normalize_embeddings)  # [b, k]
         return out[0] if single else out
 
     def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:

@@ -48,4 +48,8 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     N is H for queries and K for keys.
     """
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # [1, S, 1, E]
-    return x * cos + rotate_half(x) * sin
+    out = x * cos
+    turned = rotate_half(x)
+    turned *= sin
+    out += turned  # x * cos + rotate_half(x) * sin, with two temporaries instead of four
+    return out

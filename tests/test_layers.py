@@ -102,9 +102,9 @@ def test_matryoshka_slices_and_optionally_renormalizes():
     np.testing.assert_allclose(matryoshka(x, 2, renormalize=True), [[0.6, 0.8]])
 
 
-@pytest.mark.parametrize("S,window,block", [(40, 5, 8), (37, 5, 3), (64, 16, 16), (30, 30, 7)])
-def test_banded_attention_equals_the_plain_masked_one(S, window, block):
-    from gemma_np.attention import attend, attend_banded
+@pytest.mark.parametrize("S,window,block", [(40, 5, 8), (37, 5, 3), (64, 16, 16), (30, 30, 7), (45, None, 8)])
+def test_blocked_attention_equals_the_plain_masked_one(S, window, block):
+    from gemma_np.attention import attend, attend_blocked
 
     rng = np.random.default_rng(S)
     B, H, K, E = 2, 4, 2, 8
@@ -115,6 +115,6 @@ def test_banded_attention_equals_the_plain_masked_one(S, window, block):
     key_mask[1, S - 9:] = 0  # padding, including queries whose whole window is padding
     allowed = attention_mask(key_mask, window)
     plain = attend(q, k, v, allowed, 0.3)
-    banded = attend_banded(q, k, v, allowed, 0.3, window, block)
+    banded = attend_blocked(q, k, v, allowed, 0.3, window, block)
     assert np.all(np.isfinite(banded))
     np.testing.assert_allclose(banded, plain, rtol=0, atol=1e-6)

@@ -105,3 +105,16 @@ def test_token_ids_match_transformers_tokenizer_with_truncation(tiny):
     assert ids[1][0] == 2 and ids[1][-1] == 1  # <bos> and <eos> survive truncation
     for row, mask, mine in zip(feats["input_ids"].numpy(), feats["attention_mask"].numpy(), ids):
         assert row[mask.astype(bool)].tolist() == mine
+
+
+def test_blocked_attention_path_matches_sentence_transformers(tiny, monkeypatch):
+    # Long texts take attention.attend_blocked (query blocks, sliding layers limited to their band); make
+    # these short texts take it too, with blocks shorter than the window and the texts.
+    import gemma_np.attention as attention
+
+    folder, st = tiny
+    model = EmbeddingGemma.from_pretrained(folder)
+    monkeypatch.setattr(attention, "BLOCKED_FROM", 4)
+    monkeypatch.setattr(attention.attend_blocked, "__defaults__", (3,))
+    want = st.encode(TEXTS, prompt_name="query", batch_size=5)
+    np.testing.assert_allclose(model.encode(TEXTS, prompt_name="query", batch_size=5), want, rtol=0, atol=EMB_ATOL_F32)

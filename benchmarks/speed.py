@@ -1,0 +1,344 @@
+"""Speed of gemma_np (NumPy float32) next to sentence-transformers (torch float32, CPU) on the same inputs.
+
+    python benchmarks/speed.py [--quick] [--json FILE] [--threads N] [--repeats R] [--unset-openblas-env]
+                               [--model DIR]
+
+Each side runs in its own fresh process (this file with the hidden `--worker gemma_np|torch` mode, which
+prints one JSON line), alternating gemma_np, torch, gemma_np, torch ... for R repeats (default 2); the table
+shows the best repeat of each measure per side:
+
+  (a) 256 documents of 100 to 300 tokens (seeded lengths, cut from the model card), encode_document, batch 32
+  (b) 8 documents of 2048 tokens, encode_document, batch 8
+  (c) the latency of encode_query("Which planet is known as the Red Planet?"), median of 20 after 2 warm-ups
+  load time, peak RSS, achieved GFLOP/s on (a) and (b) against NumPy's float32 matmul peak in the same run,
+  and the largest difference between the two sides' embeddings of the first 8 documents of (a).
+
+Tokens are counted as the tokenizer gives them: prompt, <bos> and <eos> included, padding excluded.
+Workers get OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = N, and torch.set_num_threads(N);
+N defaults to the number of cores. --unset-openblas-env removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from
+both workers' environment. --quick (for CI: 16 documents, 1 of 2048 tokens, 5 latency calls, 1 repeat)
+never fails on speed: the exit status is non-zero only when a worker crashed.
+Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+QUERY = "Which planet is known as the Red Planet?"
+SIDES = ("gemma_np", "torch")
+OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# measure -> (label, which direction is better); ratios are always gemma_np / sentence-transformers
+MEASURES = {
+    "a_tokens_per_s": ("(a) docs of 100-300 tokens, tokens/s", "higher"),
+    "b_tokens_per_s": ("(b) 2048-token docs, tokens/s", "higher"),
+    "c_latency_ms": ("(c) query latency, ms (median)", "lower"),
+    "a_gflops": ("(a) GFLOP/s", "higher"),
+    "b_gflops": ("(b) GFLOP/s", "higher"),
+    "load_s": ("load time, s", "lower"),
+    "rss_mb": ("peak RSS, MB", "lower"),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- FLOP count
+def attended_keys(n: int, window: int | None) -> int:
+    """Number of (query, key) pairs a text of n tokens attends: n*n for a full layer; for a sliding layer
+    (query i sees key j where abs(i - j) < window) the exact band, at most min(n, 2*window - 1) keys per query."""
+    if window is None:
+        return n * n
+    i = np.arange(n)
+    return int(np.sum(np.minimum(n - 1, i + window - 1) - np.maximum(0, i - window + 1) + 1))
+
+
+def forward_flops(n: int, config, dense_shapes) -> int:
+    """Analytic FLOPs (a multiply-add = 2) of one text of n tokens through EmbeddingGemma, useful work only.
+
+    Per token and layer, the projections and MLP: 2 * (D*(H+2K)*E + H*E*D + 3*D*F) (q, k, v; o; gate, up,
+    down). Per layer, attention: 2 * 2 * H * E per attended (query, key) pair (scores q.k and probs @ v).
+    Convention: only the keys actually attended are counted, i.e. n keys per query in full layers and the
+    exact sliding band (256 either side, 513 at most, fewer near the ends) in sliding layers; the masked
+    entries and padding that an implementation may compute anyway are not counted. Plus the Dense layers,
+    2 * out * in each, once per text (2 * (768*3072*2)). Norms, rotary, softmax, GELU, pooling: not counted;
+    the embedding lookup is free.
+    """
+    D, F, E = config.hidden_size, config.intermediate_size, config.head_dim
+    H, K = config.num_attention_heads, config.num_key_value_heads
+    total = 0
+    for kind in config.layer_types:
+        window = config.attention_window if kind == "sliding_attention" else None
+        total += 2 * (D * (H + 2 * K) * E + H * E * D + 3 * D * F) * n
+        total += 2 * 2 * H * E * attended_keys(n, window)
+    return total + sum(2 * o * i for o, i in dense_shapes)
+
+
+# ------------------------------------------------------------------------------------------- workload
+def build_workload(folder: Path, quick: bool) -> dict:
+    """Texts, token counts and FLOPs of (a) and (b), and the run's counts; the same file feeds both workers."""
+    from gemma_np.config import parse_gemma_config, read_head_config, read_json
+    from gemma_np.probes import DOC_PROMPT, text_of_length
+    from gemma_np.tokenizer import encode_texts, load_tokenizer
+
+    config = parse_gemma_config(read_json(folder / "config.json"))
+    head = read_head_config(folder, config)
+    lengths = np.random.default_rng(0).integers(100, 301, size=16 if quick else 256)
+    texts_a = [text_of_length(folder, int(n)) for n in lengths]
+    texts_b = [text_of_length(folder, 2048)] * (1 if quick else 8)
+    tok = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
+    work = {"model": str(folder), "batch_a": 32, "batch_b": 8, "latency_calls": 5 if quick else 20,
+            "matmul_repeats": 3 if quick else 5, "parity_docs": 8}
+    for name, texts in (("a", texts_a), ("b", texts_b)):
+        counts = [len(x) for x in encode_texts(tok, [DOC_PROMPT + t for t in texts])[0]]
+        work[name] = {"texts": texts, "docs": len(texts), "tokens": sum(counts), "min_tokens": min(counts),
+                      "max_tokens": max(counts),
+                      "gflop": sum(forward_flops(n, config, head.dense_shapes) for n in counts) / 1e9}
+    return work
+
+
+# ------------------------------------------------------------------------------------------- workers
+def blas_info() -> list[str]:
+    """The BLAS and OpenMP libraries loaded in this process, from threadpoolctl (else numpy's config)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return [f"numpy: {blas.get('name')} {blas.get('version')} (threadpoolctl not installed: kernel unknown)"]
+    return [" ".join(str(d[k]) for k in ("internal_api", "version", "architecture") if d.get(k))
+            + f" ({d['num_threads']} threads, {Path(d['filepath']).name})" for d in threadpool_info()]
+
+
+def matmul_peak(repeats: int) -> float:
+    """Best GFLOP/s of a 2048x2048 @ 2048x2048 float32 matmul in NumPy (one warm-up first)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048**3 / best / 1e9
+
+
+def run_worker(side: str, work_file: str, save: str, threads: int) -> dict:
+    """Load one side, time (c), (a), (b) on the workload, save (a)'s first embeddings; returns the figures."""
+    work = json.loads(Path(work_file).read_text())
+    out = {"side": side, "pid": os.getpid(), "env": {k: os.environ.get(k) for k in OPENBLAS_ENV}}
+    if side == "gemma_np":
+        from gemma_np import EmbeddingGemma
+
+        t = time.perf_counter()
+        model = EmbeddingGemma.from_pretrained(work["model"], dtype="float32")
+        out["load_s"] = time.perf_counter() - t
+        encode = lambda texts, bs: model.encode_document(texts, batch_size=bs, show_progress_bar=False)  # noqa: E731
+        query = lambda: model.encode_query(QUERY)  # noqa: E731
+    else:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        t = time.perf_counter()
+        st = SentenceTransformer(work["model"], device="cpu")
+        out["load_s"] = time.perf_counter() - t
+        out["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                        "blas": " ".join(re.findall(r"BLAS_INFO=(\w+)", torch.__config__.show())),
+                        "attn_implementation": st[0].auto_model.config._attn_implementation,
+                        "dtype": str(next(st.parameters()).dtype)}
+        encode = lambda texts, bs: st.encode_document(texts, batch_size=bs, show_progress_bar=False)  # noqa: E731
+        query = lambda: st.encode_query(QUERY, show_progress_bar=False)  # noqa: E731
+    log(f"  [{side}] loaded in {out['load_s']:.2f} s")
+
+    for _ in range(2):
+        query()
+    times = []
+    for _ in range(work["latency_calls"]):
+        t = time.perf_counter()
+        query()
+        times.append(time.perf_counter() - t)
+    out["c_latency_ms"] = 1e3 * statistics.median(times)
+    log(f"  [{side}] (c) latency {out['c_latency_ms']:.1f} ms")
+    for name in ("a", "b"):
+        t = time.perf_counter()
+        emb = np.asarray(encode(work[name]["texts"], work[f"batch_{name}"]))
+        out[f"{name}_s"] = time.perf_counter() - t
+        out[f"{name}_tokens_per_s"] = work[name]["tokens"] / out[f"{name}_s"]
+        out[f"{name}_gflops"] = work[name]["gflop"] / out[f"{name}_s"]
+        log(f"  [{side}] ({name}) {out[f'{name}_s']:.2f} s, {out[f'{name}_tokens_per_s']:.0f} tokens/s")
+        if name == "a":
+            np.save(save, emb[: work["parity_docs"]].astype(np.float32))
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
+    if side == "gemma_np":
+        out["matmul_peak_gflops"] = matmul_peak(work["matmul_repeats"])
+        log(f"  [{side}] NumPy float32 matmul peak {out['matmul_peak_gflops']:.1f} GFLOP/s")
+    out["blas"] = blas_info()
+    return out
+
+
+def spawn(side: str, work_file: str, save: str, threads: int, env: dict) -> dict | None:
+    """Run one worker process; its stderr streams through (prefixed); None (after showing it) if it failed."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--work-file", work_file, "--save", save,
+           "--threads", str(threads)]
+    with tempfile.TemporaryFile("w+") as stdout:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("  ["):
+                sys.stderr.write(line)
+        proc.wait()
+        stdout.seek(0)
+        results = [ln for ln in stdout.read().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not results:
+        log(f"worker {side} failed (exit code {proc.returncode}); its stderr:\n" + "".join(lines[-60:]))
+        return None
+    return json.loads(results[-1])
+
+
+# ------------------------------------------------------------------------------------------- report
+def machine() -> dict:
+    cpu = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            cpu.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = cpu.get("flags", "").split()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("numpy", "torch", "transformers", "sentence_transformers"):
+        try:
+            versions[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            versions[name] = None
+    return {"cpu": f"{cpu.get('model name', platform.processor() or '?')} (family {cpu.get('cpu family', '?')} "
+                   f"model {cpu.get('model', '?')}, {simd})", "cores": os.cpu_count(),
+            "python": platform.python_version(), **versions}
+
+
+def best(runs: list[dict], key: str) -> float:
+    values = [r[key] for r in runs]
+    return max(values) if MEASURES[key][1] == "higher" else min(values)
+
+
+def report(result: dict) -> str:
+    m, s, g, t = result["machine"], result["settings"], result["sides"]["gemma_np"], result["sides"]["torch"]
+    peak = result["numpy_matmul_peak_gflops"]
+    wa, wb = result["workloads"]["a"], result["workloads"]["b"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores; numpy {m['numpy']}, torch {m['torch']}, transformers "
+        f"{m['transformers']}, sentence-transformers {m['sentence_transformers']}",
+        f"threads: {s['threads']}; OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE in the workers: "
+        + ("unset (--unset-openblas-env)" if s["unset_openblas_env"] else
+           f"{result['worker_env']['OPENBLAS_CORETYPE']}/{result['worker_env']['OPENBLAS_L2_SIZE']} (as inherited)"),
+        f"BLAS gemma_np worker: {'; '.join(g['blas'])}",
+        f"BLAS torch worker: torch {t['torch']['blas']} ({t['torch']['cpu_capability']}, "
+        f"attention {t['torch']['attn_implementation']}); loaded: {'; '.join(t['blas'])}",
+        f"workloads: (a) {wa['docs']} docs of {wa['min_tokens']}-{wa['max_tokens']} tokens, {wa['tokens']} tokens, "
+        f"batch {s['batch_a']}, {wa['gflop']:.0f} GFLOP; (b) {wb['docs']} x {wb['max_tokens']} tokens, batch "
+        f"{s['batch_b']}, {wb['gflop']:.0f} GFLOP; (c) {s['latency_calls']} calls after 2 warm-ups",
+        f"NumPy float32 matmul peak (2048^3, best of {s['matmul_repeats']}): {peak:.1f} GFLOP/s; "
+        f"best of {s['repeats']} repeat(s) per side",
+        "",
+        "ratio = gemma_np / sentence-transformers; 'better' says which direction is better for that row "
+        "(higher: ratio > 1 favours gemma_np; lower: ratio < 1 favours gemma_np)",
+        f"{'measure':<38} {'gemma_np':>12} {'sent-transf':>12} {'ratio':>8}  better",
+    ]
+    for key, (label, better) in MEASURES.items():
+        lines.append(f"{label:<38} {g[key]:>12.4g} {t[key]:>12.4g} {result['ratios'][key]:>8.3f}  {better}")
+    for k in ("a", "b"):
+        lines.append(f"{f'({k}) % of NumPy matmul peak':<38} {100 * g[k + '_gflops'] / peak:>11.1f}% "
+                     f"{100 * t[k + '_gflops'] / peak:>11.1f}%")
+    lines.append(f"{'parity: max |diff| of (a) docs 0-7':<38} {result['parity_max_abs_diff']:>12.2e}  (expect <= 1e-6)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short run for CI (about a minute per side)")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per side (default: cores)")
+    ap.add_argument("--repeats", type=int, default=None, help="alternating runs per side (default 2; 1 with --quick)")
+    ap.add_argument("--unset-openblas-env", action="store_true",
+                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from both workers' environment")
+    ap.add_argument("--model", default=None, help="model folder (default: the fetch cache)")
+    ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    ap.add_argument("--work-file", help=argparse.SUPPRESS)
+    ap.add_argument("--save", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.work_file, args.save, args.threads)), flush=True)
+        return 0
+
+    from gemma_np.model import default_model_dir
+
+    folder = Path(args.model) if args.model else default_model_dir()
+    repeats = args.repeats or (1 if args.quick else 2)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    if args.unset_openblas_env:
+        for k in OPENBLAS_ENV:
+            env.pop(k, None)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gemma_np_speed_") as tmp:
+        log(f"building the workload from {folder} ...")
+        work = build_workload(folder, args.quick)
+        work_file = os.path.join(tmp, "work.json")
+        Path(work_file).write_text(json.dumps(work))
+        runs = {side: [] for side in SIDES}
+        diffs = []
+        for r in range(repeats):
+            for side in SIDES:
+                log(f"repeat {r + 1}/{repeats}: {side} worker")
+                save = os.path.join(tmp, f"{side}_{r}.npy")
+                out = spawn(side, work_file, save, args.threads, env)
+                if out is None:
+                    return 1
+                runs[side].append(out)
+            diffs.append(float(np.abs(np.load(os.path.join(tmp, f"gemma_np_{r}.npy"))
+                                      - np.load(os.path.join(tmp, f"torch_{r}.npy"))).max()))
+    sides = {side: {**{k: best(rs, k) for k in MEASURES}, "blas": rs[0]["blas"], "runs": rs}
+             for side, rs in runs.items()}
+    sides["torch"]["torch"] = runs["torch"][0]["torch"]
+    result = {
+        "machine": machine(),
+        "settings": {"quick": args.quick, "threads": args.threads, "repeats": repeats,
+                     "unset_openblas_env": args.unset_openblas_env,
+                     **{k: work[k] for k in ("batch_a", "batch_b", "latency_calls", "matmul_repeats", "parity_docs")}},
+        "worker_env": {k: env.get(k) for k in OPENBLAS_ENV},
+        "workloads": {k: {f: v for f, v in work[k].items() if f != "texts"} for k in ("a", "b")},
+        "numpy_matmul_peak_gflops": max(r["matmul_peak_gflops"] for r in runs["gemma_np"]),
+        "sides": sides,
+        "ratios": {k: sides["gemma_np"][k] / sides["torch"][k] for k in MEASURES},
+        "parity_max_abs_diff": max(diffs),
+        "wall_s": time.perf_counter() - started,
+    }
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    log(f"done in {result['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
