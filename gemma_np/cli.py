@@ -147,14 +147,14 @@ def cmd_search(args) -> int:
     return 0
 
 
-def verify_texts(args, model) -> list[str]:
-    """Model inputs for verify/goldens: a file's texts (with --prompt-name's prompt), else the probe set."""
-    from .probes import probe_texts
+def input_pairs(args, model) -> list[tuple[str, str]]:
+    """(prompt, text) pairs for verify/goldens: a file's texts (with --prompt-name's prompt), else the probe set."""
+    from .probes import probe_set
 
     if args.texts is None:
-        return probe_texts(model, args.probes)
+        return probe_set(model, args.probes)
     prefix = model.resolve_prompt(None, args.prompt_name) if args.prompt_name else ""
-    return [prefix + t for t in read_texts(args.texts)]
+    return [(prefix, t) for t in read_texts(args.texts)]
 
 
 def cmd_verify(args) -> int:
@@ -163,7 +163,7 @@ def cmd_verify(args) -> int:
 
     model = load_model(args)
     if args.against == "torch":
-        texts = verify_texts(args, model)
+        texts = [p + t for p, t in input_pairs(args, model)]
         print(f"comparing {len(texts)} texts with PyTorch (transformers + sentence-transformers)", file=sys.stderr)
         rows = verify_against_torch(model, texts)
     else:
@@ -176,14 +176,9 @@ def cmd_verify(args) -> int:
 
 def cmd_goldens(args) -> int:
     from .goldens import compute_goldens, save_goldens
-    from .probes import probe_set
 
     model = load_model(args)
-    if args.texts is None:
-        pairs = probe_set(model, args.probes)
-    else:
-        prefix = model.resolve_prompt(None, args.prompt_name) if args.prompt_name else ""
-        pairs = [(prefix, t) for t in read_texts(args.texts)]
+    pairs = input_pairs(args, model)
     path = save_goldens(args.out, compute_goldens(model, pairs, batch_size=args.batch_size))
     print(f"wrote goldens of {len(pairs)} texts to {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     return 0

@@ -24,11 +24,12 @@ ones between.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+
+from weights_tools.fetch import sha256_file
 
 from .tokenizer import pad_batch
 
@@ -50,14 +51,6 @@ def choose_positions(length: int, count: int = POSITIONS) -> list[int]:
         if p not in chosen:
             chosen.append(int(p))
     return sorted(chosen)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def compute_goldens(model, pairs: list[tuple[str, str]], batch_size: int = 8) -> dict[str, np.ndarray]:
@@ -84,7 +77,7 @@ def compute_goldens(model, pairs: list[tuple[str, str]], batch_size: int = 8) ->
     manifest = {
         "format": "gemma_np goldens", "format_version": FORMAT_VERSION,
         "model": "google/embeddinggemma-300m", "dtype": np.dtype(model.dtype).name,
-        "sha256": {f: _sha256(model.folder / f) for f in WEIGHT_FILES if (model.folder / f).is_file()},
+        "sha256": {f: sha256_file(model.folder / f) for f in WEIGHT_FILES if (model.folder / f).is_file()},
         "gemma_np": __version__, "numpy": np.__version__, "tokenizers": tokenizers.__version__,
         "hidden_positions_rule": choose_positions.__doc__,
     }

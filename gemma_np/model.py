@@ -195,13 +195,13 @@ class EmbeddingGemma:
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
             tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
                                              output_hidden_states, trace)
-        if not np.all(np.isfinite(tokens[attention_mask.astype(bool)])):
+        x = record(trace, "", "pooled", mean_pool(tokens, attention_mask))  # [B, S, D] -> [B, D]
+        if not np.all(np.isfinite(x)):  # an Inf or NaN in any real token reaches its text's mean
             # Every tensor but the embedding table was checked at load; look at the rows this batch used.
             check_finite("embed_tokens.weight", np.asarray(self.params["embed_tokens.weight"][input_ids]),
                          self.folder / "model.safetensors")
             raise WeightsError(f"{self.folder}: the encoder produced Inf or NaN from finite weights (an "
                                f"overflow in {np.dtype(self.dtype).name}); these weights are not usable as they are")
-        x = record(trace, "", "pooled", mean_pool(tokens, attention_mask))  # [B, S, D] -> [B, D]
         for j, w in enumerate(self.dense_weights):
             x = record(trace, "", f"dense.{j}", dense(x, w))  # [B, 768] -> [B, 3072] -> [B, 768]
         if self.head.normalize:

@@ -147,7 +147,7 @@ def test_rerun_returns_without_download_or_hashing(mirror, capsys, monkeypatch):
         raise AssertionError("re-run hashed again")
 
     monkeypatch.setattr(wf, "_pip_download", no_download)
-    monkeypatch.setattr(wf, "_sha256", no_hash)
+    monkeypatch.setattr(wf, "sha256_file", no_hash)
     code, out, err = _run(capsys, mirror.argv)
     assert code == 0, err
     assert out.splitlines() == [str(mirror.dest)]
@@ -156,8 +156,8 @@ def test_rerun_returns_without_download_or_hashing(mirror, capsys, monkeypatch):
 def test_verify_flag_rehashes_every_file(mirror, capsys, monkeypatch):
     assert _run(capsys, mirror.argv)[0] == 0
     hashed = []
-    real = wf._sha256
-    monkeypatch.setattr(wf, "_sha256", lambda path, bar=None: hashed.append(path) or real(path, bar))
+    real = wf.sha256_file
+    monkeypatch.setattr(wf, "sha256_file", lambda path, bar=None: hashed.append(path) or real(path, bar))
     code, out, err = _run(capsys, mirror.argv + ["--verify"])
     assert code == 0, err
     assert sorted(p.relative_to(mirror.dest).as_posix() for p in hashed) == sorted(FILES)
@@ -283,8 +283,8 @@ def test_verify_snapshot_api_and_stamp(pins, tmp_path, monkeypatch):
     wf.verify_snapshot(folder)  # full hash, writes the stamp
     assert (folder / wf.STAMP_NAME).is_file()
     hashed = []
-    real = wf._sha256
-    monkeypatch.setattr(wf, "_sha256", lambda path, bar=None: hashed.append(path) or real(path, bar))
+    real = wf.sha256_file
+    monkeypatch.setattr(wf, "sha256_file", lambda path, bar=None: hashed.append(path) or real(path, bar))
     wf.verify_snapshot(folder, full=False)
     assert hashed == []  # the stamp stood in for hashing
     bad = _damaged(FILES["model.safetensors"])

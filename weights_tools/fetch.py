@@ -106,7 +106,7 @@ def _copy(src: IO[bytes], dst: BinaryIO, bar: tqdm | None = None) -> int:
     return copied
 
 
-def _sha256(path: Path, bar: tqdm | None = None) -> str:
+def sha256_file(path: Path, bar: tqdm | None = None) -> str:
     """Return the SHA-256 hex digest of a file, advancing *bar* by the bytes read."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -195,7 +195,7 @@ def verify_snapshot(folder: str | os.PathLike, full: bool = True) -> None:
     total = sum(pins[rel][0] for rel in mtimes)
     with _bar(total=total, unit="B", unit_scale=True, desc="sha256") as bar:
         for rel in mtimes:
-            got = _sha256(folder / rel, bar)
+            got = sha256_file(folder / rel, bar)
             if got != pins[rel][1]:
                 problems.append(f"{rel}: sha256 expected {pins[rel][1]}, got {got}")
     if problems:
