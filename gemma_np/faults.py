@@ -1,0 +1,117 @@
+"""What EmbeddingGemma computes when a port or a server gets one thing wrong.
+
+Each fault below is one that deployments of this model have shipped or easily could: the vectors it gives
+are computed here exactly, from the real weights, by changing that one thing and nothing else. `gemma-np
+verify-endpoint` compares a server's vectors with these to name what the server does wrong; the endpoint
+tests serve them from local fake servers.
+
+    FAULTS              what is wrong                                   how it is computed here
+    causal              a causal (decoder) mask instead of none         scores above the diagonal -> -inf
+    window_512          the sliding window not halved: +-512, not 256   config sliding_window 512 -> 1024
+    no_window           sliding layers attend to every token            a window wider than any input
+    dense_skipped       the two Dense layers left out                   L2(mean pool)
+    unnormalized        no L2 normalization at the end                  Dense output as it is
+    truncated_512       inputs cut at 512 tokens, not 2048              the ids cut to 511 + <eos>
+    float16             activations in float16                          every op's output rounded to float16
+    bfloat16            weights and activations in bfloat16             gemma_np.precision's emulation
+
+Prompts missing or wrong are not a change to the model: they are the same `encode` with another prompt.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+
+from .head import l2_normalize
+from .precision import BFloat16Emulation, bfloat16_weights
+from .tokenizer import pad_batch
+from .trace import Trace
+
+FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", "truncated_512", "float16",
+          "bfloat16")
+
+
+class _Keep(Trace):
+    """Records only the names asked for (a full trace of a long text holds every layer's [H, S, T] maps)."""
+
+    def __init__(self, keep: tuple[str, ...] = ()):
+        super().__init__()
+        self.keep = keep
+
+    def tap(self, name, value):
+        if name in self.keep:
+            self[name] = value
+        return value
+
+
+class _CausalScores(_Keep):
+    """A decoder's mask: each query sees itself and the keys before it. Applied to the scores, before the
+    model's own mask, so the softmax of masked_softmax sees -inf above the diagonal."""
+
+    def tap(self, name, value):
+        if name.endswith("self_attn.scores"):  # [B, H, S, T]
+            S, T = value.shape[-2:]
+            value = np.where(np.tri(S, T, dtype=bool), value, -np.inf)
+        return super().tap(name, value)
+
+
+class _Float16Activations(_Keep):
+    """Every op's output stored as float16: what a float16 deployment computes, overflow included."""
+
+    def tap(self, name, value):
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = value.astype(np.float16).astype(value.dtype)
+        return super().tap(name, value)
+
+
+def _with_window(model, sliding_window: int):
+    clone = copy.copy(model)
+    clone.config = dataclasses.replace(model.config, sliding_window=sliding_window)
+    return clone
+
+
+def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.ndarray:
+    """[n, 768] float32: the sentence embedding of each prompt + text under `fault` (see FAULTS).
+
+    Rows may be non-finite (float16 overflows in EmbeddingGemma). One text at a time: these are oracles
+    for a handful of probe texts, not a fast path.
+    """
+    if fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+    ids, _ = model.tokenize([prompt + t for t in texts])
+    rows = []
+    for x in ids:
+        if fault == "truncated_512" and len(x) > 512:
+            x = x[:511] + [x[-1]]  # the tokenizer's truncation keeps the final <eos>
+        input_ids, mask = pad_batch([x])
+        rows.append(_one(model, input_ids, mask, fault))
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, model.head.embedding_dim), np.float32)
+
+
+def _one(model, input_ids: np.ndarray, mask: np.ndarray, fault: str) -> np.ndarray:
+    keep = ("pooled", f"dense.{len(model.dense_weights) - 1}")  # the mean, and the last Dense's output
+    m, trace = model, _Keep(keep)
+    if fault == "causal":
+        trace = _CausalScores(keep)
+    elif fault == "window_512":
+        m = _with_window(model, 2 * 512)  # attention_window = 1024 // 2 + 1 = 513: 512 each side
+    elif fault == "no_window":
+        m = _with_window(model, 4 * input_ids.shape[1] + 4)  # a band wider than the text
+    elif fault == "float16":
+        trace = _Float16Activations(keep)
+    elif fault == "bfloat16":
+        m = bfloat16_weights(model)
+        trace = BFloat16Emulation(model.config.hidden_size, keep=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            out = m.forward(input_ids, mask, trace=trace)["sentence_embedding"][0]
+        except ValueError:  # the forward refuses non-finite activations; a float16 server returns them
+            return np.full(model.head.embedding_dim, np.nan)
+    if fault == "dense_skipped":
+        return l2_normalize(trace["pooled"])[0]
+    if fault == "unnormalized":
+        return trace[keep[1]][0]
+    return out

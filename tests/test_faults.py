@@ -1,0 +1,88 @@
+"""gemma_np.faults computes what a port with one fault computes: each fault checked against the same fault
+made another way (a replaced mask function, the head's steps by hand), on the real weights."""
+
+import numpy as np
+import pytest
+
+import gemma_np.encoder as encoder_mod
+from gemma_np import EmbeddingGemma
+from gemma_np.attention import attention_mask
+from gemma_np.faults import FAULTS, fault_embeddings
+from gemma_np.head import l2_normalize, mean_pool
+from gemma_np.probes import DOC_PROMPT, PLANETS, text_of_length
+from gemma_np.tokenizer import pad_batch
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def model(real_dir):
+    return EmbeddingGemma.from_pretrained(real_dir)
+
+
+@pytest.fixture(scope="module")
+def texts(model):
+    return [PLANETS[1], text_of_length(model.folder, 300), text_of_length(model.folder, 600)]
+
+
+def masked_differently(model, monkeypatch, texts, mask_fn):
+    """The plain forward with gemma_np.encoder's attention_mask replaced: another route to the same fault."""
+    monkeypatch.setattr(encoder_mod, "attention_mask", mask_fn)
+    out = model.encode(texts, prompt=DOC_PROMPT, batch_size=1)
+    monkeypatch.undo()
+    return out
+
+
+@pytest.mark.parametrize("fault, mask_fn", [
+    ("causal", lambda m, w: attention_mask(m, w) & np.tri(m.shape[1], dtype=bool)),
+    ("window_512", lambda m, w: attention_mask(m, None if w is None else 513)),
+    ("no_window", lambda m, w: attention_mask(m, None)),
+])
+def test_mask_faults_equal_a_replaced_mask(model, texts, monkeypatch, fault, mask_fn):
+    # The replaced mask must not take the banded path, which assumes the model's own window.
+    monkeypatch.setattr("gemma_np.attention.BLOCKED_FROM", 10**9)
+    want = masked_differently(model, monkeypatch, texts, mask_fn)
+    got = fault_embeddings(model, texts, DOC_PROMPT, fault)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    right = model.encode(texts, prompt=DOC_PROMPT)
+    cos = np.sum(got * right, axis=1)
+    if fault == "causal":
+        assert np.all(cos < 0.9)  # every text
+    else:
+        assert cos[0] > 1 - 1e-6 and np.all(cos[1:] < 0.999)  # only past 257 tokens
+
+
+def test_head_faults(model, texts):
+    ids, _ = model.tokenize([DOC_PROMPT + t for t in texts[:1]])
+    out = model.forward(*pad_batch(ids))
+    pooled = mean_pool(out["token_embeddings"], pad_batch(ids)[1])
+    np.testing.assert_allclose(fault_embeddings(model, texts[:1], DOC_PROMPT, "dense_skipped"),
+                               l2_normalize(pooled), rtol=0, atol=1e-6)
+    raw = fault_embeddings(model, texts[:1], DOC_PROMPT, "unnormalized")
+    assert np.linalg.norm(raw) > 100  # the Dense output's scale (several hundred)
+    np.testing.assert_allclose(l2_normalize(raw), out["sentence_embedding"], rtol=0, atol=1e-6)
+
+
+def test_truncated_512(model):
+    long = text_of_length(model.folder, 700)
+    got = fault_embeddings(model, [long], DOC_PROMPT, "truncated_512")[0]
+    ids, _ = model.tokenize([DOC_PROMPT + long])
+    cut = ids[0][:511] + [1]  # 511 tokens and <eos>
+    want = model.forward(*pad_batch([cut]))["sentence_embedding"][0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    short = fault_embeddings(model, PLANETS[:1], DOC_PROMPT, "truncated_512")
+    np.testing.assert_allclose(short, model.encode(PLANETS[:1], prompt=DOC_PROMPT), rtol=0, atol=1e-6)
+
+
+def test_precision_faults(model, texts):
+    right = model.encode(texts[:2], prompt=DOC_PROMPT)
+    assert np.all(np.isnan(fault_embeddings(model, texts[:2], DOC_PROMPT, "float16")))  # overflow in layer 22
+    bf16 = fault_embeddings(model, texts[:2], DOC_PROMPT, "bfloat16")
+    cos = np.sum(bf16 * right, axis=1) / np.linalg.norm(bf16, axis=1)  # bfloat16 rounds the unit vector too
+    assert np.all((cos > 0.9999) & (cos < 0.99999)), cos
+
+
+def test_unknown_fault(model):
+    with pytest.raises(ValueError, match=r"unknown fault 'casual'; known: causal, window_512"):
+        fault_embeddings(model, ["x"], "", "casual")
+    assert len(FAULTS) == 8
