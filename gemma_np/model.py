@@ -29,7 +29,7 @@ MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see e
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
     "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
-               "(to ~1.5e5 from layer 22 on; see gemma_np.precision.float16_report), which gives Inf and "
+               "(in layer 22, to ~1.2e5; see gemma_np.precision.float16_report), which gives Inf and "
                "NaN. Use 'float32' (or 'float64').",
     "bfloat16": "bfloat16 is not a compute dtype of gemma_np: use 'float32' (or 'float64').",
 }

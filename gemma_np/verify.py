@@ -120,7 +120,7 @@ def first_failure(rows: list[Row]) -> Row | None:
     return next((r for r in rows if not r.ok), None)
 
 
-def format_table(rows: list[Row], only_failures_after: int | None = None) -> str:
+def format_table(rows: list[Row]) -> str:
     """The report: one line per compared name, then the verdict."""
     lines = [f"{'name':<44} {'max abs':>10} {'max rel':>10} {'cosine':>12} {'tol':>8}  ok"]
     for r in rows:
