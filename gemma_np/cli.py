@@ -184,7 +184,39 @@ def cmd_goldens(args) -> int:
     return 0
 
 
+def cmd_verify_endpoint(args) -> int:
+    from .endpoint import check, endpoint_url, format_report
+
+    model = EmbeddingGemma.from_pretrained(args.model_dir)
+    target = endpoint_url(args.url, args.api)
+    print(f"sending the probe texts to {target} ({args.api} API)", file=sys.stderr)
+    findings, diagnoses = check(model, args.url, args.api, args.model, args.dimensions, args.min_cosine,
+                                args.timeout)
+    print(format_report(findings, diagnoses, target))
+    return 1 if diagnoses else 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -207,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens,verify-endpoint}")
 
     p = sub.add_parser("embed", parents=[common], help="embed texts, write JSON or .npy",
                        description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
@@ -250,6 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["export"])
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the golden file to write")
     p.set_defaults(func=cmd_goldens, parser=p)
+
+    p = sub.add_parser("verify-endpoint", help="check a served EmbeddingGemma against gemma-np and diagnose it",
+                       description="Send the probe texts (queries, documents, 16 to 800 tokens) to a running "
+                                   "server, compare every vector with gemma-np's, print per-text cosine and what "
+                                   "is wrong. Exit 1 when the endpoint does not match.")
+    p.add_argument("--url", required=True, help="the server's base URL, e.g. http://localhost:8080")
+    p.add_argument("--api", choices=["openai", "tei"], default="openai",
+                   help="openai: POST /v1/embeddings, the checker writes the prompts; tei: POST /embed with "
+                        "prompt_name (default openai)")
+    p.add_argument("--model", metavar="NAME", help="the model name to send (openai API; default "
+                                                   "google/embeddinggemma-300m)")
+    p.add_argument("--dimensions", type=positive_int, metavar="K", help="ask for K dimensions (Matryoshka)")
+    p.add_argument("--model-dir", metavar="DIR", help="the reference model folder (default: $GEMMA_NP_MODEL_DIR, "
+                                                      "else the weights_tools.fetch cache)")
+    p.add_argument("--min-cosine", type=unit_interval, default=0.99999, metavar="C",
+                   help="the cosine every text must reach (0.99999; bfloat16 servers reach about 0.99994)")
+    p.add_argument("--timeout", type=positive_float, default=120.0, metavar="S", help="seconds per request (120)")
+    p.set_defaults(func=cmd_verify_endpoint, parser=p)
     return parser
 
 

@@ -1,0 +1,309 @@
+"""Check a served EmbeddingGemma against gemma_np, and say what is wrong with it: `gemma-np verify-endpoint`.
+
+The probe texts (queries and documents, short and long) go to the server; each vector that comes back is
+compared with gemma_np's, by cosine and by length. Where they disagree, the vector is compared with what
+the model gives under each common deployment fault (gemma_np.faults, and the wrong prompts), and the one it
+matches is named. Two APIs:
+
+    openai  POST {url}/v1/embeddings  {"input": [...], "model": ..., "dimensions": k}
+            The OpenAI API has no prompts: as a client must, the checker writes the prompt before each text.
+    tei     POST {url}/embed          {"inputs": [...], "prompt_name": "query"|"document", "dimensions": k}
+            Text Embeddings Inference applies the prompt it is asked for by name.
+
+Expected: unit vectors (the OpenAI convention, and what both servers give by default), also when asked for
+k < 768 dimensions: the first k coordinates, normalized again. sentence-transformers' own truncate_dim does
+not normalize again; a server that does the same is named ("truncated without re-normalizing").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GemmaNPError
+from .faults import fault_embeddings
+from .probes import MULTILINGUAL, PLANETS, QUERY, text_of_length
+
+MIN_COSINE = 0.99999  # a float32 server agrees to ~1e-7 per coordinate; bfloat16 gives 0.99994-0.99996 (measured)
+EXPLAINS = 0.9999  # a fault "explains" a vector that agrees with the fault's vector at least this well
+NORM_TOLERANCE = 1e-3  # |norm - 1| above this: the vector is not unit length
+WINDOW_EDGE = 257  # tokens: a sliding layer sees 256 each side, so a wrong window shows only past this
+LONG_TOKENS = (200, 400, 800)  # document lengths, prompt and <bos>/<eos> included: either side of the edge
+CLOSE = 0.9995  # closer than this and not MIN_COSINE: a precision difference, not one of the faults
+TIMEOUT = 120.0  # seconds per request
+
+
+class EndpointError(GemmaNPError):
+    """The server could not be asked, or its answer is not embeddings."""
+
+
+@dataclass
+class Probe:
+    name: str
+    kind: str  # "query" or "document"
+    text: str
+    prompt: str = ""
+    tokens: int = 0
+
+
+def probes(model) -> list[Probe]:
+    """Three queries, the four planet documents, and documents of LONG_TOKENS tokens cut from the model card."""
+    out = [Probe("query: Red Planet", "query", QUERY), Probe("query: French", "query", MULTILINGUAL[0]),
+           Probe("query: Japanese", "query", MULTILINGUAL[3])]
+    out += [Probe(f"document: {t.split(',')[0].split(' ')[0]}", "document", t) for t in PLANETS]
+    out += [Probe(f"document: {n} tokens", "document", text_of_length(model.folder, n)) for n in LONG_TOKENS]
+    query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
+    ids, _ = model.tokenize([(query if p.kind == "query" else document) + p.text for p in out])
+    for p, x in zip(out, ids):
+        p.prompt = query if p.kind == "query" else document
+        p.tokens = len(x)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ talking
+def _post(url: str, payload: dict, timeout: float) -> object:
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+    except urllib.error.HTTPError as e:
+        detail = e.read()[:300].decode("utf-8", "replace")
+        raise EndpointError(f"{url}: the server answered HTTP {e.code} {e.reason}: {detail}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise EndpointError(f"{url}: no answer within {timeout:g} s; is the server busy or loading? Raise "
+                                "--timeout") from None
+        raise EndpointError(f"{url}: cannot reach the server ({reason}); is it running, and is the URL its "
+                            "base address (e.g. http://localhost:8080)?") from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise EndpointError(f"{url}: the answer is not JSON: {raw[:200]!r}") from None
+
+
+def endpoint_url(url: str, api: str) -> str:
+    """The URL the requests go to: the base URL plus the API's path, unless the path is already there."""
+    path = {"openai": "/v1/embeddings", "tei": "/embed"}[api]
+    url = url.rstrip("/")
+    if url.endswith(path) or (api == "openai" and url.endswith("/embeddings")):
+        return url
+    return url + path
+
+
+def _vector(x, where: str) -> np.ndarray:
+    if not isinstance(x, list) or not all(v is None or isinstance(v, (int, float)) for v in x):
+        raise EndpointError(f"{where}: expected a list of numbers, got {type(x).__name__}")
+    return np.array([math.nan if v is None else v for v in x], dtype=np.float64)
+
+
+def fetch(url: str, api: str, texts: list[str], kind: str, model_name: str | None, dimensions: int | None,
+          timeout: float = TIMEOUT) -> list[np.ndarray]:
+    """The server's vector for each text (prompted already for openai; by prompt_name for tei)."""
+    target = endpoint_url(url, api)
+    if api == "openai":
+        payload = {"input": texts, "model": model_name or "google/embeddinggemma-300m", "encoding_format": "float"}
+        if dimensions is not None:
+            payload["dimensions"] = dimensions
+        answer = _post(target, payload, timeout)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != len(texts):
+            raise EndpointError(f"{target}: expected {{'data': [{len(texts)} embeddings]}}, got "
+                                f"{json.dumps(answer)[:200]}")
+        if all(isinstance(d, dict) and isinstance(d.get("index"), int) for d in data):
+            data = sorted(data, key=lambda d: d["index"])
+        return [_vector(d.get("embedding") if isinstance(d, dict) else None, f"{target}: data[{i}].embedding")
+                for i, d in enumerate(data)]
+    payload = {"inputs": texts, "prompt_name": kind, "normalize": True, "truncate": True}
+    if dimensions is not None:
+        payload["dimensions"] = dimensions
+    answer = _post(target, payload, timeout)
+    if not isinstance(answer, list) or len(answer) != len(texts):
+        raise EndpointError(f"{target}: expected a list of {len(texts)} embeddings, got {json.dumps(answer)[:200]}")
+    return [_vector(v, f"{target}: embedding {i}") for i, v in enumerate(answer)]
+
+
+# ------------------------------------------------------------------------------------------------ judging
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+@dataclass
+class Finding:
+    probe: Probe
+    vector: np.ndarray
+    cosine: float = math.nan
+    norm: float = math.nan
+    verdicts: list[str] = field(default_factory=list)  # empty: it matches
+
+    @property
+    def ok(self) -> bool:
+        return not self.verdicts
+
+
+# What each explanation is called, and what to do about it.
+DIAGNOSES = {
+    "float16": "float16 damage: the vectors hold NaN/Inf/null. EmbeddingGemma's activations pass float16's "
+               "65504 (in layer 22); serve it in float32 or bfloat16.",
+    "precision": "reduced precision: every text agrees only approximately (lowest cosine {low:.6f}); "
+                 "bfloat16 weights and activations give about 0.99994, quantized weights less. Serve in "
+                 "float32 for an exact match (or accept it with --min-cosine).",
+    "no_prompt": "prompts missing: the server embedded the texts without EmbeddingGemma's prompts "
+                 "(\"task: search result | query: \" for queries, \"title: none | text: \" for documents). "
+                 "{fix}",
+    "other_prompt": "wrong prompt: queries got the document prompt or documents the query prompt. {fix}",
+    "double_prompt": "prompt applied twice: the server puts a prompt of its own before the one the client "
+                     "sent. Configure one of the two, not both.",
+    "dense_skipped": "Dense layers skipped: the vectors are the normalized mean of the token states, without "
+                     "the two Dense projections (2_Dense, 3_Dense), so cosine with the reference is near 0. "
+                     "Load the whole sentence-transformers folder (modules.json), not only the transformer.",
+    "causal": "causal attention: every text disagrees, and the vectors are what a decoder's causal mask "
+              "gives. EmbeddingGemma attends in both directions (use_bidirectional_attention).",
+    "window_512": "wrong sliding window (+-512): agreement falls only past 257 tokens; the server's sliding "
+                  "layers see 512 tokens each side instead of 256 (sliding_window 512 must be halved, "
+                  "sliding_window // 2 + 1 = 257, as transformers does for bidirectional attention).",
+    "no_window": "no sliding window: agreement falls only past 257 tokens; the server's sliding layers "
+                 "attend to every token instead of 256 each side.",
+    "window": "wrong sliding window: texts up to 257 tokens agree and longer ones do not (lowest cosine "
+              "{low:.6f}); the sliding layers must see exactly 256 tokens each side.",
+    "truncated_512": "inputs cut at 512 tokens: texts past 512 tokens disagree; the model reads up to 2048 "
+                     "(raise the server's maximum input length / context size).",
+    "unnormalized": "no normalization: the directions agree but the vectors are not unit length (norms "
+                    "{norms}); apply L2 normalization (the model's Normalize module), or the OpenAI-style "
+                    "dot products are not cosines.",
+    "truncated_unnormalized": "truncated without re-normalizing: the {dim} coordinates are the reference's "
+                              "first {dim} as they are (norm {norm:.3f}), not normalized again; dot products "
+                              "then are not cosines. Normalize after truncating (sentence-transformers' "
+                              "truncate_dim does not either: pass normalize_embeddings=True).",
+    "dimensions": "wrong size: asked for {want} dimensions, got {got}.",
+    "unexplained": "the vectors differ (lowest cosine {low:.6f}) in a way none of the known faults explains.",
+}
+
+
+def check(model, url: str, api: str = "openai", model_name: str | None = None, dimensions: int | None = None,
+          min_cosine: float = MIN_COSINE, timeout: float = TIMEOUT) -> tuple[list[Finding], list[str]]:
+    """Ask the server for every probe's vector and judge it: (per-text findings, diagnoses).
+
+    No diagnoses means the endpoint matches gemma_np.
+    """
+    if api not in ("openai", "tei"):
+        raise ValueError(f"api must be 'openai' or 'tei', got {api!r}")
+    dim = model.head.embedding_dim
+    if dimensions is not None and not 1 <= dimensions <= dim:
+        raise ValueError(f"dimensions must be from 1 to {dim}, got {dimensions}")
+    want = dimensions or dim
+    items = probes(model)
+    findings: list[Finding] = []
+    for kind in ("query", "document"):
+        group = [p for p in items if p.kind == kind]
+        sent = [p.prompt + p.text for p in group] if api == "openai" else [p.text for p in group]
+        vectors = fetch(url, api, sent, kind, model_name, dimensions, timeout)
+        findings += [Finding(p, v) for p, v in zip(group, vectors)]
+    reference = {}
+    for kind in ("query", "document"):
+        group = [f.probe for f in findings if f.probe.kind == kind]
+        vecs = model.encode([p.text for p in group], prompt=group[0].prompt)
+        reference.update({p.name: v for p, v in zip(group, vecs)})
+
+    causes: dict[str, list[Finding]] = {}
+    for f in findings:
+        v, ref = f.vector, reference[f.probe.name]
+        if not np.all(np.isfinite(v)):
+            f.verdicts.append("float16")
+            continue
+        if v.shape[0] != want:
+            f.verdicts.append("dimensions")
+            continue
+        f.norm = float(np.linalg.norm(v))
+        f.cosine = _cos(v, ref[:want])
+        if f.cosine >= min_cosine:
+            if abs(f.norm - 1) > NORM_TOLERANCE:
+                full = float(np.linalg.norm(ref[:want]))
+                slice_norm = dimensions is not None and abs(f.norm - full) < NORM_TOLERANCE
+                f.verdicts.append("truncated_unnormalized" if slice_norm else "unnormalized")
+            continue
+        f.verdicts.append(_explain(model, f, want, api))
+    for f in findings:
+        for v in f.verdicts:
+            causes.setdefault(v, []).append(f)
+    return findings, _diagnose(causes, findings, api, want)
+
+
+def _explain(model, f: Finding, want: int, api: str) -> str:
+    """The known fault whose vector this one matches (direction only), else a pattern, else 'unexplained'."""
+    p = f.probe
+    if f.cosine >= CLOSE:
+        return "precision"  # closer than any fault below gets (a wrong window at 400 tokens: 0.9962)
+    query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
+    other = document if p.kind == "query" else query
+    candidates = []  # (label, vector), computed only until one matches
+    for label, prompt in (("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
+                          ("double_prompt", document + p.prompt)):
+        candidates.append((label, lambda prompt=prompt: model.encode(p.text, prompt=prompt)))
+    faults = ["dense_skipped", "causal"]
+    if p.tokens > WINDOW_EDGE:
+        faults += ["window_512", "no_window"]
+    if p.tokens > 512:
+        faults.append("truncated_512")
+    for fault in faults:
+        candidates.append((fault, lambda fault=fault: fault_embeddings(model, [p.text], p.prompt, fault)[0]))
+    for label, vector in candidates:
+        if _cos(f.vector, vector()[:want]) >= EXPLAINS:
+            return label
+    return "precision" if f.cosine >= 0.99 else "unexplained"
+
+
+def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: str, want: int) -> list[str]:
+    if not causes:
+        return []
+    fix = ("With --api openai the client writes the prompt; this server changes or drops it." if api == "openai"
+           else "TEI applies prompt_name from the model's config_sentence_transformers.json: start it with that "
+                "file in the model folder, or send the prompt text yourself.")
+    finite = [f for f in findings if not math.isnan(f.cosine)]
+    low = min((f.cosine for f in finite), default=math.nan)
+    wrong = [f for f in findings if not f.ok]
+    out = []
+    if "no_window" in causes:  # up to 513 tokens, +-512 and no window are the same: the longer text decides
+        causes.pop("window_512", None)
+    short_ok = all(f.ok for f in findings if f.probe.tokens <= WINDOW_EDGE)
+    if short_ok and wrong and all(f.probe.tokens > WINDOW_EDGE for f in wrong):
+        named = [c for c in ("window_512", "no_window", "truncated_512") if c in causes]
+        if not named:
+            out.append(DIAGNOSES["window"].format(low=low))
+    for label in ("float16", "dimensions", "no_prompt", "other_prompt", "double_prompt", "dense_skipped", "causal",
+                  "window_512", "no_window", "truncated_512", "unnormalized", "truncated_unnormalized",
+                  "precision", "unexplained"):
+        if label not in causes:
+            continue
+        if label in ("precision", "unexplained") and out:
+            continue  # the pattern above already names it
+        fs = causes[label]
+        norms = ", ".join(f"{f.norm:.3g}" for f in fs[:3])
+        got = sorted({f.vector.shape[0] for f in fs})
+        out.append(DIAGNOSES[label].format(fix=fix, low=low, norms=norms, dim=want, norm=fs[0].norm, want=want,
+                                           got=", ".join(map(str, got))))
+    return out
+
+
+def format_report(findings: list[Finding], diagnoses: list[str], target: str) -> str:
+    lines = [f"verify-endpoint: {target}", f"{'text':<28} {'tokens':>6} {'cosine':>10} {'norm':>8}  verdict"]
+    for f in findings:
+        verdict = "ok" if f.ok else ", ".join(f.verdicts)
+        cos = "-" if math.isnan(f.cosine) else f"{f.cosine:.7f}"
+        norm = "-" if math.isnan(f.norm) else f"{f.norm:.4f}"
+        lines.append(f"{f.probe.name:<28} {f.probe.tokens:>6} {cos:>10} {norm:>8}  {verdict}")
+    if diagnoses:
+        lines += [f"DIAGNOSIS: {d}" for d in diagnoses]
+        lines.append(f"RESULT: the endpoint does NOT match gemma-np ({sum(not f.ok for f in findings)} of "
+                     f"{len(findings)} texts)")
+    else:
+        low = min(f.cosine for f in findings)
+        lines.append(f"RESULT: the endpoint matches gemma-np on all {len(findings)} texts (lowest cosine {low:.7f})")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Small embedding servers on 127.0.0.1 that serve gemma_np's vectors, faithfully or with one fault, speaking
+the OpenAI embeddings API (POST /v1/embeddings) and Text Embeddings Inference's (POST /embed)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from gemma_np.faults import FAULTS, fault_embeddings
+from gemma_np.head import l2_normalize
+
+# Faults of the serving layer rather than the model (see gemma_np.faults for the model's).
+SERVING_FAULTS = ("no_prompt", "other_prompt", "double_prompt", "truncated_unnormalized")
+
+
+class FakeEndpoint:
+    """A server for one model, one fault (None: faithful). `with FakeEndpoint(model, fault) as url: ...`"""
+
+    def __init__(self, model, fault: str | None = None, embed=fault_embeddings):
+        if fault is not None and fault not in FAULTS + SERVING_FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        self.model, self.fault, self.embed = model, fault, embed
+        self.requests: list[dict] = []
+
+    # -------------------------------------------------------------------------------- what it computes
+    def vectors(self, texts: list[str], prompt: str, dimensions: int | None) -> np.ndarray:
+        m, fault = self.model, self.fault
+        if fault == "double_prompt":
+            prompt = m.resolve_prompt(prompt_name="query") + prompt  # a server-side default prompt as well
+        if fault in FAULTS:
+            v = self.embed(m, texts, prompt, fault)
+        else:
+            v = m.encode(texts, prompt=prompt) if texts else np.zeros((0, 768), np.float32)
+        if dimensions is not None:
+            v = v[:, :dimensions]
+            if fault not in ("truncated_unnormalized", "unnormalized"):
+                v = l2_normalize(v)
+        return v
+
+    def tei_prompt(self, name: str | None) -> str:
+        if self.fault == "no_prompt" or name is None:
+            return ""
+        if self.fault == "other_prompt":
+            name = {"query": "document", "document": "query"}[name]
+        return self.model.resolve_prompt(prompt_name=name)
+
+    # -------------------------------------------------------------------------------- HTTP
+    def __enter__(self) -> str:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, **body})
+                if self.path == "/v1/embeddings":
+                    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                    v = outer.vectors(texts, "", body.get("dimensions"))
+                    answer = {"object": "list", "model": body.get("model"),
+                              "data": [{"object": "embedding", "index": i, "embedding": row.tolist()}
+                                       for i, row in enumerate(v)]}
+                elif self.path == "/embed":
+                    v = outer.vectors(body["inputs"], outer.tei_prompt(body.get("prompt_name")),
+                                      body.get("dimensions"))
+                    answer = [row.tolist() for row in v]
+                else:
+                    self.send_error(404, f"no route {self.path}")
+                    return
+                raw = json.dumps(answer).encode()  # NaN is written as NaN, as Python servers do
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

@@ -1,0 +1,209 @@
+"""gemma-np verify-endpoint against small local servers: one faithful, one for each fault it must name.
+
+The servers (tests/fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
+exactly one thing wrong (gemma_np.faults, or the prompts). Each test runs the command line and asserts the
+exit status and the diagnosis. The model's vectors are cached across tests (the same texts recur in every
+check; the results are deterministic, so a cache changes nothing but the time).
+"""
+
+import functools
+import json
+import re
+import time
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+import gemma_np.endpoint as endpoint
+from fake_endpoints import FakeEndpoint
+from gemma_np import EmbeddingGemma
+from gemma_np.cli import main
+from gemma_np.faults import fault_embeddings
+
+pytestmark = pytest.mark.real
+
+
+@functools.lru_cache(maxsize=None)
+def _fault_cached(model, texts: tuple, prompt: str, fault: str) -> np.ndarray:
+    return fault_embeddings(model, list(texts), prompt, fault)
+
+
+def cached_faults(model, texts, prompt, fault):
+    return _fault_cached(model, tuple(texts), prompt, fault).copy()
+
+
+@pytest.fixture(scope="module")
+def model(real_dir):
+    m = EmbeddingGemma.from_pretrained(real_dir)
+    plain = m.encode
+
+    @functools.lru_cache(maxsize=None)
+    def encode(texts, prompt, truncate_dim, normalize):
+        return plain(list(texts) if isinstance(texts, tuple) else texts, prompt=prompt, truncate_dim=truncate_dim,
+                     normalize_embeddings=normalize)
+
+    def cached(texts, prompt=None, truncate_dim=None, normalize_embeddings=False, **kw):
+        assert not kw, kw
+        key = tuple(texts) if isinstance(texts, list) else texts
+        return encode(key, prompt, truncate_dim, normalize_embeddings).copy()
+
+    m.encode = cached  # this instance only
+    return m
+
+
+@pytest.fixture(autouse=True)
+def _cache_faults(monkeypatch, model):
+    monkeypatch.setattr(endpoint, "fault_embeddings", cached_faults)
+    monkeypatch.setattr(EmbeddingGemma, "from_pretrained", classmethod(lambda cls, *a, **k: model))
+
+
+def run(capsys, url, *args):
+    code = main(["verify-endpoint", "--url", url, *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def serve(model, fault=None):
+    return FakeEndpoint(model, fault, embed=cached_faults)
+
+
+# ------------------------------------------------------------------------------------------------ faithful
+@pytest.mark.parametrize("api", ["openai", "tei"])
+def test_a_faithful_server_matches(model, capsys, api):
+    with serve(model) as url:
+        code, out, _ = run(capsys, url, "--api", api)
+    assert code == 0, out
+    assert "RESULT: the endpoint matches gemma-np on all 10 texts" in out
+    assert "DIAGNOSIS" not in out
+
+
+def test_what_is_sent(model, capsys):
+    """openai: the prompt written before each text, the model name; tei: the prompt by name."""
+    s = serve(model)
+    with s as url:
+        run(capsys, url, "--api", "openai", "--model", "embeddinggemma", "--dimensions", "512")
+        run(capsys, url, "--api", "tei")
+    first, docs, tei_q, tei_d = s.requests
+    assert first["path"] == "/v1/embeddings" and first["model"] == "embeddinggemma" and first["dimensions"] == 512
+    assert first["input"][0] == "task: search result | query: Which planet is known as the Red Planet?"
+    assert docs["input"][0].startswith("title: none | text: Venus")
+    assert tei_q["path"] == "/embed" and tei_q["prompt_name"] == "query" and tei_d["prompt_name"] == "document"
+    assert tei_q["inputs"][0] == "Which planet is known as the Red Planet?"
+
+
+@pytest.mark.parametrize("k", [512, 256, 128])
+def test_a_faithful_server_matches_with_dimensions(model, capsys, k):
+    with serve(model) as url:
+        code, out, _ = run(capsys, url, "--dimensions", str(k))
+    assert code == 0, out
+
+
+# ------------------------------------------------------------------------------------------------ faults
+DIAGNOSED = [
+    ("tei", "no_prompt", [], "DIAGNOSIS: prompts missing"),
+    ("tei", "other_prompt", [], "DIAGNOSIS: wrong prompt"),
+    ("openai", "double_prompt", [], "DIAGNOSIS: prompt applied twice"),
+    ("openai", "dense_skipped", [], "DIAGNOSIS: Dense layers skipped"),
+    ("openai", "causal", [], "DIAGNOSIS: causal attention"),
+    ("openai", "window_512", [], "DIAGNOSIS: wrong sliding window (+-512): agreement falls only past 257 tokens"),
+    ("tei", "no_window", [], "DIAGNOSIS: no sliding window: agreement falls only past 257 tokens"),
+    ("openai", "truncated_512", [], "DIAGNOSIS: inputs cut at 512 tokens"),
+    ("openai", "unnormalized", [], "DIAGNOSIS: no normalization"),
+    ("openai", "truncated_unnormalized", ["--dimensions", "256"], "DIAGNOSIS: truncated without re-normalizing"),
+    ("openai", "float16", [], "DIAGNOSIS: float16 damage"),
+    ("openai", "bfloat16", [], "DIAGNOSIS: reduced precision"),
+]
+
+
+@pytest.mark.parametrize("api, fault, args, diagnosis", DIAGNOSED, ids=[d[1] for d in DIAGNOSED])
+def test_each_fault_is_named(model, capsys, api, fault, args, diagnosis):
+    with serve(model, fault) as url:
+        code, out, _ = run(capsys, url, "--api", api, *args)
+    assert code == 1, out
+    diagnoses = [line for line in out.splitlines() if line.startswith("DIAGNOSIS")]
+    assert len(diagnoses) == 1 and diagnoses[0].startswith(diagnosis), out
+    assert "RESULT: the endpoint does NOT match gemma-np" in out
+
+
+def test_window_faults_leave_short_texts_alone(model, capsys):
+    with serve(model, "window_512") as url:
+        findings, _ = endpoint.check(model, url)
+    assert all(f.ok == (f.probe.tokens <= 257) for f in findings)
+
+
+def test_bfloat16_passes_with_a_lower_bar(model, capsys):
+    with serve(model, "bfloat16") as url:
+        code, out, _ = run(capsys, url, "--min-cosine", "0.9999")
+    assert code == 0, out
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_nobody_listening(capsys):
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as s:
+        port = s.server_address[1]  # bound, then closed: nothing listens there
+    code, _, err = run(capsys, f"http://127.0.0.1:{port}")
+    assert code == 1
+    assert f"http://127.0.0.1:{port}/v1/embeddings: cannot reach the server" in err
+
+
+class _Canned(BaseHTTPRequestHandler):
+    status, body = 200, b"[]"
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+@pytest.mark.parametrize("status, body, api, message", [
+    (500, b"model not loaded", "openai", r"answered HTTP 500 .*model not loaded"),
+    (200, b"<html>hello</html>", "openai", r"the answer is not JSON"),
+    (200, json.dumps({"data": []}).encode(), "openai", r"expected \{'data': \[3 embeddings\]\}"),
+    (200, json.dumps([[0.1, "x"]] * 3).encode(), "tei", r"embedding 0: expected a list of numbers"),
+    (200, json.dumps([[1.0]] * 2).encode(), "tei", r"expected a list of 3 embeddings"),
+])
+def test_bad_answers_are_named(capsys, status, body, api, message):
+    handler = type("H", (_Canned,), {"status": status, "body": body})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, _, err = run(capsys, f"http://127.0.0.1:{server.server_address[1]}", "--api", api)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert re.search(message, err), err
+
+
+class _Slow(_Canned):
+    def do_POST(self):
+        time.sleep(2)
+        super().do_POST()
+
+
+def test_a_slow_server_is_named(capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, _, err = run(capsys, f"http://127.0.0.1:{server.server_address[1]}", "--timeout", "0.5")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1
+    assert "no answer within 0.5 s" in err and "--timeout" in err
+
+
+def test_usage_errors(capsys):
+    assert main(["verify-endpoint", "--url", "http://x", "--timeout", "0"]) == 2
+    assert main(["verify-endpoint"]) == 2
+    assert main(["verify-endpoint", "--url", "http://x", "--api", "grpc"]) == 2
+    assert main(["verify-endpoint", "--url", "http://x", "--min-cosine", "1.5"]) == 2
+    assert main(["verify-endpoint", "--url", "http://x", "--dimensions", "0"]) == 2
+    code = main(["verify-endpoint", "--url", "http://x", "--dimensions", "1000"])
+    assert code == 1 and "dimensions must be from 1 to 768" in capsys.readouterr().err
