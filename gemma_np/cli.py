@@ -197,24 +197,17 @@ def cmd_verify_endpoint(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
-def unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+def number_in(low: float, high: float, what: str):
+    """An argparse type: a number with low < value <= high."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low < value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
 
 
 def positive_int(text: str) -> int:
@@ -296,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dimensions", type=positive_int, metavar="K", help="ask for K dimensions (Matryoshka)")
     p.add_argument("--model-dir", metavar="DIR", help="the reference model folder (default: $GEMMA_NP_MODEL_DIR, "
                                                       "else the weights_tools.fetch cache)")
-    p.add_argument("--min-cosine", type=unit_interval, default=0.99999, metavar="C",
+    p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), default=0.99999, metavar="C",
                    help="the cosine every text must reach (0.99999; bfloat16 servers reach about 0.99994)")
-    p.add_argument("--timeout", type=positive_float, default=120.0, metavar="S", help="seconds per request (120)")
+    p.add_argument("--timeout", type=number_in(0, 1e6, "a positive number of seconds"), default=120.0,
+                   metavar="S", help="seconds per request (120)")
     p.set_defaults(func=cmd_verify_endpoint, parser=p)
     return parser
 
