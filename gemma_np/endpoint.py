@@ -229,14 +229,14 @@ def check(model, url: str, api: str = "openai", model_name: str | None = None, d
                 slice_norm = dimensions is not None and abs(f.norm - full) < NORM_TOLERANCE
                 f.verdicts.append("truncated_unnormalized" if slice_norm else "unnormalized")
             continue
-        f.verdicts.append(_explain(model, f, want, api))
+        f.verdicts.append(_explain(model, f, want))
     for f in findings:
         for v in f.verdicts:
             causes.setdefault(v, []).append(f)
     return findings, _diagnose(causes, findings, api, want)
 
 
-def _explain(model, f: Finding, want: int, api: str) -> str:
+def _explain(model, f: Finding, want: int) -> str:
     """The known fault whose vector this one matches (direction only), else a pattern, else 'unexplained'."""
     p = f.probe
     if f.cosine >= CLOSE:

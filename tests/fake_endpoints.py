@@ -13,7 +13,8 @@ from gemma_np.faults import FAULTS, fault_embeddings
 from gemma_np.head import l2_normalize
 
 # Faults of the serving layer rather than the model (see gemma_np.faults for the model's).
-SERVING_FAULTS = ("no_prompt", "other_prompt", "double_prompt", "truncated_unnormalized")
+SERVING_FAULTS = ("no_prompt", "other_prompt", "double_prompt", "truncated_unnormalized", "ignores_dimensions",
+                  "random")
 
 
 class FakeEndpoint:
@@ -30,11 +31,13 @@ class FakeEndpoint:
         m, fault = self.model, self.fault
         if fault == "double_prompt":
             prompt = m.resolve_prompt(prompt_name="query") + prompt  # a server-side default prompt as well
-        if fault in FAULTS:
+        if fault == "random":  # unit vectors unrelated to the model
+            v = l2_normalize(np.random.default_rng(0).standard_normal((len(texts), 768)))
+        elif fault in FAULTS:
             v = self.embed(m, texts, prompt, fault)
         else:
             v = m.encode(texts, prompt=prompt) if texts else np.zeros((0, 768), np.float32)
-        if dimensions is not None:
+        if dimensions is not None and fault != "ignores_dimensions":
             v = v[:, :dimensions]
             if fault not in ("truncated_unnormalized", "unnormalized"):
                 v = l2_normalize(v)

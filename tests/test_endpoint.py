@@ -112,7 +112,9 @@ DIAGNOSED = [
     ("openai", "truncated_512", [], "DIAGNOSIS: inputs cut at 512 tokens"),
     ("openai", "unnormalized", [], "DIAGNOSIS: no normalization"),
     ("openai", "truncated_unnormalized", ["--dimensions", "256"], "DIAGNOSIS: truncated without re-normalizing"),
+    ("openai", "ignores_dimensions", ["--dimensions", "128"], "DIAGNOSIS: wrong size: asked for 128 dimensions, got 768"),
     ("openai", "float16", [], "DIAGNOSIS: float16 damage"),
+    ("tei", "random", [], "DIAGNOSIS: the vectors differ (lowest cosine"),
     ("openai", "bfloat16", [], "DIAGNOSIS: reduced precision"),
 ]
 
