@@ -43,6 +43,17 @@ def test_importing_gemma_np_imports_no_framework():
     assert out.strip() == "[]"
 
 
+@pytest.mark.parametrize("adapter, framework, extra", [
+    ("langchain", "langchain_core", "langchain"), ("llama_index", "llama_index", "llama-index"),
+    ("haystack", "haystack", "haystack"), ("txtai", "txtai", "txtai")])
+def test_a_missing_framework_names_its_extra(adapter, framework, extra):
+    code = (f"import sys; sys.modules[{framework!r}] = None\n"  # as if not installed
+            f"import gemma_np.integrations.{adapter}")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+    assert f'ImportError: gemma_np.integrations.{adapter} needs' in err
+    assert f'pip install "gemma-np[{extra}]"' in err
+
+
 # ------------------------------------------------------------------------------------------------ LangChain
 def test_langchain_faiss_max_inner_product(model, truth):
     from langchain_community.vectorstores import FAISS

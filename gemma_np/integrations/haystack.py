@@ -17,7 +17,10 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+try:
+    from haystack import Document, component, default_from_dict, default_to_dict
+except ImportError as e:  # the framework is an extra, not a dependency of gemma_np
+    raise ImportError(f"{__name__} needs Haystack: pip install \"gemma-np[haystack]\" ({e})") from e
 
 from ..model import EmbeddingGemma
 from ._common import DOCUMENT_PROMPT_NAME, QUERY_PROMPT_NAME, PromptedEncoder, as_lists, load_model

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 
-from langchain_core.embeddings import Embeddings
+try:
+    from langchain_core.embeddings import Embeddings
+except ImportError as e:  # the framework is an extra, not a dependency of gemma_np
+    raise ImportError(f"{__name__} needs LangChain: pip install \"gemma-np[langchain]\" ({e})") from e
 
 from ..model import EmbeddingGemma
 from ._common import DOCUMENT_PROMPT_NAME, QUERY_PROMPT_NAME, PromptedEncoder, as_lists, load_model

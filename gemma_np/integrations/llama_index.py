@@ -16,8 +16,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from pydantic import PrivateAttr
+try:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from pydantic import PrivateAttr
+except ImportError as e:  # the framework is an extra, not a dependency of gemma_np
+    raise ImportError(f"{__name__} needs LlamaIndex: pip install \"gemma-np[llama-index]\" ({e})") from e
 
 from ..model import EmbeddingGemma
 from ._common import DOCUMENT_PROMPT_NAME, QUERY_PROMPT_NAME, PromptedEncoder, as_lists, load_model

@@ -17,8 +17,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from txtai.embeddings import Embeddings
-from txtai.vectors import Vectors
+try:
+    from txtai.embeddings import Embeddings
+    from txtai.vectors import Vectors
+except ImportError as e:  # the framework is an extra, not a dependency of gemma_np
+    raise ImportError(f"{__name__} needs txtai: pip install \"gemma-np[txtai]\" ({e})") from e
 
 from ._common import DOCUMENT_PROMPT_NAME, QUERY_PROMPT_NAME, PromptedEncoder, load_model
 
