@@ -12,10 +12,12 @@ import numpy as np
 def rope_frequencies(head_dim: int, base: float, dtype: np.dtype) -> np.ndarray:
     """inv_freq[e] = base ** (-2e / E) for e in 0..E/2-1.  -> [E/2]
 
-    float32 reproduces transformers' table: torch computes `1 / base ** (arange(0, E, 2) / E)` in float32;
-    its pow agrees with the correctly rounded one below to the last bit in all entries but one of the
-    published model's 128 (one unit in the last place at inv_freq ~ 3.4e-4, a phase error below 1e-10 rad
-    at position 2048). float64 is exact.
+    float32 reproduces transformers' table, in its two roundings: torch computes `base ** (arange(0, E, 2) / E)`
+    in float32 and then `1 / that` in float32. Here the power is the correctly rounded float32 of the float64
+    power (torch's pow agrees with it to the last bit in all entries but one of the published model's 128:
+    one unit in the last place at inv_freq ~ 3.4e-4, a phase error below 1e-10 rad at position 2048), and the
+    reciprocal is taken in float32 after it, as torch does. This is not the correctly rounded inv_freq: that
+    differs by one unit in the last place in 43 of 128 entries. float64 is exact.
     """
     exponent = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)  # [E/2], exact
     if np.dtype(dtype) == np.float32:
