@@ -170,7 +170,10 @@ class EmbeddingGemma:
     def tokenize(self, texts: list[str],
                  names: Sequence[str] | None = None) -> tuple[list[list[int]], list[bool]]:
         """Token ids of each text and whether it was truncated; ids outside the embedding table are refused
-        (the error names texts[i], or names[i] when given)."""
+        (the error names texts[i], or names[i] when given). No prompt is added: pass prompt + text."""
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"tokenize takes a list of str (wrap one text in a list), got {type(texts).__name__}"
+                            + ("" if not isinstance(texts, (list, tuple)) else " holding a non-str"))
         ids, truncated = encode_texts(self.tokenizer, texts)
         V = self.config.vocab_size
         for i, x in enumerate(ids):

@@ -397,3 +397,11 @@ def test_normalize_embeddings_gives_unit_norms_with_and_without_truncation(model
     raw = getattr(model, method)(texts, truncate_dim=128)  # as sentence-transformers: not normalized again
     np.testing.assert_allclose(raw, full[:, :128], rtol=0, atol=ATOL)
     assert np.all(np.linalg.norm(raw, axis=1) < 0.9)
+
+
+def test_tokenize_wants_a_list_of_str(model):
+    with pytest.raises(TypeError, match=r"^tokenize takes a list of str \(wrap one text in a list\), got str$"):
+        model.tokenize("Mars")
+    with pytest.raises(TypeError, match=r"got list holding a non-str$"):
+        model.tokenize(["Mars", 3])
+    assert model.tokenize(("Mars",))[0][0][0] == 2  # <bos>
