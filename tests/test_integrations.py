@@ -167,9 +167,13 @@ def test_haystack_components(model, real_dir):
     assert len(text.run(QUERY)["embedding"]) == 512
     with pytest.raises(TypeError, match=r"takes one str"):
         text.run([QUERY])
+    bare = GemmaNPDocumentEmbedder(model, prompt="").run(docs)["documents"]  # a literal prompt: here none
+    np.testing.assert_array_equal([d.embedding for d in bare], model.encode(PLANETS[:2], prompt=""))
+    sts = GemmaNPTextEmbedder(model, prompt_name="STS").run(QUERY)["embedding"]
+    np.testing.assert_array_equal(sts, model.encode(QUERY, prompt_name="STS"))
     with pytest.raises(TypeError, match=r"documents\[0\] is a str"):
         GemmaNPDocumentEmbedder(model).run(["not a Document"])
-    with pytest.raises(ValueError, match=r"query_prompt_name: unknown prompt_name 'nope'"):
+    with pytest.raises(ValueError, match=r"^GemmaNPTextEmbedder: unknown prompt_name 'nope'"):
         GemmaNPTextEmbedder(model, prompt_name="nope")
 
 

@@ -47,10 +47,13 @@ class _Embedder:
     def warm_up(self) -> None:
         """Load the model (once) and resolve the prompt; a wrong prompt name fails here."""
         if self._encoder is None:
-            names = {"query_prompt_name": None, "document_prompt_name": None}
-            names[f"{self._side}_prompt_name"] = self.prompt_name
-            self._encoder = PromptedEncoder(load_model(self.model, self.dtype), **names,
-                                            **{f"{self._side}_prompt": self.prompt},
+            model = load_model(self.model, self.dtype)
+            try:  # this component's one prompt, checked here so that the error names its own argument
+                prompt = model.resolve_prompt(prompt=self.prompt) if self.prompt is not None else (
+                    "" if self.prompt_name is None else model.resolve_prompt(prompt_name=self.prompt_name))
+            except ValueError as e:
+                raise type(e)(f"{type(self).__name__}: {e}") from None
+            self._encoder = PromptedEncoder(model, None, None, query_prompt=prompt, document_prompt=prompt,
                                             truncate_dim=self.truncate_dim,
                                             normalize_embeddings=self.normalize_embeddings,
                                             batch_size=self.batch_size)
