@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from .head import l2_normalize
-from .precision import BFloat16Emulation, bfloat16_weights
+from .precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
 from .tokenizer import pad_batch
 from .trace import Trace
 
@@ -34,20 +34,7 @@ FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", 
           "bfloat16")
 
 
-class _Keep(Trace):
-    """Records only the names asked for (a full trace of a long text holds every layer's [H, S, T] maps)."""
-
-    def __init__(self, keep: tuple[str, ...] = ()):
-        super().__init__()
-        self.keep = keep
-
-    def tap(self, name, value):
-        if name in self.keep:
-            self[name] = value
-        return value
-
-
-class _CausalScores(_Keep):
+class _CausalScores(Trace):
     """A decoder's mask: each query sees itself and the keys before it. Applied to the scores, before the
     model's own mask, so the softmax of masked_softmax sees -inf above the diagonal."""
 
@@ -55,15 +42,6 @@ class _CausalScores(_Keep):
         if name.endswith("self_attn.scores"):  # [B, H, S, T]
             S, T = value.shape[-2:]
             value = np.where(np.tri(S, T, dtype=bool), value, -np.inf)
-        return super().tap(name, value)
-
-
-class _Float16Activations(_Keep):
-    """Every op's output stored as float16: what a float16 deployment computes, overflow included."""
-
-    def tap(self, name, value):
-        with np.errstate(over="ignore", invalid="ignore"):
-            value = value.astype(np.float16).astype(value.dtype)
         return super().tap(name, value)
 
 
@@ -81,37 +59,31 @@ def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.nda
     """
     if fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+    m = model  # the model as the fault has it, made once for all texts
+    if fault == "window_512":
+        m = _with_window(model, 2 * 512)  # attention_window = 1024 // 2 + 1 = 513: 512 each side
+    elif fault == "no_window":
+        m = _with_window(model, 2 * model.head.max_seq_length + 2)  # a band wider than any input
+    elif fault == "bfloat16":
+        m = bfloat16_weights(model)
+    keep = ("pooled", f"dense.{len(model.dense_weights) - 1}")  # the mean, and the last Dense's output
     ids, _ = model.tokenize([prompt + t for t in texts])
     rows = []
     for x in ids:
         if fault == "truncated_512" and len(x) > 512:
             x = x[:511] + [x[-1]]  # the tokenizer's truncation keeps the final <eos>
-        input_ids, mask = pad_batch([x])
-        rows.append(_one(model, input_ids, mask, fault))
+        # A fresh trace per text; it keeps only what the head faults need (a full trace of a long text is big).
+        trace = {"causal": _CausalScores, "float16": Float16Emulation}.get(fault, Trace)(keep)
+        if fault == "bfloat16":
+            trace = BFloat16Emulation(model.config.hidden_size, keep)
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                out = m.forward(*pad_batch([x]), trace=trace)["sentence_embedding"][0]
+            except ValueError:  # the forward refuses non-finite activations; a float16 server returns them
+                out = np.full(model.head.embedding_dim, np.nan)
+        if fault == "dense_skipped":
+            out = l2_normalize(trace["pooled"])[0]
+        elif fault == "unnormalized":
+            out = trace[keep[1]][0]
+        rows.append(out)
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, model.head.embedding_dim), np.float32)
-
-
-def _one(model, input_ids: np.ndarray, mask: np.ndarray, fault: str) -> np.ndarray:
-    keep = ("pooled", f"dense.{len(model.dense_weights) - 1}")  # the mean, and the last Dense's output
-    m, trace = model, _Keep(keep)
-    if fault == "causal":
-        trace = _CausalScores(keep)
-    elif fault == "window_512":
-        m = _with_window(model, 2 * 512)  # attention_window = 1024 // 2 + 1 = 513: 512 each side
-    elif fault == "no_window":
-        m = _with_window(model, 4 * input_ids.shape[1] + 4)  # a band wider than the text
-    elif fault == "float16":
-        trace = _Float16Activations(keep)
-    elif fault == "bfloat16":
-        m = bfloat16_weights(model)
-        trace = BFloat16Emulation(model.config.hidden_size, keep=False)
-    with np.errstate(over="ignore", invalid="ignore"):
-        try:
-            out = m.forward(input_ids, mask, trace=trace)["sentence_embedding"][0]
-        except ValueError:  # the forward refuses non-finite activations; a float16 server returns them
-            return np.full(model.head.embedding_dim, np.nan)
-    if fault == "dense_skipped":
-        return l2_normalize(trace["pooled"])[0]
-    if fault == "unnormalized":
-        return trace[keep[1]][0]
-    return out

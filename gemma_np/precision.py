@@ -9,6 +9,7 @@ whose `tap` changes each op's output on its way through.
   with `bfloat16_weights(model)` the weights are rounded too. What it cannot copy is the rounding *inside*
   an op (torch accumulates matmuls in float32 and rounds once, as here; a few elementwise chains, such as
   the rotary embedding's q*cos + rotate_half(q)*sin, round after each step in torch and once here).
+- Float16Emulation stores every op output in float16: the Inf, then NaN, that a float16 port produces.
 - Float16Overflow runs in float32 and notes, for every op, the largest magnitude and whether it exceeds
   float16's range, so it can say where a float16 port first produces Inf.
 """
@@ -34,11 +35,10 @@ def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
 
 
 class BFloat16Emulation(Trace):
-    """Rounds every op's output to bfloat16 (and records it)."""
+    """Rounds every op's output to bfloat16 (and records it, or the names in `keep`; see Trace)."""
 
-    def __init__(self, hidden_size: int, keep: bool = True):
-        super().__init__()
-        self.keep = keep
+    def __init__(self, hidden_size: int, keep=None):
+        super().__init__(keep)
         # transformers rounds the embedding scale to the weights' dtype first: sqrt(768) = 27.71 -> 27.75.
         scale = np.float32(np.sqrt(hidden_size))
         self.scale_fix = float(round_to_bfloat16(np.array([scale]))[0]) / float(scale)
@@ -47,8 +47,18 @@ class BFloat16Emulation(Trace):
         if name == "embed_tokens":
             value = value * np.float32(self.scale_fix)
         value = round_to_bfloat16(value)
-        if self.keep:
-            self[name] = value
+        self.store(name, value)
+        return value
+
+
+class Float16Emulation(Trace):
+    """Stores every op's output in float16 (and records it, or the names in `keep`): what a float16 port
+    computes, overflow to Inf included."""
+
+    def tap(self, name, value):
+        with np.errstate(over="ignore"):  # the overflow is what this shows
+            value = value.astype(np.float16).astype(value.dtype)
+        self.store(name, value)
         return value
 
 

@@ -59,10 +59,22 @@ def trace_names(num_layers: int, num_dense: int = 2,
 
 class Trace(dict):
     """A dict of named intermediates whose `tap` may also change each value on its way through: a subclass
-    that rounds every op's output emulates a lower precision (gemma_np.precision). A plain dict works too."""
+    that rounds every op's output emulates a lower precision (gemma_np.precision). A plain dict works too.
+
+    keep: None stores every name; a collection of names stores only those (a full trace of a long text holds
+    every layer's [H, S, T] attention maps: over a gigabyte at 700 tokens). Values not stored still pass.
+    """
+
+    def __init__(self, keep=None):
+        super().__init__()
+        self.keep = None if keep is None else frozenset(keep)
+
+    def store(self, name: str, value: np.ndarray) -> None:
+        if self.keep is None or name in self.keep:
+            self[name] = value
 
     def tap(self, name: str, value: np.ndarray) -> np.ndarray:
-        self[name] = value
+        self.store(name, value)
         return value
 
 

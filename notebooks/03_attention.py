@@ -223,28 +223,23 @@ plt.show()
 # ## On a long text: the band in the real weights
 #
 # On the 700-token text the band matters. We trace one forward pass but keep only the attention weights
-# (a `Trace` subclass whose `tap` stores the names it is asked for and lets the rest pass through; it also
-# adds up the size of everything a full trace of this text would have kept: over a gigabyte). In every sliding
-# layer the weight on keys 257 or more positions away is exactly 0; the full layers put a good part of theirs
+# (`Trace(keep=names)` stores only the names it is given and lets the rest pass through; a small subclass
+# also adds up the size of everything a full trace of this text would have kept: over a gigabyte). In every
+# sliding layer the weight on keys 257 or more positions away is exactly 0; the full layers put a good part of theirs
 # there.
 
 # %%
-class KeepOnly(Trace):
-    """A trace that stores only the named intermediates, and counts the bytes of all of them."""
+class Counting(Trace):
+    """A trace that also adds up the bytes of every intermediate, kept or not."""
 
-    def __init__(self, names):
-        super().__init__()
-        self.names = set(names)
-        self.bytes_seen = 0
+    bytes_seen = 0
 
     def tap(self, name, value):
         self.bytes_seen += value.nbytes
-        if name in self.names:
-            self[name] = value
-        return value
+        return super().tap(name, value)
 
 
-keep = KeepOnly(f"layers.{i}.self_attn.probs" for i in range(cfg.num_hidden_layers))
+keep = Counting(keep=[f"layers.{i}.self_attn.probs" for i in range(cfg.num_hidden_layers)])
 out = model.forward(long_ids, long_mask, trace=keep)
 long_probs = [keep[f"layers.{i}.self_attn.probs"][0] for i in range(cfg.num_hidden_layers)]  # [H, S, T] each
 print(f"a full trace would have kept {keep.bytes_seen / 1e9:.2f} GB; the weights kept here take "

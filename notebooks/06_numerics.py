@@ -211,8 +211,8 @@ H = m32.config.hidden_size
 VARIANTS = {
     "float32": lambda b: run(m32, b),
     "bfloat16 weights": lambda b: run(mbf, b),
-    "bfloat16 activations": lambda b: run(m32, b, BFloat16Emulation(H, keep=True)),
-    "bfloat16 weights + activations": lambda b: run(mbf, b, BFloat16Emulation(H, keep=True)),
+    "bfloat16 activations": lambda b: run(m32, b, BFloat16Emulation(H)),
+    "bfloat16 weights + activations": lambda b: run(mbf, b, BFloat16Emulation(H)),
 }
 err = {v: {} for v in VARIANTS}
 cosine = {v: {} for v in VARIANTS}

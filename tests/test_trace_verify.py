@@ -16,10 +16,11 @@ import gemma_np.model as model_mod
 from gemma_np import EmbeddingGemma, WeightsError
 from gemma_np.config import GemmaConfig
 from gemma_np.norms import rms_norm
+from gemma_np.precision import Float16Emulation
 from gemma_np.probes import DOC_PROMPT, text_of_length
 from gemma_np.rope import apply_rope
 from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import LAYER_OPS, Trace, trace_names
+from gemma_np.trace import LAYER_OPS, Trace, record, trace_names
 from gemma_np.verify import compare, first_failure, format_table, merge, tolerance_for
 
 torch = pytest.importorskip("torch")
@@ -121,23 +122,21 @@ def _interleaved_rope(x, cos, sin):  # rotating pairs (0,1), (2,3), ... as GPT-J
 
 def _rope_before_norm_attention(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm,
                                 n_heads, n_kv_heads, scaling, eps, trace=None, prefix="", window=None):
-    # A copy of attention.self_attention with the rotary embedding applied BEFORE q_norm/k_norm.
+    # attention.self_attention's steps with the rotary embedding applied BEFORE q_norm/k_norm, run to the end.
     B, S, _ = x.shape
     H, K = n_heads, n_kv_heads
     E = q_proj.shape[0] // H
-    q = (x @ q_proj.T).reshape(B, S, H, E)
-    k = (x @ k_proj.T).reshape(B, S, K, E)
-    v = (x @ v_proj.T).reshape(B, S, K, E)
-    for name, val in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
-        trace[prefix + "self_attn." + name] = val
-    q = rms_norm(apply_rope(q, cos, sin), q_norm, eps)
-    k = rms_norm(apply_rope(k, cos, sin), k_norm, eps)
-    trace[prefix + "self_attn.q_norm"], trace[prefix + "self_attn.k_norm"] = q, k
-    return self_attention_faithful(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm,
-                                   n_heads, n_kv_heads, scaling, eps, None, prefix, window)
+    rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)  # noqa: E731
+    q = rec("q_proj", (x @ q_proj.T).reshape(B, S, H, E))
+    k = rec("k_proj", (x @ k_proj.T).reshape(B, S, K, E))
+    v = rec("v_proj", (x @ v_proj.T).reshape(B, S, K, E))
+    q = rec("q_norm", rms_norm(apply_rope(q, cos, sin), q_norm, eps))  # the fault: rotary, then the norm
+    k = rec("k_norm", rms_norm(apply_rope(k, cos, sin), k_norm, eps))
+    q, k = rec("q_rope", q), rec("k_rope", k)  # already rotated: what goes into the scores
+    out = rec("attn_output", attention_mod.attend(q, k, v, allowed, scaling, rec))
+    return rec("o_proj", out @ o_proj.T)
 
 
-self_attention_faithful = attention_mod.self_attention
 _MEAN_POOL = model_mod.mean_pool
 
 
@@ -145,15 +144,6 @@ def _without_prompt(mask, n):  # sentence-transformers' include_prompt=False: th
     mask = mask.copy()
     mask[:, :n] = 0
     return mask
-
-
-class Float16Activations(Trace):
-    """Every op's output rounded to float16, as a float16 port would compute."""
-
-    def tap(self, name, value):
-        value = value.astype(np.float16).astype(value.dtype)
-        self[name] = value
-        return value
 
 
 FAULTS = {
@@ -204,12 +194,14 @@ def test_fault_is_named_where_it_first_shows(real_setup, monkeypatch, fault):
     inject(monkeypatch, model, prompt_tokens)
     name, rows = _first(model, input_ids, mask, reference)
     assert name == expected, format_table([r for r in rows if not r.ok][:5])
+    final = {r.name: r for r in rows}["sentence_embedding"]
+    assert not final.ok, "the fault must reach the embedding, not only the trace"
 
 
 @pytest.mark.real
 def test_float16_activations_are_named_at_the_first_op(real_setup):
     model, input_ids, mask, reference = real_setup
-    ours = Float16Activations()
+    ours = Float16Emulation()
     with np.errstate(over="ignore"), pytest.raises(WeightsError, match="Inf or NaN"):
         model.forward(input_ids, mask, trace=ours)  # it overflows (layer 22), and gemma_np refuses to go on
     bad = first_failure(compare(ours, reference, mask, list(reference)))
