@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -12,7 +13,21 @@ from tiny_models import SPECS, build
 REQUIRE_WEIGHTS = os.environ.get("GEMMA_NP_REQUIRE_WEIGHTS") == "1"
 
 
+# The reference stack. Tests that need it skip where it is missing (importorskip); with
+# GEMMA_NP_REQUIRE_WEIGHTS=1 (CI) it must import, so that a broken install fails the run instead of
+# turning the parity tests into skips.
+REFERENCE = ("torch", "transformers", "sentence_transformers")
+
+
 def pytest_configure(config):
+    if REQUIRE_WEIGHTS:
+        for name in REFERENCE:
+            try:
+                importlib.import_module(name)
+            except ImportError as e:
+                raise pytest.UsageError(f"GEMMA_NP_REQUIRE_WEIGHTS=1: the reference stack must import, and "
+                                        f"{name} does not ({e}); install the test extras: "
+                                        "pip install torch==2.13.0 && pip install -e '.[test]'") from None
     try:  # the reference side runs with the same thread count as gemma_np's BLAS would on this machine
         import torch
 
