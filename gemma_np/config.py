@@ -84,7 +84,8 @@ def read_json(path: Path) -> object:
         raise ModelFolderError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def _object(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """read_json, refusing anything but a JSON object (with the file and what it held named)."""
     data = read_json(path)
     if not isinstance(data, dict):
         raise ModelFolderError(f"{path}: expected a JSON object, found {type(data).__name__}")
@@ -223,7 +224,7 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
                                    f"{p!r}; it must name its folder inside the model folder (e.g. '1_Pooling')")
 
     pool_path = folder / modules[1]["path"] / "config.json"
-    pool = _object(pool_path)
+    pool = read_json_object(pool_path)
     pwhere = f"{modules[1]['path']}/config.json"
     if "pooling_mode" in pool:  # sentence-transformers 6 writes one string
         _refuse(pool, "pooling_mode", ("mean",), pwhere, "only mean pooling is implemented")
@@ -241,7 +242,7 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
     for m in dense_modules:
         sub = m["path"]
         dwhere = f"{sub}/config.json"
-        d = _object(folder / sub / "config.json")
+        d = read_json_object(folder / sub / "config.json")
         _refuse(d, "bias", (False,), dwhere, "the Dense layers of EmbeddingGemma have no bias")
         _refuse(d, "activation_function", _IDENTITY, dwhere, "only the identity activation is implemented")
         _refuse(d, "use_residual", (False, None), dwhere, "residual Dense layers are not implemented")
@@ -256,7 +257,7 @@ def read_head_config(folder: Path, gemma: GemmaConfig) -> HeadConfig:
     if not dense_modules:
         shapes = []
 
-    st = _object(folder / "config_sentence_transformers.json")
+    st = read_json_object(folder / "config_sentence_transformers.json")
     prompts = st.get("prompts", {})
     if not isinstance(prompts, dict):
         raise ModelFolderError(f"config_sentence_transformers.json: 'prompts' must map names to strings, "
@@ -277,7 +278,7 @@ def _max_seq_length(folder: Path, gemma: GemmaConfig) -> int:
     """Tokens kept per text, <bos> and <eos> included, as sentence-transformers decides it: the
     max_seq_length of sentence_bert_config.json (older versions write it; the published snapshot says 2048),
     else the tokenizer's model_max_length capped at max_position_embeddings."""
-    sbert = _object(folder / "sentence_bert_config.json")
+    sbert = read_json_object(folder / "sentence_bert_config.json")
     where = "sentence_bert_config.json"
     _refuse(sbert, "do_lower_case", (False, None), where, "lower-casing is not implemented")
     limit = gemma.max_position_embeddings
@@ -289,7 +290,7 @@ def _max_seq_length(folder: Path, gemma: GemmaConfig) -> int:
         return n
     tok_cfg = folder / "tokenizer_config.json"
     if tok_cfg.is_file():
-        n = _object(tok_cfg).get("model_max_length")
+        n = read_json_object(tok_cfg).get("model_max_length")
         if isinstance(n, int) and not isinstance(n, bool) and n >= 2:
             return min(n, limit)
     return limit

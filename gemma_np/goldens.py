@@ -69,11 +69,11 @@ def compute_goldens(model, pairs: list[tuple[str, str]], batch_size: int = 8) ->
         width = int(mask[rows].sum(axis=1).max())
         out = model.forward(input_ids[rows, :width], mask[rows, :width], output_hidden_states=True)
         emb[rows] = out["sentence_embedding"]
-        states = np.stack(out["hidden_states"], axis=1)  # [b, L+1, width, D]
         for b, n in enumerate(rows):
             pos = choose_positions(len(ids[n]))
             positions[n, : len(pos)] = pos
-            hidden[n, :, : len(pos)] = states[b][:, pos]
+            for layer, h in enumerate(out["hidden_states"]):  # L + 1 arrays [b, width, D]: 12 rows each
+                hidden[n, layer, : len(pos)] = h[b, pos]
     manifest = {
         "format": "gemma_np goldens", "format_version": FORMAT_VERSION,
         "model": "google/embeddinggemma-300m", "dtype": np.dtype(model.dtype).name,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json
+from .config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json_object
 from .encoder import encoder_forward
 from .errors import InputError, ModelFolderError, WeightsError
 from .head import dense, l2_normalize, matryoshka, mean_pool
@@ -139,10 +139,7 @@ class EmbeddingGemma:
                 raise FileNotFoundError(f"{folder}: model folder does not exist")
             if not folder.is_dir():
                 raise ModelFolderError(f"{folder}: is a file; give the model folder that holds config.json")
-        cfg_json = read_json(folder / "config.json")
-        if not isinstance(cfg_json, dict):
-            raise ModelFolderError(f"{folder / 'config.json'}: expected a JSON object")
-        config = parse_gemma_config(cfg_json)
+        config = parse_gemma_config(read_json_object(folder / "config.json"))
         head = read_head_config(folder, config)
         if truncate_dim is not None:
             truncate_dim = _check_int("truncate_dim", truncate_dim, 1, head.embedding_dim)
