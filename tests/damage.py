@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -158,3 +159,8 @@ def real_folder_untouched(real_dir):
     before = snapshot()
     yield
     assert snapshot() == before
+
+
+def words(*parts: str) -> str:
+    """A regex matching the parts in this order, anything in between (parts are literal text)."""
+    return ".*".join(re.escape(p) for p in parts)

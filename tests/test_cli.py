@@ -12,17 +12,12 @@ import pytest
 
 from gemma_np.cli import demo_documents, main
 from gemma_np.model import EmbeddingGemma
+from gemma_np.probes import PLANETS
 from tiny_models import PROMPTS, SPECS, build
 
 TEXTS = ["the quick brown fox", "mars is red", "a planet orbits a star and has cleared its orbit"]
 DOCS = ["mars is red", "the lazy dog", "jupiter has a great red spot", "saturn has rings", "a fox jumps"]
 QUERY = "which planet is red"
-PLANETS = [
-    "Venus is often called Earth's twin because of its similar size and proximity.",
-    "Mars, known for its reddish appearance, is often referred to as the Red Planet.",
-    "Jupiter, the largest planet in our solar system, has a prominent red spot.",
-    "Saturn, famous for its rings, is sometimes mistaken for the Red Planet.",
-]
 
 
 @pytest.fixture(scope="session")

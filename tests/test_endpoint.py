@@ -201,11 +201,18 @@ def test_a_slow_server_is_named(capsys):
     assert "no answer within 0.5 s" in err and "--timeout" in err
 
 
-def test_usage_errors(capsys):
-    assert main(["verify-endpoint", "--url", "http://x", "--timeout", "0"]) == 2
-    assert main(["verify-endpoint"]) == 2
-    assert main(["verify-endpoint", "--url", "http://x", "--api", "grpc"]) == 2
-    assert main(["verify-endpoint", "--url", "http://x", "--min-cosine", "1.5"]) == 2
-    assert main(["verify-endpoint", "--url", "http://x", "--dimensions", "0"]) == 2
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: --url"),
+    (["--url", "http://x", "--api", "grpc"], "argument --api: invalid choice: 'grpc'"),
+    (["--url", "http://x", "--min-cosine", "1.5"], "argument --min-cosine: must be in (0, 1], got 1.5"),
+    (["--url", "http://x", "--timeout", "0"], "argument --timeout: must be a positive number of seconds, got 0"),
+    (["--url", "http://x", "--dimensions", "0"], "argument --dimensions: must be at least 1, got 0"),
+])
+def test_usage_errors(capsys, args, message):
+    assert main(["verify-endpoint", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dimensions_past_the_model(capsys):
     code = main(["verify-endpoint", "--url", "http://x", "--dimensions", "1000"])
     assert code == 1 and "dimensions must be from 1 to 768" in capsys.readouterr().err

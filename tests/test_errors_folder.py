@@ -5,13 +5,12 @@ the key or the tensor, and what would be right."""
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from damage import (Hostile, copy_model_folder, edit_json, read_json, real_folder_untouched,  # noqa: F401
+from damage import (words, Hostile, copy_model_folder, edit_json, read_json, real_folder_untouched,  # noqa: F401
                     remove_file, set_keys, write_file, write_json)
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import ModelFolderError, WeightsError
@@ -28,11 +27,6 @@ def folder(real_dir, tmp_path) -> Path:
 
 def load(folder):
     return EmbeddingGemma.from_pretrained(folder)
-
-
-def words(*parts: str) -> str:
-    """A regex matching the parts in this order, anything in between (parts are literal text)."""
-    return ".*".join(re.escape(p) for p in parts)
 
 
 # ------------------------------------------------------------------------------------------------ the copy

@@ -5,7 +5,6 @@ are links. Each must load promptly and raise WeightsError naming the file and th
 from __future__ import annotations
 
 import json
-import re
 import struct
 import time
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damage import (INF32, NAN32, copy_model_folder, damaged_copy, element_offset, read_st_header,  # noqa: F401
+from damage import (words, INF32, NAN32, copy_model_folder, damaged_copy, element_offset, read_st_header,  # noqa: F401
                     real_folder_untouched, write_safetensors)
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import WeightsError
@@ -39,10 +38,6 @@ def real_header(real_dir):
 @pytest.fixture
 def folder(real_dir, tmp_path) -> Path:
     return copy_model_folder(real_dir, tmp_path / "model")
-
-
-def words(*parts: str) -> str:
-    return ".*".join(re.escape(p) for p in parts)
 
 
 @contextmanager
