@@ -51,39 +51,63 @@ def _with_window(model, sliding_window: int):
     return clone
 
 
+# Faults that change the same part of the computation cannot hold together.
+_EXCLUSIVE = (("causal", "float16", "bfloat16"), ("window_512", "no_window"))
+
+
+def parse_faults(fault: str) -> tuple[str, ...]:
+    """'window_512+bfloat16' -> ('window_512', 'bfloat16'): faults that hold at once, checked."""
+    parts = tuple(fault.split("+")) if isinstance(fault, str) else ()
+    unknown = [p for p in parts if p not in FAULTS]
+    if not parts or unknown:
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)} (join several with '+')")
+    for group in _EXCLUSIVE:
+        clash = [p for p in parts if p in group]
+        if len(clash) > 1:
+            raise ValueError(f"faults {' and '.join(clash)} change the same step and cannot be combined")
+    return parts
+
+
 def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.ndarray:
     """[n, 768] float32: the sentence embedding of each prompt + text under `fault` (see FAULTS).
 
-    Rows may be non-finite (float16 overflows in EmbeddingGemma). One text at a time: these are oracles
-    for a handful of probe texts, not a fast path.
+    Several faults that hold at once are joined with '+' ("truncated_512+unnormalized", "window_512+bfloat16"):
+    each changes its own step. Rows may be non-finite (float16 overflows in EmbeddingGemma). One text at a
+    time: these are oracles for a handful of probe texts, not a fast path.
     """
-    if fault not in FAULTS:
-        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-    m = model  # the model as the fault has it, made once for all texts
-    if fault == "window_512":
-        m = _with_window(model, 2 * 512)  # attention_window = 1024 // 2 + 1 = 513: 512 each side
-    elif fault == "no_window":
-        m = _with_window(model, 2 * model.head.max_seq_length + 2)  # a band wider than any input
-    elif fault == "bfloat16":
-        m = bfloat16_weights(model)
+    faults = parse_faults(fault)
+    m = model  # the model as the faults have it, made once for all texts
+    if "window_512" in faults:
+        m = _with_window(m, 2 * 512)  # attention_window = 1024 // 2 + 1 = 513: 512 each side
+    elif "no_window" in faults:
+        m = _with_window(m, 2 * model.head.max_seq_length + 2)  # a band wider than any input
+    if "bfloat16" in faults:
+        m = bfloat16_weights(m)
     keep = ("pooled", f"dense.{len(model.dense_weights) - 1}")  # the mean, and the last Dense's output
     ids, _ = model.tokenize([prompt + t for t in texts])
     rows = []
     for x in ids:
-        if fault == "truncated_512" and len(x) > 512:
+        if "truncated_512" in faults and len(x) > 512:
             x = x[:511] + [x[-1]]  # the tokenizer's truncation keeps the final <eos>
         # A fresh trace per text; it keeps only what the head faults need (a full trace of a long text is big).
-        trace = {"causal": _CausalScores, "float16": Float16Emulation}.get(fault, Trace)(keep)
-        if fault == "bfloat16":
+        if "bfloat16" in faults:
             trace = BFloat16Emulation(model.config.hidden_size, keep)
+        elif "causal" in faults:
+            trace = _CausalScores(keep)
+        elif "float16" in faults:
+            trace = Float16Emulation(keep)
+        else:
+            trace = Trace(keep)
         with np.errstate(over="ignore", invalid="ignore"):
             try:
                 out = m.forward(*pad_batch([x]), trace=trace)["sentence_embedding"][0]
             except ValueError:  # the forward refuses non-finite activations; a float16 server returns them
                 out = np.full(model.head.embedding_dim, np.nan)
-        if fault == "dense_skipped":
-            out = l2_normalize(trace["pooled"])[0]
-        elif fault == "unnormalized":
+                rows.append(out)
+                continue
+        if "dense_skipped" in faults:  # the mean itself, normalized unless that is skipped too
+            out = trace["pooled"][0] if "unnormalized" in faults else l2_normalize(trace["pooled"])[0]
+        elif "unnormalized" in faults:
             out = trace[keep[1]][0]
         rows.append(out)
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, model.head.embedding_dim), np.float32)

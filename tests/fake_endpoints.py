@@ -9,20 +9,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from gemma_np.faults import FAULTS, fault_embeddings
+from gemma_np.faults import fault_embeddings, parse_faults
 from gemma_np.head import l2_normalize
 
-# Faults of the serving layer rather than the model (see gemma_np.faults for the model's).
+# Faults of the serving layer rather than the model (see gemma_np.faults for the model's, which combine
+# with '+': "window_512+bfloat16"). bfloat16_long: bfloat16 vectors for texts past 257 tokens, float32 for the
+# rest, so that precision noise alone lies where a window fault would show.
 SERVING_FAULTS = ("no_prompt", "other_prompt", "double_prompt", "truncated_unnormalized", "ignores_dimensions",
-                  "random")
+                  "random", "bfloat16_long")
+WINDOW_EDGE = 257
 
 
 class FakeEndpoint:
     """A server for one model, one fault (None: faithful). `with FakeEndpoint(model, fault) as url: ...`"""
 
     def __init__(self, model, fault: str | None = None, embed=fault_embeddings):
-        if fault is not None and fault not in FAULTS + SERVING_FAULTS:
-            raise ValueError(f"unknown fault {fault!r}")
+        if fault is not None and fault not in SERVING_FAULTS:
+            parse_faults(fault)  # a model fault, or several joined with '+'; raises on anything else
         self.model, self.fault, self.embed = model, fault, embed
         self.requests: list[dict] = []
 
@@ -33,7 +36,12 @@ class FakeEndpoint:
             prompt = m.resolve_prompt(prompt_name="query") + prompt  # a server-side default prompt as well
         if fault == "random":  # unit vectors unrelated to the model
             v = l2_normalize(np.random.default_rng(0).standard_normal((len(texts), 768)))
-        elif fault in FAULTS:
+        elif fault == "bfloat16_long":
+            ids, _ = m.tokenize([prompt + t for t in texts])
+            long = [len(x) > WINDOW_EDGE for x in ids]
+            v = np.stack([self.embed(m, [t], prompt, "bfloat16")[0] if is_long else m.encode([t], prompt=prompt)[0]
+                          for t, is_long in zip(texts, long)]) if texts else np.zeros((0, 768), np.float32)
+        elif fault is not None and fault not in SERVING_FAULTS:
             v = self.embed(m, texts, prompt, fault)
         else:
             v = m.encode(texts, prompt=prompt) if texts else np.zeros((0, 768), np.float32)
