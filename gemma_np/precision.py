@@ -24,6 +24,20 @@ from .trace import Trace
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
+# Unit roundoff u = 2^-p of each format (p significant bits): one correctly rounded operation is off by at
+# most u relative. The bounds of the project's tests and notebooks are written in these units
+# (docs/tolerances.md, "Bounds in tests and notebooks").
+UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+
+
+def same_order(measured: float, figure: float) -> bool:
+    """Whether `measured` has the order of magnitude of the stated `figure`: within a factor sqrt(10) of it.
+
+    How the notebooks assert a figure their prose states ("about 5e-5"): the claim is its order of magnitude,
+    which holds on every machine; its last digits vary with the BLAS kernel's summation order.
+    """
+    return bool(figure > 0 and measured > 0 and abs(np.log10(measured / figure)) < 0.5)
+
 
 def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
     """float32 values rounded to the nearest bfloat16 (ties to even), returned as float32."""

@@ -12,10 +12,11 @@ import warnings
 import numpy as np
 import pytest
 
+from bounds import PARITY_BAR, parity_bar
 from gemma_np import EmbeddingGemma, GemmaNPError, InputError
 from tiny_models import SPECS, build
 
-ATOL = 1e-6
+ATOL = PARITY_BAR  # two float32 forwards or code paths of the real model (docs/tolerances.md)
 METHODS = ["encode", "encode_query", "encode_document"]
 real = pytest.mark.real
 
@@ -140,6 +141,8 @@ def reference(st):
 
 
 def assert_unit_finite(x, atol=1e-5):
+    # normalized in float32: the norm's sum of d squares is off by ~sqrt(d) u (rounding of positive terms is
+    # a random walk; d u = 4.6e-5 at d = 768 is the never-reached worst case); 1e-5 = 6 sqrt(768) u
     assert np.all(np.isfinite(x))
     np.testing.assert_allclose(np.linalg.norm(x, axis=-1), 1.0, rtol=0, atol=atol)
 
@@ -335,9 +338,9 @@ def test_float64_is_accepted(tiny_dir, dtype):
     assert m.dtype is np.float64
     out = m.encode(["mars is red", ""])
     assert out.dtype == np.float64
-    assert_unit_finite(out, atol=1e-12)
+    assert_unit_finite(out, atol=1e-12)  # float64: sqrt(24) u64 ~ 5e-16
     ref = EmbeddingGemma.from_pretrained(tiny_dir).encode(["mars is red", ""])
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=parity_bar(24) / 2)  # one float32 forward against float64
 
 
 # ------------------------------------------------------------------------------------------ similarity

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from bounds import assert_above, assert_below
 from gemma_np import EmbeddingGemma
+from gemma_np.endpoint import CLOSE
 from gemma_np.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
 from gemma_np.probes import DOC_PROMPT, text_of_length
 from gemma_np.tokenizer import pad_batch
@@ -45,9 +47,12 @@ def test_bfloat16_emulation_follows_torch_bfloat16(setup, real_dir):
         same = np.mean(ours[name][real] == reference[name][real])
         assert same > 0.99, (name, same)
         assert rows[name].max_rel <= 2.0 ** -8, (name, rows[name].max_rel)
-    # After it, bfloat16 noise: the final vectors agree to a cosine near 1 and about 1e-2 per coordinate.
-    assert rows["sentence_embedding"].cosine > 0.9995
-    assert rows["sentence_embedding"].max_abs < 5e-3
+    # After it, bfloat16 noise: two bfloat16 forwards each within the precision level of float32 (cosine
+    # CLOSE, docs/tolerances.md); per coordinate of a unit vector, a few bfloat16 spacings: 5e-3 ~ 1.3 u_bf16.
+    assert_above("precision: bfloat16 emulation against torch bfloat16, cosine", rows["sentence_embedding"].cosine,
+                 CLOSE)
+    assert_below("precision: bfloat16 emulation against torch bfloat16, max abs", rows["sentence_embedding"].max_abs,
+                 5e-3)
 
 
 @pytest.mark.real

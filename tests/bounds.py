@@ -1,0 +1,57 @@
+"""Numerical assertions that also report what they measured.
+
+Every bound of the suite comes from docs/tolerances.md ("Bounds in tests and notebooks"), never from one
+machine's measurement. To see how close each bound comes on a given BLAS kernel, set GEMMA_NP_BOUNDS_LOG to a
+file: each check below appends one JSON line {"name", "measured", "bound"} to it, and
+`python benchmarks/kernels.py` gathers them over every kernel into the largest value each bound saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+# float32's unit roundoff: one correctly rounded float32 operation is off by at most U32 relative.
+U32 = 2.0 ** -24
+# The parity bar: two float32 forwards agree within this on every coordinate of the 768-d unit vector.
+PARITY_BAR = 1e-6
+
+
+def parity_bar(dim: int) -> float:
+    """The parity bar for a unit vector of `dim` coordinates: the same error relative to the coordinates' size.
+
+    A unit vector's coordinates are about dim ** -0.5 in size, so an error that is 1e-6 on EmbeddingGemma's
+    768 coordinates is 1e-6 * sqrt(768 / dim) on a tiny model's 24, or on a Matryoshka slice normalized again.
+    """
+    return PARITY_BAR * (768 / dim) ** 0.5
+
+
+def _log(name: str, measured: float, bound: float, kind: str) -> None:
+    path = os.environ.get("GEMMA_NP_BOUNDS_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"name": name, "measured": float(measured), "bound": float(bound),
+                                "kind": kind}) + "\n")
+
+
+def assert_below(name: str, measured: float, bound: float) -> None:
+    """measured <= bound (an error, a distance)."""
+    measured = float(measured)
+    _log(name, measured, bound, "max")
+    assert measured <= bound, f"{name}: {measured:.3g} exceeds its bound {bound:.3g}"
+
+
+def assert_above(name: str, measured: float, bound: float) -> None:
+    """measured >= bound (a cosine, a similarity)."""
+    measured = float(measured)
+    _log(name, measured, bound, "min")
+    assert measured >= bound, f"{name}: {measured:.9g} is below its bound {bound:.9g}"
+
+
+def assert_close(name: str, got, want, atol: float) -> None:
+    """Every element within atol of want (np.testing's message on failure), the largest gap logged."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    _log(name, float(np.max(np.abs(got - want), initial=0.0)), atol, "max")
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=name)
