@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 from tokenizers import Tokenizer
 
 from gemma_np import EmbeddingGemma, probes
+from gemma_np.precision import UNIT_ROUNDOFF
 from gemma_np.tokenizer import pad_batch
 from gemma_np.trace import Trace
 
@@ -86,15 +87,20 @@ assert len(prompted) == len(alone) + 6  # 'title', ':', '▁none', '▁|', '▁t
 # The prompt's tokens are input tokens like any other: they go through every layer, and the mean that makes
 # the sentence vector (`pooled`, before the two Dense layers) is taken over all S positions, prompt included.
 # The named intermediates of a traced forward show it: `norm` is the encoder's output [B, S, D], `pooled`
-# is [B, D]. (The library sums in float64; the tolerance allows a few float32 roundings of the mean.)
+# is [B, D]. (The library sums in float64 and rounds the mean once to float32: the tolerance is that one
+# rounding, u = 2^-24 relative, float32's unit roundoff.)
 
 # %%
 trace = Trace()
 model.forward(*pad_batch([prompted]), trace=trace)
 tokens = trace["norm"][0]  # [S, D], S = 25: <bos>, 6 prompt tokens, 17 of the sentence, <eos>
 print("norm", trace["norm"].shape, " pooled", trace["pooled"].shape)
+S = len(tokens)
+u, u64 = UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF["float64"]
+# exact analysis: one float32 rounding of the mean (u relative), and float64's own rounding of two sums of
+# S terms that may add in different orders (S u64 of the terms' size each)
 np.testing.assert_allclose(trace["pooled"][0], tokens.mean(axis=0, dtype=np.float64),
-                           rtol=1e-6, atol=1e-6 * np.abs(tokens).max())
+                           rtol=u, atol=2 * S * u64 * np.abs(tokens).max())
 
 # %% [markdown]
 # So the same sentence under different prompts is a different input and gets a different vector. The cosine
@@ -112,7 +118,11 @@ cos = model.similarity(vectors, vectors)  # [8, 8]
 off_diagonal = cos[~np.eye(len(cos), dtype=bool)]
 print(f"off-diagonal cosines: {off_diagonal.min():.3f} to {off_diagonal.max():.3f}")
 assert 0.58 < off_diagonal.min() < 0.62 and 0.92 < off_diagonal.max() < 0.95  # the values printed, +-0.02
-np.testing.assert_allclose(np.diag(cos), 1, atol=1e-6)  # unit vectors; 1e-6 is a few float32 roundings
+# exact analysis: a vector normalized in float32 has squared length within (D + 4)u of 1 (a sum of D squares,
+# a square root, a division), and its dot product with itself, D terms, adds D u: (2D + 4)u = 9e-5
+D = vectors.shape[1]  # 768
+print(f"diagonal: largest |cos - 1| = {np.abs(np.diag(cos) - 1).max() / u:.0f} u")
+np.testing.assert_allclose(np.diag(cos), 1, rtol=0, atol=(2 * D + 4) * u)
 
 # %% [markdown]
 # The same numbers as a picture. In the `document` row, the closest vector is the one with no prompt at all
@@ -302,7 +312,8 @@ plt.show()
 # Padding must not change the result. The model's attention ignores padded keys and its mean pooling skips
 # padded positions, so a text's vector computed alone ([1, S_b]) equals its vector in the padded batch
 # ([3, S]). Not bit for bit: the matrix products have different shapes, so the BLAS library may add in a
-# different order; the tolerance 1e-6 is about 16 float32 roundings of a unit vector's coordinates.
+# different order. The tolerance is the project's parity bar for two float32 forwards, 1e-6 on every
+# coordinate (notebook 06 measures how far one float32 forward is from an exact float64 one).
 
 # %%
 batch = model.forward(input_ids, mask)["sentence_embedding"]  # [B, D]
@@ -310,7 +321,7 @@ for b, x in enumerate(ids):
     single = model.forward(*pad_batch([x]))["sentence_embedding"][0]  # [D], no padding at all
     diff = np.abs(single - batch[b]).max()
     print(f"{texts[b]!r:>45}: largest difference alone vs in batch {diff:.1e}")
-    np.testing.assert_allclose(single, batch[b], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(single, batch[b], rtol=0, atol=1e-6)  # the parity bar
 
 # %% [markdown]
 # What the padded positions hold does not matter either, only the mask: padding with id 5 instead of 0

@@ -34,9 +34,11 @@ from gemma_np.attention import attention_mask, masked_softmax
 from gemma_np.encoder import embed_tokens, encoder_layer, layer_params
 from gemma_np.mlp import gelu_tanh
 from gemma_np.norms import rms_norm
+from gemma_np.precision import UNIT_ROUNDOFF, same_order
 from gemma_np.rope import apply_rope, rope_frequencies, rope_tables
 from gemma_np.tokenizer import pad_batch
 from gemma_np.trace import LAYER_OPS, Trace
+from gemma_np.verify import tolerance_for
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
@@ -77,30 +79,38 @@ for op in LAYER_OPS:
 # ### How we compare
 #
 # Each hand-computed array is held to the library's with `np.testing.assert_allclose(mine, library,
-# rtol=0, atol=1e-5 * max|library|)`. Why that tolerance: both sides compute in float32 (machine epsilon
-# 1.2e-7), but in a different order (an `einsum` instead of a matmul, a division instead of a multiplication
-# by the reciprocal), and each of our steps starts from *our own* previous result, so rounding differences
-# accumulate down the layer. Sums of 256 to 1152 products in another order differ by a few epsilon of the
-# sum's size, so 1e-5 of the array's largest entry (about 80 epsilon) is a comfortable bound, while any
-# real mistake (a missing `1 +`, a wrong scale, the wrong rotary halves) changes results by percent or more.
-# We scale by the largest entry rather than using an element-wise relative tolerance because entries that
-# are sums cancelling to nearly zero have large relative but tiny absolute rounding errors.
+# rtol=0, atol=tol * max|library|)`, where `tol = tolerance_for(name)` is the bound `gemma-np verify` puts
+# on two float32 forwards for that named intermediate (notebook 07, docs/tolerances.md): ten times the
+# error of a float32 forward against an exact float64 one, measured on texts of up to 1000 tokens. That is
+# our case: both sides compute in float32 (unit roundoff u = 2^-24 ≈ 6e-8), but in a different order (an
+# `einsum` instead of a matmul, a division instead of a multiplication by the reciprocal), and each of our
+# steps starts from *our own* previous result, so rounding differences accumulate down the layer. The
+# tolerances run from about 1e-6 (the first norm) to a few 1e-4 (the rotary steps, whose float32 angles
+# are least exact at position 1000), while any real mistake (a missing `1 +`, a wrong scale, the wrong
+# rotary halves) changes results by percent or more. We scale by the largest entry rather than using an
+# element-wise relative tolerance because entries that are sums cancelling to nearly zero have large
+# relative but tiny absolute rounding errors.
 
 # %%
-TOL = 1e-5  # of the array's largest |entry|, see above
+u = UNIT_ROUNDOFF["float32"]  # 2^-24
 measured = {}
 
 
-def check(mine, name, tol=TOL):
-    """Assert mine equals the library's intermediate `name` (layers.0.<name> for layer ops); print the gap."""
-    ref = trace[name] if name in trace else trace["layers.0." + name]
+def check(mine, name, tol=None):
+    """Assert mine equals the library's intermediate `name` (layers.0.<name> for layer ops); print the gap.
+
+    tol: of the largest |entry|; by default the tolerance of two float32 forwards, tolerance_for(name).
+    """
+    full = name if name in trace else "layers.0." + name
+    ref = trace[full]
+    tol = tolerance_for(full) if tol is None else tol
     assert mine.shape == ref.shape, (mine.shape, ref.shape)
     scale = float(np.abs(ref).max())
     np.testing.assert_allclose(mine, ref, rtol=0, atol=tol * scale)
     gap = float(np.abs(mine.astype(np.float64) - ref).max())
-    measured[name] = (gap, gap / scale)
+    measured[name] = (gap, gap / scale, tol)
     print(f"{name}: {mine.shape}  max |mine - library| = {gap:.2e} = {gap / scale:.1e} x max|library| "
-          f"({scale:.3g}); tolerance {tol:.0e} x max")
+          f"({scale:.3g}); tolerance {tol:.1e} x max")
 
 
 # %% [markdown]
@@ -162,8 +172,11 @@ def W(name):
 h = rms(x0, W("input_layernorm"))  # [B, S, D]
 check(h, "input_layernorm")
 lib = rms_norm(x0, W("input_layernorm"), eps)  # the library's function (x * (1/rms): another order)
-print(f"against gemma_np.norms.rms_norm: max difference {np.abs(h - lib).max():.2e}")
-np.testing.assert_allclose(h, lib, rtol=0, atol=TOL * np.abs(lib).max())
+print(f"against gemma_np.norms.rms_norm: largest relative difference "
+      f"{np.max(np.abs(h - lib) / np.abs(lib)) / u:.1f} u")
+# exact analysis, element by element: the same mean and square root, then 2 roundings here (divide, gain)
+# and 3 there (reciprocal, multiply, gain): 5u apart, 6u with the products of roundings
+np.testing.assert_allclose(h, lib, rtol=6 * u, atol=0)
 
 # %% [markdown]
 # The stored weights are far from zero: this layer's `input_layernorm` multiplies the unit-RMS vector by
@@ -171,7 +184,10 @@ np.testing.assert_allclose(h, lib, rtol=0, atol=TOL * np.abs(lib).max())
 
 # %%
 unit = x0 / np.sqrt(np.mean(x0**2, axis=-1, keepdims=True) + dtype(eps))  # [B, S, D], before the gain
-np.testing.assert_allclose(np.sqrt(np.mean(unit**2, axis=-1)), 1.0, rtol=1e-5)  # eps is 1e-6 of ms ~ 3
+# exact analysis: eps shifts it by eps / (2 ms) < 4e-7 (ms > 1.4 here); the rest is two float32 means of D
+# squares, which NumPy sums pairwise (about 20u each, halved by the square roots), and a few roundings:
+# together under 3e-6 < 1e-5
+np.testing.assert_allclose(np.sqrt(np.mean(unit**2, axis=-1)), 1.0, rtol=1e-5)
 gain = 1 + np.asarray(W("input_layernorm"))  # [D]
 print(f"input_layernorm gain (1 + w): mean {gain.mean():.2f}, min {gain.min():.2f}, max {gain.max():.2f}")
 assert 10 < gain.mean() < 20
@@ -223,7 +239,7 @@ assert layer_type == "sliding_attention" and base == 10_000
 
 inv_freq = (1.0 / base ** (np.arange(0, E, 2) / E)).astype(dtype)  # [E/2], radians per token
 lib_inv_freq = rope_frequencies(E, base, dtype)
-np.testing.assert_allclose(inv_freq, lib_inv_freq, rtol=1.2e-7)  # at most one float32 step (2^-23) apart
+np.testing.assert_allclose(inv_freq, lib_inv_freq, rtol=2 * u)  # at most one float32 step: 2u = 2^-23 relative
 print(f"{np.sum(inv_freq != lib_inv_freq)} of {E // 2} entries differ from the library's by one float32 step")
 print(f"inv_freq: {inv_freq[:3]} ... {inv_freq[-2:]}")
 
@@ -267,16 +283,18 @@ assert np.sum(wavelength["full layers, base 1M"] > max_len) > np.sum(wavelength[
 # %% [markdown]
 # The tables hold cos and sin of every angle, [S, E], each angle written twice (once per half). The angle is
 # formed in float32, as torch does. They match the library's `rope_tables` and the traced
-# `rope.sliding_attention.cos/sin` to a tolerance of its own: our `inv_freq` (rounded once from float64) and
-# the library's (rounded twice, as torch) differ by one float32 step in some entries, a relative 1.2e-7, which
-# at position 15 moves an angle of up to 15 radians by up to 1.8e-6; cos and sin move by no more than that.
-# So: 5e-6 absolute (the tables' largest entry is 1).
+# `rope.sliding_attention.cos/sin` to a tolerance of its own, counted from the operations: our `inv_freq`
+# (rounded once from float64) and the library's (rounded twice, as torch) differ by one float32 step in some
+# entries, at most 2u = 1.2e-7 relative, which at position 15 moves an angle of up to 15 radians by up to
+# 1.8e-6; rounding the two products position × inv_freq moves them apart by at most 2 × 15u = 1.8e-6 more;
+# cos and sin move by no more than the angle, plus a few u of their own rounding. So: 5e-6 absolute (the
+# tables' largest entry is 1).
 
 # %%
 angles = np.arange(S, dtype=dtype)[:, None] * inv_freq[None, :]  # [S, E/2], rounded in float32
 angles = np.concatenate([angles, angles], axis=-1)  # [S, E]
 cos, sin = np.cos(angles), np.sin(angles)  # [S, E] each
-check(cos, f"rope.{layer_type}.cos", tol=5e-6)  # see above: a one-step difference in inv_freq, times 15
+check(cos, f"rope.{layer_type}.cos", tol=5e-6)  # exact analysis, see above: about 70u, under 5e-6 = 84u
 check(sin, f"rope.{layer_type}.sin", tol=5e-6)
 lib_cos, lib_sin = rope_tables(S, E, base, dtype)
 np.testing.assert_allclose(cos, lib_cos, rtol=0, atol=5e-6)
@@ -298,7 +316,9 @@ q_rot = rotate(qn, cos, sin)  # [B, S, H, E]
 k_rot = rotate(kn, cos, sin)  # [B, S, K, E]
 check(q_rot, "self_attn.q_rope")
 check(k_rot, "self_attn.k_rope")
-np.testing.assert_allclose(q_rot, apply_rope(qn, lib_cos, lib_sin), rtol=0, atol=TOL * np.abs(q_rot).max())
+# two float32 computations of q_rope (our tables against the library's): its tolerance, as check() uses
+np.testing.assert_allclose(q_rot, apply_rope(qn, lib_cos, lib_sin), rtol=0,
+                           atol=tolerance_for("layers.0.self_attn.q_rope") * np.abs(q_rot).max())
 
 # %% [markdown]
 # Two consequences, checked. A rotation keeps lengths, so RoPE does not undo q_norm. And the score of a query
@@ -306,6 +326,9 @@ np.testing.assert_allclose(q_rot, apply_rope(qn, lib_cos, lib_sin), rtol=0, atol
 # with tables for 64 positions) leaves q·k unchanged. That is why RoPE encodes *relative* position.
 
 # %%
+# exact analysis: the float32 tables keep cos^2 + sin^2 within 2u of 1, rotating rounds 3 times, and the
+# two norms are float32 sums of E squares, NumPy's pairwise (about 20u each, halved by the square root):
+# under 40u = 2.4e-6 < 1e-5
 np.testing.assert_allclose(np.linalg.norm(q_rot, axis=-1), np.linalg.norm(qn, axis=-1), rtol=1e-5)
 cos64, sin64 = rope_tables(64, E, base, np.float64)  # [64, E]; float64 to see the identity, not rounding
 a, b = qn[:, 3:4].astype(np.float64), kn[:, 9:10].astype(np.float64)  # a query and a key, [1, 1, 1|H, E]
@@ -376,8 +399,11 @@ s = np.where(allowed[:, None], scores, -np.inf)  # [B, H, S, T]
 probs = np.exp(s - s.max(axis=-1, keepdims=True))  # [B, H, S, T], masked entries exp(-inf) = 0
 probs /= probs.sum(axis=-1, keepdims=True)  # [B, H, S, T]
 check(probs, "self_attn.probs")
-np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-6)  # each row a distribution
-np.testing.assert_allclose(probs, masked_softmax(scores, allowed[:, None]), rtol=0, atol=1e-6)  # probs <= 1
+# each row a distribution; exact analysis: two float32 sums of S terms (the softmax's, this one), S u
+# each, and the division: (2S + 1) u
+np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=(2 * S + 1) * u)
+# masked_softmax does these very operations (mask, subtract the row maximum, exp, sum, divide): bit for bit
+np.testing.assert_array_equal(probs, masked_softmax(scores, allowed[:, None]))
 assert np.argmax(probs[0, 0].sum(axis=0)) == 0 and probs[0, 0, -1, -1] > 0.9  # claims about the picture below
 
 # %% [markdown]
@@ -459,8 +485,12 @@ check(up, "mlp.up_proj")
 # GELU(x) = x·Φ(x), with the normal CDF Φ approximated by ½(1 + tanh(√(2/π)(x + 0.044715 x³))):
 
 # %%
-gelu = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))  # [B, S, F]
-np.testing.assert_allclose(gelu, gelu_tanh(gate), rtol=0, atol=TOL * np.abs(gelu).max())
+# dtype(...): np.sqrt returns a float64 scalar, which would turn the rest of the layer into float64
+gelu = 0.5 * gate * (1 + np.tanh(dtype(np.sqrt(2 / np.pi)) * (gate + 0.044715 * gate**3)))  # [B, S, F]
+assert gelu.dtype == dtype
+# exact analysis: each side is a handful of float32 roundings and a tanh good to a few ulp, damped by
+# tanh's slope where it saturates: tens of u of max|gelu| at most; 1e-5 is 170u
+np.testing.assert_allclose(gelu, gelu_tanh(gate), rtol=0, atol=1e-5 * np.abs(gelu).max())
 act = gelu * up  # [B, S, F]
 check(act, "mlp.act")
 down = act @ W("mlp.down_proj").T  # [B, S, F] -> [B, S, D]
@@ -558,12 +588,13 @@ y = trace["layers.0.output"]  # [B, S, D]
 for i in range(1, cfg.num_hidden_layers):
     y = encoder_layer(y, layer_params(model.params, i), masks[cfg.layer_types[i]], *tables[cfg.layer_types[i]], cfg)
 final = rms_norm(y, model.params["norm.weight"], eps)  # [B, S, D]
-check(final, "norm", tol=1e-6)  # the library's own code on the same input: expect bit-for-bit equality
+check(final, "norm", tol=0)  # the library's own code on the same input: bit for bit
 
 # %% [markdown]
 # Starting the same 23 layers from *our* hand-computed layer-0 output instead, whose last bits differ, shows
-# how far float32 rounding travels. Activations reach ~1e5 in layer 22, yet after the final norm the
-# difference, relative to the largest entry, is within a few times what it was after layer 0.
+# how far float32 rounding travels. After layer 0 the two differed by about 2e-7 of the largest entry.
+# Activations reach ~1e5 in layer 22, yet after the final norm the difference is still only about 5e-7 of
+# the largest entry: rounding differences do not pile up through the layers.
 
 # %%
 z = out
@@ -571,10 +602,13 @@ for i in range(1, cfg.num_hidden_layers):
     z = encoder_layer(z, layer_params(model.params, i), masks[cfg.layer_types[i]], *tables[cfg.layer_types[i]], cfg)
 z = rms_norm(z, model.params["norm.weight"], eps)  # [B, S, D]
 gap = np.abs(z - trace["norm"]).max() / np.abs(trace["norm"]).max()
-print(f"final norm from our layer 0: max difference {gap:.1e} x max|norm|")
-np.testing.assert_allclose(z, trace["norm"], rtol=0, atol=TOL * np.abs(trace["norm"]).max())
+print(f"after layer 0: max difference {measured['output'][1]:.1e} x max|output|; "
+      f"after the final norm: {gap:.1e} x max|norm|")
+# two float32 forwards of the final norm: the tolerance of that name
+np.testing.assert_allclose(z, trace["norm"], rtol=0, atol=tolerance_for("norm") * np.abs(trace["norm"]).max())
 assert np.abs(trace["layers.22.output"]).max() > 5e4
-assert gap < 10 * measured["output"][1]  # relative gap after layer 0, from the check above
+# the figures stated above, to their order of magnitude (same_order: within a factor sqrt(10))
+assert same_order(measured["output"][1], 2e-7) and same_order(gap, 5e-7), (measured["output"][1], gap)
 
 # %% [markdown]
 # ## Summary
@@ -583,6 +617,6 @@ assert gap < 10 * measured["output"][1]  # relative gap after layer 0, from the 
 # difference, and that as a fraction of the array's largest entry):
 
 # %%
-for name, (gap, rel) in measured.items():
-    print(f"{name:32s} {gap:9.2e}  {rel:8.1e}")
-assert max(rel for _, rel in measured.values()) < TOL
+for name, (gap, rel, tol) in measured.items():
+    print(f"{name:32s} {gap:9.2e}  {rel:8.1e}  (tolerance {tol:.1e})")
+assert all(rel <= tol for _, rel, tol in measured.values())  # each within its tolerance, as checked above

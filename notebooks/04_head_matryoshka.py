@@ -33,8 +33,10 @@ import numpy as np
 
 from gemma_np import EmbeddingGemma
 from gemma_np.head import dense, l2_normalize, matryoshka, mean_pool
+from gemma_np.precision import UNIT_ROUNDOFF
 from gemma_np.tokenizer import pad_batch
 from gemma_np.trace import Trace
+from gemma_np.verify import tolerance_for
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
@@ -67,14 +69,18 @@ assert (B, D) == (3, 768) and trace["dense.0"].shape == (B, 3072) and trace["sen
 #
 # The mean over each text's real tokens: `sum_s mask[b, s] * norm[b, s, :] / sum_s mask[b, s]`. Padding rows
 # (computed, but meaningless) get weight 0. We compute it in float64 and compare with the library's `pooled`
-# (which also sums in float64 and rounds once to float32), to 1e-6 of the largest value: float32 rounding.
+# (which also sums in float64 and rounds once to float32), to that one rounding: u = 2^-24 relative, the
+# unit roundoff of float32.
 
 # %%
 tokens = trace["norm"].astype(np.float64)  # [B, S, D]
 m = mask[:, :, None]  # [B, S, 1], 1 for real tokens
 by_hand = (tokens * m).sum(axis=1) / m.sum(axis=1)  # [B, D]
 pooled = trace["pooled"]
-np.testing.assert_allclose(by_hand, pooled, rtol=0, atol=1e-6 * np.abs(pooled).max())
+u, u64 = UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF["float64"]
+# exact analysis: one float32 rounding of the float64 mean (u relative), and float64's own rounding of two
+# sums of S terms that may add in different orders (S u64 of the terms' size each)
+np.testing.assert_allclose(pooled, by_hand, rtol=u, atol=2 * S * u64 * np.abs(tokens).max())
 assert np.array_equal(mean_pool(trace["norm"], mask), pooled)  # the library's function is the traced step
 print("largest |by hand - pooled|:", np.abs(by_hand - pooled).max())
 
@@ -107,7 +113,7 @@ assert np.all(np.diff(cos_wrong) > 0)  # texts in order of length
 
 # %%
 alone = model.encode_document(texts[0])  # [D]
-np.testing.assert_allclose(trace["sentence_embedding"][0], alone, rtol=0, atol=1e-6)
+np.testing.assert_allclose(trace["sentence_embedding"][0], alone, rtol=0, atol=1e-6)  # the parity bar
 
 # %% [markdown]
 # ## The two Dense layers: one linear map
@@ -117,8 +123,8 @@ np.testing.assert_allclose(trace["sentence_embedding"][0], alone, rtol=0, atol=1
 # else). We check each step against the trace, then the consequences: zero maps to zero, the layers are
 # linear, `dense.0` keeps large negative values (a ReLU gives none below 0, a GELU none below −0.17), and the
 # two layers are one
-# 768 × 768 matrix `W1 @ W0`. Tolerances: 1e-5 of the largest value for products of 768 or 3072 float32 terms
-# summed in another order.
+# 768 × 768 matrix `W1 @ W0`. Our products are the library's own (`dense` is `x @ weight.T`), so they agree
+# bit for bit; the tolerances of the other checks are stated beside them.
 
 # %%
 W0, W1 = model.dense_weights  # [P, D], [D, P]
@@ -126,20 +132,27 @@ print("2_Dense:", W0.shape, " 3_Dense:", W1.shape)
 assert W0.shape == (3072, 768) and W1.shape == (768, 3072) and W0.size == W1.size == 2_359_296
 h0 = pooled @ W0.T  # [B, D] -> [B, P]
 h1 = h0 @ W1.T  # [B, P] -> [B, D]
-np.testing.assert_allclose(h0, trace["dense.0"], rtol=0, atol=1e-5 * np.abs(h0).max())
-np.testing.assert_allclose(h1, trace["dense.1"], rtol=0, atol=1e-5 * np.abs(h1).max())
+np.testing.assert_array_equal(h0, trace["dense.0"])  # the same product of the same arrays: bit for bit
+np.testing.assert_array_equal(h1, trace["dense.1"])
 
 # %%
 zero = np.zeros((1, 768), np.float32)
 assert not dense(dense(zero, W0), W1).any()  # no bias: 0 -> 0
 a, b = pooled[:1], pooled[1:2]
 lhs, rhs = dense(2 * a - 3 * b, W0), 2 * dense(a, W0) - 3 * dense(b, W0)
-np.testing.assert_allclose(lhs, rhs, rtol=0, atol=1e-5 * np.abs(rhs).max())  # linear
+# linear, to float32 rounding. Exact analysis: each output is a float32 sum of D products, off by at most
+# D u times the sum of their magnitudes, |W0| (2|a| + 3|b|); two such sums, and a few roundings of the
+# combinations: (2D + 8) u of it, output by output
+bound = (2 * D + 8) * u * (2 * np.abs(a) + 3 * np.abs(b)) @ np.abs(W0).T  # [1, P]
+print(f"linearity: largest |lhs - rhs| is {np.max(np.abs(lhs - rhs) / bound):.4f} of its bound")
+assert np.all(np.abs(lhs - rhs) <= bound)
 neg = float((trace["dense.0"] < 0).mean())
 print(f"share of negative values in dense.0: {neg:.2f}; smallest value: {trace['dense.0'].min():.1f}")
 assert 0.3 < neg < 0.7 and trace["dense.0"].min() < -10  # no activation clipped them
 W = W1.astype(np.float64) @ W0.astype(np.float64)  # [D, D]: the whole head between pooled and dense.1
-np.testing.assert_allclose(pooled @ W.T, trace["dense.1"], rtol=0, atol=1e-5 * np.abs(h1).max())
+# one float32 computation of dense.1 against a float64 one: half its tolerance (docs/tolerances.md)
+np.testing.assert_allclose(pooled @ W.T, trace["dense.1"], rtol=0,
+                           atol=tolerance_for("dense.1") / 2 * np.abs(h1).max())
 
 # %% [markdown]
 # So at inference the 3072-wide middle adds nothing: a port may fold the two layers into one 768 × 768
@@ -170,8 +183,13 @@ plt.show()
 # %%
 length = np.linalg.norm(trace["dense.1"], axis=1)  # [B]
 print("||dense.1|| per text:", length.round(2))
-np.testing.assert_allclose(trace["dense.1"] / length[:, None], trace["sentence_embedding"], rtol=0, atol=1e-7)
-np.testing.assert_allclose(np.linalg.norm(trace["sentence_embedding"], axis=1), 1, rtol=0, atol=1e-6)
+# exact analysis: the two lengths are float32 sums of D squares, perhaps in different orders (D u each,
+# halved by the square root, which rounds once more), and each side divides once: (D + 4) u relative
+np.testing.assert_allclose(trace["dense.1"] / length[:, None], trace["sentence_embedding"], rtol=(D + 4) * u)
+# exact analysis: normalizing and measuring the length each take a float32 sum of D squares (D u, halved by
+# the square root) and a few roundings: (D + 3) u
+UNIT_LENGTH = (D + 3) * u
+np.testing.assert_allclose(np.linalg.norm(trace["sentence_embedding"], axis=1), 1, rtol=0, atol=UNIT_LENGTH)
 assert np.array_equal(l2_normalize(trace["dense.1"]), trace["sentence_embedding"])
 assert (length > 500).all() and length.max() > 1000
 
@@ -310,7 +328,7 @@ assert (Q, N) == (36, 48)
 # %%
 query_emb = model.encode_query(queries)  # [Q, 768], unit length
 doc_emb = model.encode_document(docs)  # [N, 768], unit length
-np.testing.assert_allclose(np.linalg.norm(doc_emb, axis=1), 1, rtol=0, atol=1e-6)
+np.testing.assert_allclose(np.linalg.norm(doc_emb, axis=1), 1, rtol=0, atol=UNIT_LENGTH)  # (D + 3) u, above
 
 # %% [markdown]
 # What `truncate_dim` returns: exactly the first k coordinates of the full embedding, and their lengths.
@@ -333,8 +351,8 @@ sliced = model.encode_document(few, truncate_dim=256)  # [3, 256]
 renorm = model.encode_document(few, truncate_dim=256, normalize_embeddings=True)  # [3, 256]
 assert np.array_equal(sliced, full_few[:, :256])  # a slice, bit for bit
 assert np.array_equal(renorm, matryoshka(full_few, 256, renormalize=True))
-np.testing.assert_allclose(full_few, doc_emb[:3], rtol=0, atol=1e-6)  # the same texts in the batch of 48
-np.testing.assert_allclose(np.linalg.norm(renorm, axis=1), 1, rtol=0, atol=1e-6)
+np.testing.assert_allclose(full_few, doc_emb[:3], rtol=0, atol=1e-6)  # in the batch of 48: the parity bar
+np.testing.assert_allclose(np.linalg.norm(renorm, axis=1), 1, rtol=0, atol=UNIT_LENGTH)  # (D + 3) u, above
 print("lengths with truncate_dim=256:", np.linalg.norm(sliced, axis=1).round(3),
       "; with normalize_embeddings=True:", np.linalg.norm(renorm, axis=1).round(3))
 
@@ -349,7 +367,7 @@ q_cut, d_cut = query_emb[:, :k], doc_emb[:, :k]  # [Q, k], [N, k]: what truncate
 cos_cut = model.similarity(q_cut, d_cut)  # [Q, N]
 dot_cut = q_cut @ d_cut.T  # [Q, N]
 cos_renorm = matryoshka(query_emb, k, True) @ matryoshka(doc_emb, k, True).T  # [Q, N]: dot = cosine
-np.testing.assert_allclose(cos_cut, cos_renorm, rtol=0, atol=1e-6)  # float32 rounding
+np.testing.assert_array_equal(cos_cut, cos_renorm)  # similarity normalizes, then multiplies: the same arithmetic
 ratio = np.diag(dot_cut) / np.diag(cos_cut)  # the product of the two lengths, for each relevant pair
 print(f"dot / cosine for the 36 relevant pairs at k = 128: {ratio.min():.2f} to {ratio.max():.2f}")
 assert 0.17 < ratio.min() and ratio.max() < 0.27

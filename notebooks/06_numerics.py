@@ -24,8 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gemma_np import EmbeddingGemma
-from gemma_np.precision import (FLOAT16_MAX, BFloat16Emulation, bfloat16_weights, float16_report,
-                                round_to_bfloat16)
+from gemma_np.endpoint import CLOSE, MIN_COSINE
+from gemma_np.precision import (FLOAT16_MAX, UNIT_ROUNDOFF, BFloat16Emulation, bfloat16_weights, float16_report,
+                                round_to_bfloat16, same_order)
 from gemma_np.probes import DOC_PROMPT, MULTILINGUAL, QUERY, text_of_length
 from gemma_np.tokenizer import pad_batch
 from gemma_np.trace import Trace
@@ -140,32 +141,50 @@ plt.show()
 # What to notice:
 #
 # - The token embedding is one float32 multiply of an exact table row (the float64 model reads the same
-#   float32 weights) by sqrt(768) rounded to float32: at most two roundings, 2^-23 relative.
-# - The two short texts stay near 1e-7 to 1e-6 through all 24 layers: float32 rounding does not pile up.
-# - The 300-token document drifts to about 5e-5 in the last layers, a hundred times the short texts.
+#   float32 weights) by sqrt(768) rounded to float32: at most two roundings, 2u = 2^-23 relative, where
+#   u = 2^-24 is float32's unit roundoff.
+# - The two short texts stay at or below about 1e-6 through all 24 layers: float32 rounding does not pile up.
+# - The 300-token document drifts to about 5e-5 in the last layers, more than ten times the short texts.
 #   Part of it starts in the rotary tables: the angle position × frequency is formed in float32 (as
-#   transformers does), and at position 299 that angle is much less exact than at position 17.
-# - Every layer stays under the tolerance `gemma-np verify` allows that name (notebook 07).
+#   transformers does), and the document's cos table, out to position 299, is more than ten times less
+#   exact than the query's, out to position 17.
+# - Every stage stays under half the tolerance `gemma-np verify` allows two float32 forwards for that name
+#   (notebook 07): one float32 forward against the exact one gets half of it.
 # - The final embedding, a unit vector, is within about 1e-7 of the float64 one on every coordinate: the
 #   final norm, the mean and the Dense layers shrink the error back.
+#
+# These figures move by tens of percent from one machine to another (the BLAS library adds in another
+# order on another CPU), so the checks below hold them to the rules of docs/tolerances.md ("Bounds in tests
+# and notebooks"): proven bounds where there is one, and a stated figure to its order of magnitude
+# (`same_order`: within a factor sqrt(10)), not to its last digit.
 
 # %%
+u = UNIT_ROUNDOFF["float32"]  # 2^-24
+D = m32.config.hidden_size  # 768
 short = ["query, 18 tokens", "Japanese, 22 tokens"]
 doc = "document, 300 tokens"
 for label, rows in err32.items():
-    # two float32 roundings (the scale and the product): 2^-23 relative
-    assert rows["embed_tokens"].max_rel <= 2.0 ** -23, label
+    # exact analysis: two float32 roundings (the scale, then the product), 2u = 2^-23 relative
+    assert rows["embed_tokens"].max_rel <= 2 * u, label
     for n in STAGES:
-        assert rows[n].max_rel <= tolerance_for(n), (label, n)
-    # the project's parity bar is 1e-6 on every coordinate; float32 against float64 is ~1e-7
-    assert rows["sentence_embedding"].max_abs < 3e-7, (label, rows["sentence_embedding"].max_abs)
+        # one float32 forward against float64: half of tolerance(n), which bounds two float32 forwards
+        assert rows[n].max_rel <= tolerance_for(n) / 2, (label, n)
+    # one float32 forward against float64: half the parity bar (1e-6) on every coordinate
+    assert rows["sentence_embedding"].max_abs <= 5e-7, (label, rows["sentence_embedding"].max_abs)
+worst_embedding = max(rows["sentence_embedding"].max_abs for rows in err32.values())
 worst_short = max(err32[t][n].max_rel for t in short for n in STAGES)
 worst_doc_late = max(err32[doc][f"layers.{i}.output"].max_rel for i in range(L - 3, L))
-print(f"short texts, worst stage: {worst_short:.1e}; document, worst of the last three layers: {worst_doc_late:.1e}")
-assert worst_short < 1e-6 and 1e-5 < worst_doc_late < 1e-4
-assert worst_doc_late > 30 * worst_short
+print(f"short texts, worst stage: {worst_short:.1e}; document, worst of the last three layers: "
+      f"{worst_doc_late:.1e} ({worst_doc_late / worst_short:.0f} times); final embedding: {worst_embedding:.1e}")
+# the figures stated above, to their order of magnitude (same_order: within a factor sqrt(10))
+assert same_order(worst_short, 1e-6), worst_short
+assert same_order(worst_doc_late, 5e-5), worst_doc_late
+assert same_order(worst_embedding, 1e-7), worst_embedding
+# a comparison of figures more than a factor ten apart (25 to 90 times on the machines measured)
+assert worst_doc_late > 10 * worst_short, worst_doc_late / worst_short
 rope = {t: err32[t]["rope.sliding_attention.cos"].max_rel for t in texts}
 print("rotary cos table:", {t: f"{v:.1e}" for t, v in rope.items()})
+# a comparison of figures more than a factor ten apart (elementwise float32, the same on every BLAS)
 assert rope[doc] > 10 * rope["query, 18 tokens"]
 
 # %% [markdown]
@@ -260,29 +279,40 @@ plt.show()
 # What to notice:
 #
 # - bfloat16 errors inside the model are more than a thousand times float32's: about 1e-3 of the scale
-#   from layer 0 on, and over 5% in the last layers of the document.
-# - Yet the final embedding keeps a cosine above 0.9999 to the float64 one in every run (1 − cosine
-#   between 1e-5 and 1e-4). The error shrinks on the way out: the final norm alone cuts the document's
-#   by a factor of more than four, and the mean over tokens and the Dense layers average the rest down.
-# - Rounding the activations costs more than rounding the weights; both together cost the most.
+#   from layer 0 on, and about 20% in the last layers of the document.
+# - Yet the final embedding keeps a cosine above 0.9995 to the float64 one in every run: 1 − cosine
+#   between 1e-5 and 5e-4, the band in which `gemma-np verify-endpoint` reads a server's vectors as a
+#   precision change (`gemma_np.endpoint`: CLOSE = 0.9995, MIN_COSINE = 0.99999) rather than a bug.
+#   float32's 1 − cosine is far below it: under 2e-10, since its embedding is within 5e-7 of float64's on
+#   every coordinate.
+# - The error shrinks on the way out: the final norm, the mean over tokens and the Dense layers take it
+#   from about 20% of the scale to that small angle. (How much the final norm alone removes varies too
+#   much from one machine to another to be checked.)
+# - Which of the three bfloat16 runs moves the embedding most is not a claim either: they lie within a few
+#   times of each other (here rounding the activations cost more than rounding the weights, and both
+#   together the most), too close for an order that holds on every machine.
 
 # %%
+BFLOAT16 = list(VARIANTS)[1:]
 for label in texts:
-    for variant in list(VARIANTS)[1:]:
-        assert 0.9999 < cosine[variant][label] < 1 - 1e-5, (variant, label, cosine[variant][label])
+    for variant in BFLOAT16:
+        # a precision change: cosine in [CLOSE, MIN_COSINE), 1 - cosine between 1e-5 and 5e-4
+        assert CLOSE <= cosine[variant][label] < MIN_COSINE, (variant, label, cosine[variant][label])
+        # a comparison of figures three orders apart: bfloat16's error against float32's
         layer0 = err[variant][label]["layers.0.output"].max_rel
         assert layer0 > 1000 * err["float32"][label]["layers.0.output"].max_rel, (variant, label)
-        assert min(err[variant][label][n].max_rel for n in STAGES[1:-1]) > 5e-4, (variant, label)
-    gap = {v: 1 - cosine[v][label] for v in VARIANTS}
-    assert gap["bfloat16 activations"] > gap["bfloat16 weights"], label
-    assert gap["bfloat16 weights + activations"] > gap["bfloat16 weights"], label
-    assert gap["float32"] < 1e-12
+    # one float32 forward against float64 is within 5e-7 (half the parity bar) on each of the D coordinates
+    # of a unit vector, so 1 - cosine <= |e - e64|^2 <= D (5e-7)^2 = 1.9e-10
+    assert 1 - cosine["float32"][label] <= D * 5e-7**2, (label, 1 - cosine["float32"][label])
+floor = min(err[v][t][n].max_rel for v in BFLOAT16 for t in texts for n in STAGES[1:-1])  # layers 0..23
 both = err["bfloat16 weights + activations"][doc]
 late = max(both[f"layers.{i}.output"].max_rel for i in range(L - 3, L))
+print(f"bfloat16, smallest error of any layer's output: {floor:.1e}")
 print(f"document, bfloat16 weights + activations: worst of the last three layers {late:.1e}, "
       f"layer 23 {both['layers.23.output'].max_rel:.1e}, final norm {both['norm'].max_rel:.1e}")
-assert late > 0.05
-assert both["norm"].max_rel < both["layers.23.output"].max_rel / 4
+# the figures stated above, to their order of magnitude (same_order: within a factor sqrt(10))
+assert same_order(floor, 1e-3), floor
+assert same_order(late, 0.2), late
 
 # %% [markdown]
 # (`tests/test_precision.py` checks this emulation against a real torch bfloat16 run: bit for bit through
@@ -327,21 +357,28 @@ plt.show()
 # What to notice:
 #
 # - The residual stream grows by four orders of magnitude, from about 10 (the scaled token embedding) to
-#   above 1e5; layer 0 alone takes it to about 1e3. Every text crosses 65504 at the same place: the
-#   output of layer 22 (layer 21's is still about 5e4).
+#   about 1e5; layer 0 alone takes it to about 1e3. Every text crosses 65504 at the same place: the
+#   output of layer 22 (layer 21's is still about 5e4). Rounding cannot move either across the line: a
+#   float32 forward is within about 1e-4 of the scale there (above), and both sides are more than ten
+#   percent away from it.
 # - The final norm brings it back to about 1e2, so only the inside of the encoder is out of float16's reach.
 
 # %%
 for label, rep in reports.items():
+    # the crossing itself, each side more than ten percent from the line, and to its order of magnitude
     assert rep.first == "layers.22.output", (label, rep.first)
-    assert 4e4 < rep["layers.21.output"] < FLOAT16_MAX < rep["layers.22.output"] < 2e5, label
-    assert rep["embed_tokens"] < 30 and 500 < rep["layers.0.output"] < 2000, label
-    assert rep["norm"] < 1000, label
+    assert rep["layers.21.output"] < 0.9 * FLOAT16_MAX and rep["layers.22.output"] > 1.1 * FLOAT16_MAX, label
+    assert same_order(rep["layers.21.output"], 5e4) and same_order(rep["layers.22.output"], 1e5), label
+    # the figures stated above, to their order of magnitude
+    assert same_order(rep["embed_tokens"], 10) and same_order(rep["layers.0.output"], 1e3), label
+    assert same_order(rep["norm"], 1e2), label
 
 # %% [markdown]
 # Which values cross? Cast layer 22's output to float16, as a float16 port would store it: the values past
-# 65504 become Inf. For every text they all sit in one hidden coordinate, 731, which is the largest
-# coordinate of every layer's output from layer 3 on: a "massive activation" the model carries on purpose.
+# 65504 become Inf (strictly, those of 65520 and more: the cast rounds to nearest, and 65520 is halfway
+# between 65504 and the next step, 65536, which float16 cannot hold). For every text they all sit in one
+# hidden coordinate, 731, which is the largest coordinate of every layer's output from layer 3 on: a
+# "massive activation" the model carries on purpose.
 # A float16 port must keep that residual stream in a wider type (or rescale it); an Inf there becomes NaN
 # in the next RMSNorm.
 
@@ -356,7 +393,7 @@ for label in texts:
     print(f"{label:<22} {len(where):>3} Inf of {out22.size} values, in coordinates {sorted(coords)}; "
           f"largest coordinate of layers 3..23: {big_coord}")
     assert len(where) > 0 and coords == {731}
-    np.testing.assert_array_equal(np.isinf(as16), np.abs(out22) > FLOAT16_MAX)
+    np.testing.assert_array_equal(np.isinf(as16), np.abs(out22) >= 65520)  # round to nearest: exact
     assert big_coord == {731}
 
 # %% [markdown]
@@ -364,7 +401,7 @@ for label in texts:
 #
 # - float32 is within about 1e-7 to 5e-5 of float64 inside the encoder (relative to scale, worse for
 #   longer texts) and within about 1e-7 on the final embedding: it is the precision to port in.
-# - bfloat16 weights and activations move the inside of the model by 0.1% to several percent, and the
-#   final embedding by 1 − cosine of 1e-5 to 1e-4: fine for retrieval, far from coordinate-level parity.
+# - bfloat16 weights and activations move the inside of the model by 0.1% to about 20%, and the final
+#   embedding by 1 − cosine between 1e-5 and 5e-4: fine for retrieval, far from coordinate-level parity.
 # - float16 overflows at the output of layer 22, in hidden coordinate 731, for every text tried here;
 #   gemma_np refuses `dtype="float16"` for this reason.
