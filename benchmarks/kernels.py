@@ -81,7 +81,8 @@ def summarize(logs: list[tuple[str, Path]]) -> list[str]:
         for line in path.read_text().splitlines():
             r = json.loads(line)
             w = worst.get(r["name"])
-            worse = w is None or (r["measured"] > w["measured"] if r["kind"] == "max" else r["measured"] < w["measured"])
+            higher = w is not None and r["measured"] > w["measured"]
+            worse = w is None or (higher if r["kind"] == "max" else not higher and r["measured"] != w["measured"])
             if worse:
                 worst[r["name"]] = {**r, "run": run}
     out = [f"{'bound':<78} {'worst seen':>12} {'bound':>10} {'margin':>8}  run"]

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
     from gemma_np import EmbeddingGemma
     from gemma_np.model import default_model_dir
-    from gemma_np.probes import DOC_PROMPT, MULTILINGUAL, PLANETS, long_documents
+    from gemma_np.verify.probes import DOC_PROMPT, MULTILINGUAL, PLANETS, long_documents
 
     folder = args.model or str(default_model_dir())
     torch.set_num_threads(2)

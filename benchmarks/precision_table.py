@@ -3,10 +3,10 @@
     python benchmarks/precision_table.py [--model DIR] [--out FILE.md]
 
 gemma_np float64 is float64 throughout (torch's "float64" still runs RMSNorm, rotary angles and softmax in
-float32), so it is the most exact forward available. For each traced name (gemma_np.trace) and each probe
+float32), so it is the most exact forward available. For each traced name (gemma_np.nn.trace) and each probe
 text, the error is max |x - x64| / max |x64| over the real tokens ("relative to scale"); the table gives, per
 layer, the largest over that layer's ops and texts, and per op kind the largest over layers and texts.
-These figures are where gemma_np.verify.TOLERANCES come from (docs/tolerances.md).
+These figures are where gemma_np.verify.compare.TOLERANCES come from (docs/tolerances.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 import sys
 import warnings
 from collections import defaultdict
-
 
 
 def main(argv=None) -> int:
@@ -27,12 +26,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from gemma_np import EmbeddingGemma
+    from gemma_np.io.tokenizer import pad_batch
     from gemma_np.model import default_model_dir
-    from gemma_np.probes import probe_texts
-    from gemma_np.tokenizer import pad_batch
-    from gemma_np.torch_trace import TorchReference
-    from gemma_np.trace import LAYER_OPS
-    from gemma_np.verify import compare, trace_one
+    from gemma_np.nn.trace import LAYER_OPS
+    from gemma_np.verify.compare import compare, trace_one
+    from gemma_np.verify.probes import probe_texts
+    from gemma_np.verify.torch_trace import TorchReference
 
     folder = args.model or str(default_model_dir())
     m32 = EmbeddingGemma.from_pretrained(folder)

@@ -92,9 +92,9 @@ def forward_flops(n: int, config, dense_shapes) -> int:
 # ------------------------------------------------------------------------------------------- workload
 def build_workload(folder: Path, quick: bool) -> dict:
     """Texts, token counts and FLOPs of (a) and (b), and the run's counts; the same file feeds both workers."""
-    from gemma_np.config import parse_gemma_config, read_head_config, read_json
-    from gemma_np.probes import DOC_PROMPT, text_of_length
-    from gemma_np.tokenizer import encode_texts, load_tokenizer
+    from gemma_np.io.config import parse_gemma_config, read_head_config, read_json
+    from gemma_np.io.tokenizer import encode_texts, load_tokenizer
+    from gemma_np.verify.probes import DOC_PROMPT, text_of_length
 
     config = parse_gemma_config(read_json(folder / "config.json"))
     head = read_head_config(folder, config)

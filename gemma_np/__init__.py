@@ -1,14 +1,23 @@
 """gemma_np: EmbeddingGemma-300m in plain NumPy, from the real safetensors files.
 
+The package's folders are the model's architecture:
+
+    nn/            the math: one step per file, plain functions over NumPy arrays
+    io/            what reads the model folder: config, safetensors, weights, tokenizer
+    verify/        the oracle: traces of PyTorch, layer-by-layer comparison, golden files, faults, precision,
+                   probe texts, served endpoints
+    integrations/  adapters for LangChain, LlamaIndex, Haystack, txtai
+    model.py       EmbeddingGemma: a model folder behind a sentence-transformers-style API
+    cli.py         the gemma-np command;  errors.py  the error classes
+
 Every step is a plain function over arrays, usable alone:
-    embedding            encoder.embed_tokens
-    RMSNorm              norms.rms_norm
-    rotary embedding     rope.rope_tables, rope.apply_rope
-    attention + masks    attention.attention_mask, attention.self_attention
-    gated GELU MLP       mlp.mlp
-    one layer, encoder   encoder.encoder_layer, encoder.encoder_forward
-    pooling, Dense, L2, Matryoshka   head.mean_pool, head.dense, head.l2_normalize, head.matryoshka
-and EmbeddingGemma (model.py) ties them to a model folder with a sentence-transformers-style API.
+    embedding            nn.encoder.embed_tokens
+    RMSNorm              nn.norms.rms_norm
+    rotary embedding     nn.rope.rope_tables, nn.rope.apply_rope
+    attention + masks    nn.attention.attention_mask, nn.attention.self_attention
+    gated GELU MLP       nn.mlp.mlp
+    one layer, encoder   nn.encoder.encoder_layer, nn.encoder.encoder_forward
+    pooling, Dense, L2, Matryoshka   nn.head.mean_pool, nn.head.dense, nn.head.l2_normalize, nn.head.matryoshka
 """
 
 from .errors import GemmaNPError, InputError, ModelFolderError, WeightsError

@@ -149,7 +149,7 @@ def cmd_search(args) -> int:
 
 def input_pairs(args, model) -> list[tuple[str, str]]:
     """(prompt, text) pairs for verify/goldens: a file's texts (with --prompt-name's prompt), else the probe set."""
-    from .probes import probe_set
+    from .verify.probes import probe_set
 
     if args.texts is None:
         return probe_set(model, args.probes)
@@ -158,8 +158,8 @@ def input_pairs(args, model) -> list[tuple[str, str]]:
 
 
 def cmd_verify(args) -> int:
-    from .goldens import load_goldens
-    from .verify import first_failure, format_table, verify_against_goldens, verify_against_torch
+    from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
+    from .verify.goldens import load_goldens
 
     model = load_model(args)
     if args.against == "torch":
@@ -175,7 +175,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_goldens(args) -> int:
-    from .goldens import compute_goldens, save_goldens
+    from .verify.goldens import compute_goldens, save_goldens
 
     model = load_model(args)
     pairs = input_pairs(args, model)
@@ -185,7 +185,7 @@ def cmd_goldens(args) -> int:
 
 
 def cmd_verify_endpoint(args) -> int:
-    from .endpoint import check, endpoint_url, format_report
+    from .verify.endpoint import check, endpoint_url, format_report
 
     model = EmbeddingGemma.from_pretrained(args.model_dir)
     target = endpoint_url(args.url, args.api)

@@ -16,20 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json_object
-from .encoder import encoder_forward
 from .errors import InputError, ModelFolderError, WeightsError
-from .head import dense, l2_normalize, matryoshka, mean_pool
-from .tokenizer import encode_texts, load_tokenizer, pad_batch
-from .trace import record
-from .weights import check_finite, expected_encoder_tensors, load_checked
+from .io.config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json_object
+from .io.tokenizer import encode_texts, load_tokenizer, pad_batch
+from .io.weights import check_finite, expected_encoder_tensors, load_checked
+from .nn.encoder import encoder_forward
+from .nn.head import dense, l2_normalize, matryoshka, mean_pool
+from .nn.trace import record
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
 MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see encode
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
     "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
-               "(in layer 22, to ~1.2e5; see gemma_np.precision.float16_report), which gives Inf and "
+               "(in layer 22, to ~1.2e5; see gemma_np.verify.precision.float16_report), which gives Inf and "
                "NaN. Use 'float32' (or 'float64').",
     "bfloat16": "bfloat16 is not a compute dtype of gemma_np: use 'float32' (or 'float64').",
 }
@@ -110,6 +110,7 @@ class EmbeddingGemma:
         self.tokenizer = tokenizer
         self.dtype = dtype
         self.truncate_dim = truncate_dim
+        self.embed_scale: float | None = None  # sqrt(D) in the weights' precision; None: in self.dtype
         self._warned_truncation = False
 
     # ----------------------------------------------------------------------------------------- loading
@@ -190,11 +191,11 @@ class EmbeddingGemma:
         token_embeddings [B, S, D] (after the final norm), sentence_embedding [B, 768] (pooled, Dense,
         Dense, normalized; not truncated), and with output_hidden_states the L + 1 hidden states.
         Names as sentence-transformers' features. With a `trace` dict, every named intermediate of
-        gemma_np.trace is stored in it.
+        gemma_np.nn.trace is stored in it.
         """
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
             tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
-                                             output_hidden_states, trace)
+                                             output_hidden_states, trace, self.embed_scale)
         x = record(trace, "", "pooled", mean_pool(tokens, attention_mask))  # [B, S, D] -> [B, D]
         if not np.all(np.isfinite(x)):  # an Inf or NaN in any real token reaches its text's mean
             # Every tensor but the embedding table was checked at load; look at the rows this batch used.

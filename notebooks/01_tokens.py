@@ -24,14 +24,15 @@
 # and `EmbeddingGemma.from_pretrained()` finds them (or the folder in `$GEMMA_NP_MODEL_DIR`).
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 from tokenizers import Tokenizer
 
-from gemma_np import EmbeddingGemma, probes
-from gemma_np.precision import UNIT_ROUNDOFF
-from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import Trace
+from gemma_np import EmbeddingGemma
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.trace import Trace
+from gemma_np.verify import probes
+from gemma_np.verify.precision import UNIT_ROUNDOFF
 
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
 tok = model.tokenizer  # a `tokenizers.Tokenizer` built from the model folder's tokenizer.json

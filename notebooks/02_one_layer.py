@@ -30,15 +30,15 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 
 from gemma_np import EmbeddingGemma
-from gemma_np.attention import attention_mask, masked_softmax
-from gemma_np.encoder import embed_tokens, encoder_layer, layer_params
-from gemma_np.mlp import gelu_tanh
-from gemma_np.norms import rms_norm
-from gemma_np.precision import UNIT_ROUNDOFF, same_order
-from gemma_np.rope import apply_rope, rope_frequencies, rope_tables
-from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import LAYER_OPS, Trace
-from gemma_np.verify import tolerance_for
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.attention import attention_mask, masked_softmax
+from gemma_np.nn.encoder import embed_tokens, encoder_layer, layer_params
+from gemma_np.nn.mlp import gelu_tanh
+from gemma_np.nn.norms import rms_norm
+from gemma_np.nn.rope import apply_rope, rope_frequencies, rope_tables
+from gemma_np.nn.trace import LAYER_OPS, Trace
+from gemma_np.verify.compare import tolerance_for
+from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
@@ -172,7 +172,7 @@ def W(name):
 h = rms(x0, W("input_layernorm"))  # [B, S, D]
 check(h, "input_layernorm")
 lib = rms_norm(x0, W("input_layernorm"), eps)  # the library's function (x * (1/rms): another order)
-print(f"against gemma_np.norms.rms_norm: largest relative difference "
+print(f"against gemma_np.nn.norms.rms_norm: largest relative difference "
       f"{np.max(np.abs(h - lib) / np.abs(lib)) / u:.1f} u")
 # exact analysis, element by element: the same mean and square root, then 2 roundings here (divide, gain)
 # and 3 there (reciprocal, multiply, gain): 5u apart, 6u with the products of roundings
@@ -575,7 +575,7 @@ assert np.all((1.9 < quiet) & (quiet < 5.5))  # "2 to 5", rounded
 # %% [markdown]
 # ## 11. The other 23 layers are the same function
 #
-# Everything above is `gemma_np.encoder.encoder_layer`. Feeding layer 0's output through it 23 more times,
+# Everything above is `gemma_np.nn.encoder.encoder_layer`. Feeding layer 0's output through it 23 more times,
 # each with its own tensors (`layer_params`), mask and rotary table (base 1M and no window on the full
 # layers 5, 11, 17, 23), and then the final RMSNorm `norm.weight`, gives the traced `norm`: the token
 # embeddings that mean pooling averages.

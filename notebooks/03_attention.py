@@ -30,11 +30,11 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 
 from gemma_np import EmbeddingGemma
-from gemma_np.attention import attention_mask
-from gemma_np.precision import UNIT_ROUNDOFF, same_order
-from gemma_np.probes import text_of_length
-from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import Trace
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.attention import attention_mask
+from gemma_np.nn.trace import Trace
+from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.probes import text_of_length
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
@@ -79,7 +79,7 @@ assert cfg.rope_base("sliding_attention") == 1e4 and cfg.rope_base("full_attenti
 #   would give a token 1,025 keys instead of 513.
 #
 # The next cell writes transformers' rule out in NumPy for a 700-token text and checks that it is exactly
-# `gemma_np.attention.attention_mask(mask, cfg.attention_window)`.
+# `gemma_np.nn.attention.attention_mask(mask, cfg.attention_window)`.
 
 # %%
 long_text = DOC + text_of_length(model.folder, 700)  # a slice of the model card: 700 tokens with the prompt
@@ -303,7 +303,7 @@ assert mean_distance[sliding_layers].max() < 110 < mean_distance[full_layers].ma
 # %% [markdown]
 # ## What a wrong window does
 #
-# Ports of EmbeddingGemma have got the window wrong in three ways. `gemma_np.faults` computes what each of
+# Ports of EmbeddingGemma have got the window wrong in three ways. `gemma_np.verify.faults` computes what each of
 # them gives, from the real weights, changing that one thing and nothing else:
 #
 # - **±512** (`window_512`): the stored 512 used as it is (`|i - j| <= 512`);
@@ -314,7 +314,7 @@ assert mean_distance[sliding_layers].max() < 110 < mean_distance[full_layers].ma
 # `gemma-np verify-endpoint` uses the same functions to recognise these faults in a served model.
 
 # %%
-from gemma_np.faults import fault_embeddings
+from gemma_np.verify.faults import fault_embeddings
 
 short_doc = text_of_length(model.folder, 200)
 for fault in ("window_512", "no_window"):  # under 257 tokens the right band already allows every key

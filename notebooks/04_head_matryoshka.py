@@ -32,11 +32,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gemma_np import EmbeddingGemma
-from gemma_np.head import dense, l2_normalize, matryoshka, mean_pool
-from gemma_np.precision import UNIT_ROUNDOFF
-from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import Trace
-from gemma_np.verify import tolerance_for
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.head import dense, l2_normalize, matryoshka, mean_pool
+from gemma_np.nn.trace import Trace
+from gemma_np.verify.compare import tolerance_for
+from gemma_np.verify.precision import UNIT_ROUNDOFF
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
@@ -119,7 +119,7 @@ np.testing.assert_allclose(trace["sentence_embedding"][0], alone, rtol=0, atol=1
 # ## The two Dense layers: one linear map
 #
 # `2_Dense` is 768 → 3072 and `3_Dense` 3072 → 768, each a weight matrix `[out, in]` and nothing else: no
-# bias, and the identity as activation (both config files say so, and `gemma_np.config` refuses anything
+# bias, and the identity as activation (both config files say so, and `gemma_np.io.config` refuses anything
 # else). We check each step against the trace, then the consequences: zero maps to zero, the layers are
 # linear, `dense.0` keeps large negative values (a ReLU gives none below 0, a GELU none below −0.17), and the
 # two layers are one
@@ -201,7 +201,7 @@ assert (length > 500).all() and length.max() > 1000
 #
 # - `model.encode(..., truncate_dim=k)` returns what sentence-transformers returns for the same arguments:
 #   the first k coordinates of the unit vector, **not normalized again**. Their length is below 1.
-# - `normalize_embeddings=True` (or `gemma_np.head.matryoshka(x, k, renormalize=True)`) scales them back to
+# - `normalize_embeddings=True` (or `gemma_np.nn.head.matryoshka(x, k, renormalize=True)`) scales them back to
 #   length 1. The model card says to "truncate the output embedding of size 768 to their desired size and then
 #   re-normalize"; it matters wherever vectors are compared by dot product. Cosine similarity (what
 #   `model.similarity` computes) is the same either way.

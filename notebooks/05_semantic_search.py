@@ -28,12 +28,14 @@ import contextlib
 import io
 import json
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
-from gemma_np import EmbeddingGemma, probes
-from gemma_np.cli import demo_documents, main as cli_main
-from gemma_np.precision import UNIT_ROUNDOFF
+from gemma_np import EmbeddingGemma
+from gemma_np.cli import demo_documents
+from gemma_np.cli import main as cli_main
+from gemma_np.verify import probes
+from gemma_np.verify.precision import UNIT_ROUNDOFF
 
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
 

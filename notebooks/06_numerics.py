@@ -24,13 +24,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gemma_np import EmbeddingGemma
-from gemma_np.endpoint import CLOSE, MIN_COSINE
-from gemma_np.precision import (FLOAT16_MAX, UNIT_ROUNDOFF, BFloat16Emulation, bfloat16_weights, float16_report,
-                                round_to_bfloat16, same_order)
-from gemma_np.probes import DOC_PROMPT, MULTILINGUAL, QUERY, text_of_length
-from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import Trace
-from gemma_np.verify import compare, tolerance_for
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.trace import Trace
+from gemma_np.verify.compare import compare, tolerance_for
+from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
+from gemma_np.verify.precision import (
+    FLOAT16_MAX,
+    UNIT_ROUNDOFF,
+    BFloat16Emulation,
+    bfloat16_weights,
+    float16_report,
+    round_to_bfloat16,
+    same_order,
+)
+from gemma_np.verify.probes import DOC_PROMPT, MULTILINGUAL, QUERY, text_of_length
 
 m32 = EmbeddingGemma.from_pretrained(dtype="float32")
 m64 = EmbeddingGemma.from_pretrained(dtype="float64")
@@ -230,8 +237,8 @@ H = m32.config.hidden_size
 VARIANTS = {
     "float32": lambda b: run(m32, b),
     "bfloat16 weights": lambda b: run(mbf, b),
-    "bfloat16 activations": lambda b: run(m32, b, BFloat16Emulation(H)),
-    "bfloat16 weights + activations": lambda b: run(mbf, b, BFloat16Emulation(H)),
+    "bfloat16 activations": lambda b: run(m32, b, BFloat16Emulation()),
+    "bfloat16 weights + activations": lambda b: run(mbf, b, BFloat16Emulation()),
 }
 err = {v: {} for v in VARIANTS}
 cosine = {v: {} for v in VARIANTS}
@@ -282,7 +289,7 @@ plt.show()
 #   from layer 0 on, and about 20% in the last layers of the document.
 # - Yet the final embedding keeps a cosine above 0.9995 to the float64 one in every run: 1 − cosine
 #   between 1e-5 and 5e-4, the band in which `gemma-np verify-endpoint` reads a server's vectors as a
-#   precision change (`gemma_np.endpoint`: CLOSE = 0.9995, MIN_COSINE = 0.99999) rather than a bug.
+#   precision change (`gemma_np.verify.endpoint`: CLOSE = 0.9995, MIN_COSINE = 0.99999) rather than a bug.
 #   float32's 1 − cosine is far below it: under 2e-10, since its embedding is within 5e-7 of float64's on
 #   every coordinate.
 # - The error shrinks on the way out: the final norm, the mean over tokens and the Dense layers take it

@@ -34,18 +34,27 @@ from unittest import mock
 import matplotlib.pyplot as plt
 import numpy as np
 
-import gemma_np.encoder as encoder_mod
+import gemma_np.nn.encoder as encoder_mod
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main as gemma_np_cli
-from gemma_np.config import GemmaConfig
-from gemma_np.goldens import compute_goldens, load_goldens, save_goldens
-from gemma_np.precision import UNIT_ROUNDOFF, same_order
-from gemma_np.probes import DOC_PROMPT, QUERY, text_of_length
-from gemma_np.tokenizer import pad_batch
-from gemma_np.torch_trace import TorchReference
-from gemma_np.trace import LAYER_OPS, trace_names
-from gemma_np.verify import (ABSOLUTE, TOLERANCES, compare, first_failure, format_table, tolerance_for,
-                             trace_one, verify_against_goldens, verify_against_torch)
+from gemma_np.io.config import GemmaConfig
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.trace import LAYER_OPS, trace_names
+from gemma_np.verify.compare import (
+    ABSOLUTE,
+    TOLERANCES,
+    compare,
+    first_failure,
+    format_table,
+    tolerance_for,
+    trace_one,
+    verify_against_goldens,
+    verify_against_torch,
+)
+from gemma_np.verify.goldens import compute_goldens, load_goldens, save_goldens
+from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.probes import DOC_PROMPT, QUERY, text_of_length
+from gemma_np.verify.torch_trace import TorchReference
 
 model = EmbeddingGemma.from_pretrained()
 with contextlib.redirect_stderr(io.StringIO()):  # hides the loading progress bars of transformers
@@ -70,7 +79,7 @@ assert pad_batch(model.tokenize([doc])[0])[0].shape == (1, 300)
 # ## verify against PyTorch
 #
 # `verify_against_torch(model, texts)` traces each text through gemma_np and through the PyTorch model of
-# the same folder, compares every named intermediate (gemma_np.trace's names: the scaled token embedding,
+# the same folder, compares every named intermediate (gemma_np.nn.trace's names: the scaled token embedding,
 # the rotary tables, the 21 ops of each of the 24 layers, the final norm, the pooling, the Dense layers
 # and the sentence embedding), and keeps the worst text per name. One row per name:
 
@@ -205,12 +214,12 @@ assert not next(r for r in rows_window if r.name == "sentence_embedding").ok
 # ## Breaking it on purpose: the embedding scale
 #
 # Gemma multiplies each token's embedding row by sqrt(768) ≈ 27.71 before layer 0. Leaving that out is a
-# classic porting bug. It lives in a plain function, `gemma_np.encoder.embed_tokens`; we replace it only
+# classic porting bug. It lives in a plain function, `gemma_np.nn.encoder.embed_tokens`; we replace it only
 # inside a `with` block (`unittest.mock.patch.object` puts the original back on the way out).
 
 # %%
-def embed_without_scale(input_ids, table, dtype):
-    """The bug: the table rows, not multiplied by sqrt(D).  [B, S] -> [B, S, D]"""
+def embed_without_scale(input_ids, table, dtype, scale=None):
+    """The bug: the table rows, not multiplied by sqrt(D) (whatever `scale` says).  [B, S] -> [B, S, D]"""
     return np.asarray(table[input_ids], dtype=dtype)
 
 

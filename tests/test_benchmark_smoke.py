@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bounds import assert_below
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"

@@ -12,7 +12,8 @@ import pytest
 
 from gemma_np.cli import demo_documents, main
 from gemma_np.model import EmbeddingGemma
-from gemma_np.probes import PLANETS
+from gemma_np.verify.probes import PLANETS
+
 from tiny_models import PROMPTS, SPECS, build
 
 TEXTS = ["the quick brown fox", "mars is red", "a planet orbits a star and has cleared its orbit"]

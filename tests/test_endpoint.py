@@ -1,7 +1,7 @@
 """gemma-np verify-endpoint against small local servers: one faithful, one for each fault it must name.
 
 The servers (tests/fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
-exactly one thing wrong (gemma_np.faults, or the prompts). Each test runs the command line and asserts the
+exactly one thing wrong (gemma_np.verify.faults, or the prompts). Each test runs the command line and asserts the
 exit status and the diagnosis. The model's vectors are cached across tests (the same texts recur in every
 check; the results are deterministic, so a cache changes nothing but the time).
 """
@@ -9,19 +9,20 @@ check; the results are deterministic, so a cache changes nothing but the time).
 import functools
 import json
 import re
-import time
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
-import gemma_np.endpoint as endpoint
-from bounds import assert_above
-from fake_endpoints import FakeEndpoint
+import gemma_np.verify.endpoint as endpoint
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
-from gemma_np.faults import fault_embeddings
+from gemma_np.verify.faults import fault_embeddings
+
+from bounds import assert_above
+from fake_endpoints import FakeEndpoint
 
 pytestmark = pytest.mark.real
 

@@ -10,10 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damage import (words, Hostile, copy_model_folder, edit_json, read_json, real_folder_untouched,  # noqa: F401
-                    remove_file, set_keys, write_file, write_json)
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import ModelFolderError, WeightsError
+
+from damage import (  # noqa: F401
+    Hostile,
+    copy_model_folder,
+    edit_json,
+    read_json,
+    real_folder_untouched,
+    remove_file,
+    set_keys,
+    words,
+    write_file,
+    write_json,
+)
 
 pytestmark = pytest.mark.real
 

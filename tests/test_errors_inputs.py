@@ -12,8 +12,9 @@ import warnings
 import numpy as np
 import pytest
 
-from bounds import PARITY_BAR, parity_bar
 from gemma_np import EmbeddingGemma, GemmaNPError, InputError
+
+from bounds import PARITY_BAR, parity_bar
 from tiny_models import SPECS, build
 
 ATOL = PARITY_BAR  # two float32 forwards or code paths of the real model (docs/tolerances.md)

@@ -13,11 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damage import (words, INF32, NAN32, copy_model_folder, damaged_copy, element_offset, read_st_header,  # noqa: F401
-                    real_folder_untouched, write_safetensors)
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import WeightsError
-from gemma_np.safetensors_io import load_safetensors
+from gemma_np.io.safetensors import load_safetensors
+
+from damage import (  # noqa: F401
+    INF32,
+    NAN32,
+    copy_model_folder,
+    damaged_copy,
+    element_offset,
+    read_st_header,
+    real_folder_untouched,
+    words,
+    write_safetensors,
+)
 
 pytestmark = pytest.mark.real
 
@@ -305,7 +315,7 @@ def test_inf_or_nan_in_a_dense_weight(real_dir, folder, rel, value):
 @pytest.fixture(scope="module")
 def mars_row(real_dir):
     """The embedding row of the token "Mars" (the middle id of <bos> Mars <eos>)."""
-    from gemma_np.tokenizer import encode_texts, load_tokenizer
+    from gemma_np.io.tokenizer import encode_texts, load_tokenizer
 
     ids = encode_texts(load_tokenizer(real_dir / "tokenizer.json", 2048), ["Mars"])[0][0]
     assert len(ids) == 3

@@ -1,18 +1,19 @@
-"""gemma_np.faults computes what a port with one fault computes: each fault checked against the same fault
+"""gemma_np.verify.faults computes what a port with one fault computes: each fault checked against the same fault
 made another way (a replaced mask function, the head's steps by hand), on the real weights."""
 
 import numpy as np
 import pytest
 
-import gemma_np.encoder as encoder_mod
-from bounds import assert_above
+import gemma_np.nn.encoder as encoder_mod
 from gemma_np import EmbeddingGemma
-from gemma_np.attention import attention_mask
-from gemma_np.endpoint import CLOSE, MIN_COSINE
-from gemma_np.faults import FAULTS, fault_embeddings
-from gemma_np.head import l2_normalize, mean_pool
-from gemma_np.probes import DOC_PROMPT, PLANETS, text_of_length
-from gemma_np.tokenizer import pad_batch
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.attention import attention_mask
+from gemma_np.nn.head import l2_normalize, mean_pool
+from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
+from gemma_np.verify.faults import FAULTS, fault_embeddings
+from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
+
+from bounds import assert_above
 
 pytestmark = pytest.mark.real
 
@@ -28,7 +29,7 @@ def texts(model):
 
 
 def masked_differently(model, monkeypatch, texts, mask_fn):
-    """The plain forward with gemma_np.encoder's attention_mask replaced: another route to the same fault."""
+    """The plain forward with gemma_np.nn.encoder's attention_mask replaced: another route to the same fault."""
     monkeypatch.setattr(encoder_mod, "attention_mask", mask_fn)
     out = model.encode(texts, prompt=DOC_PROMPT, batch_size=1)
     monkeypatch.undo()
@@ -41,8 +42,7 @@ def masked_differently(model, monkeypatch, texts, mask_fn):
     ("no_window", lambda m, w: attention_mask(m, None)),
 ])
 def test_mask_faults_equal_a_replaced_mask(model, texts, monkeypatch, fault, mask_fn):
-    # The replaced mask must not take the banded path, which assumes the model's own window.
-    monkeypatch.setattr("gemma_np.attention.BLOCKED_FROM", 10**9)
+    # The 600-token text takes the banded path, which reads its key spans off the replaced mask.
     want = masked_differently(model, monkeypatch, texts, mask_fn)
     got = fault_embeddings(model, texts, DOC_PROMPT, fault)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gemma_np.errors import WeightsError
-from gemma_np.safetensors_io import load_safetensors
+from gemma_np.io.safetensors import load_safetensors
 
 FUZZ = settings(max_examples=150, deadline=2000,  # ms: a bound that catches a hang, not a slow CI machine
                 suppress_health_check=[HealthCheck.too_slow])

@@ -4,14 +4,15 @@ import json
 
 import numpy as np
 import pytest
-from bounds import assert_close
 
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
-from gemma_np.goldens import choose_positions, compute_goldens, load_goldens, save_goldens
-from gemma_np.probes import probe_set
-from gemma_np.trace import trace_names
-from gemma_np.verify import first_failure, format_table, verify_against_goldens
+from gemma_np.nn.trace import trace_names
+from gemma_np.verify.compare import first_failure, format_table, verify_against_goldens
+from gemma_np.verify.goldens import choose_positions, compute_goldens, load_goldens, save_goldens
+from gemma_np.verify.probes import probe_set
+
+from bounds import assert_close
 
 pytestmark = pytest.mark.real
 

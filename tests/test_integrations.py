@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gemma_np import EmbeddingGemma
-from gemma_np.probes import PLANETS, QUERY
+from gemma_np.verify.probes import PLANETS, QUERY
 
 pytestmark = pytest.mark.real
 EXPECTED = [PLANETS[1], PLANETS[2], PLANETS[3]]  # Mars, Jupiter, Saturn

@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
-from bounds import U32
 
-from gemma_np.attention import attention_mask, masked_softmax
-from gemma_np.config import GemmaConfig
-from gemma_np.head import l2_normalize, matryoshka, mean_pool
-from gemma_np.mlp import gelu_tanh
-from gemma_np.norms import rms_norm
-from gemma_np.rope import apply_rope, rope_frequencies, rope_tables, rotate_half
+from gemma_np.io.config import GemmaConfig
+from gemma_np.nn.attention import attention_mask, masked_softmax
+from gemma_np.nn.head import l2_normalize, matryoshka, mean_pool
+from gemma_np.nn.mlp import gelu_tanh
+from gemma_np.nn.norms import rms_norm
+from gemma_np.nn.rope import apply_rope, rope_frequencies, rope_tables, rotate_half
+
+from bounds import U32
 
 
 def test_sliding_mask_is_a_symmetric_band_with_padding_keys_masked():
@@ -106,9 +107,12 @@ def test_matryoshka_slices_and_optionally_renormalizes():
     np.testing.assert_allclose(matryoshka(x, 2, renormalize=True), [[0.6, 0.8]])
 
 
-@pytest.mark.parametrize("S,window,block", [(40, 5, 8), (37, 5, 3), (64, 16, 16), (30, 30, 7), (45, None, 8)])
-def test_blocked_attention_equals_the_plain_masked_one(S, window, block):
-    from gemma_np.attention import attend, attend_blocked
+@pytest.mark.parametrize("S,window,block,causal", [(40, 5, 8, False), (37, 5, 3, False), (64, 16, 16, False),
+                                                   (30, 30, 7, False), (45, None, 8, False), (40, 9, 8, True),
+                                                   (33, None, 5, True)])
+def test_blocked_attention_equals_the_plain_masked_one(S, window, block, causal):
+    """The banded path reads each block's span of keys off the mask: any mask, the model's band or not."""
+    from gemma_np.nn.attention import attend, attend_blocked
 
     rng = np.random.default_rng(S)
     B, H, K, E = 2, 4, 2, 8
@@ -118,8 +122,10 @@ def test_blocked_attention_equals_the_plain_masked_one(S, window, block):
     key_mask = np.ones((B, S), int)
     key_mask[1, S - 9:] = 0  # padding, including queries whose whole window is padding
     allowed = attention_mask(key_mask, window)
+    if causal:  # a mask that is no band around the query (a decoder's), as gemma_np.verify.faults makes
+        allowed = allowed & np.tri(S, dtype=bool)
     plain = attend(q, k, v, allowed, 0.3)
-    banded = attend_blocked(q, k, v, allowed, 0.3, window, block)
+    banded = attend_blocked(q, k, v, allowed, 0.3, block)
     assert np.all(np.isfinite(banded))
     # Each output is a convex combination of at most S value rows, summed in two orders: within (S + 4) u of
     # the largest value (the sum's rounding, plus the softmax's few roundings per weight).

@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from bounds import assert_above, assert_below
 from gemma_np import EmbeddingGemma
-from gemma_np.endpoint import CLOSE
-from gemma_np.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
-from gemma_np.probes import DOC_PROMPT, text_of_length
-from gemma_np.tokenizer import pad_batch
-from gemma_np.verify import compare
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.verify.compare import compare
+from gemma_np.verify.endpoint import CLOSE
+from gemma_np.verify.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
+from gemma_np.verify.probes import DOC_PROMPT, text_of_length
+
+from bounds import assert_above, assert_below
 
 torch = pytest.importorskip("torch")
 
@@ -31,11 +32,11 @@ def setup(real_dir):
 
 @pytest.mark.real
 def test_bfloat16_emulation_follows_torch_bfloat16(setup, real_dir):
-    from gemma_np.torch_trace import TorchReference
+    from gemma_np.verify.torch_trace import TorchReference
 
     model, input_ids, mask = setup
     reference = TorchReference(real_dir, dtype="bfloat16", threads=2).trace(input_ids, mask, attention_maps=False)
-    ours = BFloat16Emulation(model.config.hidden_size)
+    ours = BFloat16Emulation()
     bfloat16_weights(model).forward(input_ids, mask, trace=ours)
     rows = {r.name: r for r in compare(ours, reference, mask, list(reference), tolerances=None)}
     # Up to the rotary embedding torch rounds where the emulation does: nearly every value is the same

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounds import parity_bar
 from gemma_np import EmbeddingGemma
+
+from bounds import parity_bar
 from tiny_models import CORPUS, SPECS, build
 
 pytest.importorskip("torch")  # tiny_models builds the model with transformers

@@ -9,9 +9,10 @@ sentence-transformers (torch float32, CPU), which an independent float32 forward
 import numpy as np
 import pytest
 
-from bounds import assert_below, assert_close
 from gemma_np import EmbeddingGemma
-from gemma_np.probes import DOC_PROMPT, LONG_LENGTHS, MULTILINGUAL, PLANETS, QUERY, long_documents
+from gemma_np.verify.probes import DOC_PROMPT, LONG_LENGTHS, MULTILINGUAL, PLANETS, QUERY, long_documents
+
+from bounds import assert_below, assert_close
 
 torch = pytest.importorskip("torch")
 ATOL = 1e-6  # the parity bar (docs/tolerances.md): two float32 forwards, each within ~2.4e-7 of float64

@@ -7,9 +7,10 @@ layer types, and one, two or four kv heads, so a wrong window, causal mask, head
 import numpy as np
 import pytest
 
-from bounds import U32, assert_below, assert_close, parity_bar
 from gemma_np import EmbeddingGemma
-from gemma_np.tokenizer import pad_batch
+from gemma_np.io.tokenizer import pad_batch
+
+from bounds import U32, assert_below, assert_close, parity_bar
 
 torch = pytest.importorskip("torch")
 
@@ -118,7 +119,7 @@ def test_token_ids_match_transformers_tokenizer_with_truncation(tiny):
 def test_blocked_attention_path_matches_sentence_transformers(tiny, monkeypatch):
     # Long texts take attention.attend_blocked (query blocks, sliding layers limited to their band); make
     # these short texts take it too, with blocks shorter than the window and the texts.
-    import gemma_np.attention as attention
+    import gemma_np.nn.attention as attention
 
     folder, st = tiny
     model = EmbeddingGemma.from_pretrained(folder)

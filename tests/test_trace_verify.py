@@ -10,22 +10,23 @@ import dataclasses
 import numpy as np
 import pytest
 
-import gemma_np.attention as attention_mod
-import gemma_np.encoder as encoder_mod
 import gemma_np.model as model_mod
+import gemma_np.nn.attention as attention_mod
+import gemma_np.nn.encoder as encoder_mod
 from gemma_np import EmbeddingGemma, WeightsError
-from gemma_np.config import GemmaConfig
-from gemma_np.norms import rms_norm
-from gemma_np.precision import Float16Emulation
-from gemma_np.probes import DOC_PROMPT, text_of_length
-from gemma_np.rope import apply_rope
-from gemma_np.tokenizer import pad_batch
-from gemma_np.trace import LAYER_OPS, Trace, record, trace_names
+from gemma_np.io.config import GemmaConfig
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.norms import rms_norm
+from gemma_np.nn.rope import apply_rope
+from gemma_np.nn.trace import LAYER_OPS, Trace, record, trace_names
+from gemma_np.verify.compare import compare, first_failure, format_table, merge, tolerance_for
+from gemma_np.verify.precision import Float16Emulation
+from gemma_np.verify.probes import DOC_PROMPT, text_of_length
+
 from bounds import assert_below
-from gemma_np.verify import compare, first_failure, format_table, merge, tolerance_for
 
 torch = pytest.importorskip("torch")
-from gemma_np.torch_trace import TorchReference  # noqa: E402
+from gemma_np.verify.torch_trace import TorchReference  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ tiny models: the names
@@ -162,7 +163,7 @@ FAULTS = {
         "layers.0.self_attn.probs"),
     "no embedding scale": (
         lambda mp, m, n: mp.setattr(encoder_mod, "embed_tokens",
-                                 lambda ids, table, dtype: np.asarray(table[ids], dtype=dtype)),
+                                 lambda ids, table, dtype, scale=None: np.asarray(table[ids], dtype=dtype)),
         "embed_tokens"),
     "interleaved rotary": (lambda mp, m, n: mp.setattr(attention_mod, "apply_rope", _interleaved_rope),
                            "layers.0.self_attn.q_rope"),

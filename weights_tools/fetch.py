@@ -51,7 +51,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, IO
+from typing import IO, BinaryIO
 
 from tqdm import tqdm
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
 try:
     from txtai.embeddings import Embeddings
     from txtai.vectors import Vectors

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import ModelFolderError
+from ..errors import ModelFolderError
 
 
 def load_tokenizer(path: Path, max_length: int) -> Tokenizer:

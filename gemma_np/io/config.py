@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelFolderError
+from ..errors import ModelFolderError
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 

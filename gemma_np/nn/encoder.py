@@ -6,25 +6,31 @@ names in model.safetensors ("embed_tokens.weight", "layers.3.self_attn.q_proj.we
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .attention import attention_mask, self_attention
-from .config import GemmaConfig
 from .mlp import mlp
 from .norms import rms_norm
 from .rope import rope_tables
 from .trace import record
 
+if TYPE_CHECKING:  # an annotation only: nn/ imports nothing of gemma_np's outside nn/ when it runs
+    from ..io.config import GemmaConfig
 
-def embed_tokens(input_ids: np.ndarray, table: np.ndarray, dtype: np.dtype) -> np.ndarray:
+
+def embed_tokens(input_ids: np.ndarray, table: np.ndarray, dtype: np.dtype, scale: float | None = None) -> np.ndarray:
     """Look up each id's row and scale it by sqrt(D).  [B, S] int -> [B, S, D]
 
-    The scale is rounded to the compute dtype first, as transformers does (`embed_scale.to(weight.dtype)`):
-    27.712812 in float32 (in bfloat16 it would be 27.75). Only the rows the batch uses are read, and cast.
+    The scale is rounded to the weights' dtype first, as transformers does (`embed_scale.to(weight.dtype)`):
+    27.712812 in float32, the default. Weights of another precision pass their own rounding as `scale`
+    (bfloat16: 27.75, gemma_np.verify.precision.bfloat16_weights). Only the rows the batch uses are read,
+    and cast.
     """
     D = table.shape[1]
     rows = np.asarray(table[input_ids], dtype=dtype)  # [B, S] -> [B, S, D]
-    return rows * np.dtype(dtype).type(np.sqrt(D))
+    return rows * np.dtype(dtype).type(np.sqrt(D) if scale is None else scale)
 
 
 def encoder_layer(
@@ -36,12 +42,11 @@ def encoder_layer(
     cfg: GemmaConfig,
     trace: dict | None = None,
     prefix: str = "",
-    window: int | None = None,
 ) -> np.ndarray:
     """One Gemma3 layer, four RMSNorms around two residual blocks.  [B, S, D] -> [B, S, D]
 
     `w` holds this layer's tensors under their names without the "layers.{i}." prefix. With a `trace`
-    dict, records gemma_np.trace.LAYER_OPS under `prefix` ("layers.{i}.").
+    dict, records gemma_np.nn.trace.LAYER_OPS under `prefix` ("layers.{i}.").
     """
     eps = cfg.rms_norm_eps
     rec = lambda name, value: record(trace, prefix, name, value)  # noqa: E731
@@ -51,7 +56,7 @@ def encoder_layer(
         w["self_attn.q_proj.weight"], w["self_attn.k_proj.weight"], w["self_attn.v_proj.weight"],
         w["self_attn.o_proj.weight"], w["self_attn.q_norm.weight"], w["self_attn.k_norm.weight"],
         cfg.num_attention_heads, cfg.num_key_value_heads, cfg.query_pre_attn_scalar ** -0.5, eps,
-        trace, prefix, window,
+        trace, prefix,
     )  # [B, S, D]
     h = rec("post_attention_layernorm", rms_norm(h, w["post_attention_layernorm.weight"], eps))
     x = rec("attn_residual", x + h)  # residual
@@ -75,15 +80,18 @@ def encoder_forward(
     dtype: np.dtype = np.float32,
     output_hidden_states: bool = False,
     trace: dict | None = None,
+    embed_scale: float | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """input_ids, mask [B, S] -> token embeddings [B, S, D] after the final norm.
 
     With output_hidden_states, also returns L + 1 arrays [B, S, D] in transformers' convention: index 0 the
     scaled token embeddings, index i the output of layer i, the last one after the final norm.
-    With a `trace` dict, records the names of gemma_np.trace (embed_tokens, layers.{i}.*, norm).
+    With a `trace` dict, records the names of gemma_np.nn.trace (embed_tokens, layers.{i}.*, norm).
+    embed_scale: sqrt(D) as the weights' dtype rounds it (None: in `dtype`; see embed_tokens).
     """
     S = input_ids.shape[1]
-    x = record(trace, "", "embed_tokens", embed_tokens(input_ids, params["embed_tokens.weight"], dtype))  # [B, S, D]
+    x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale)  # [B, S] -> [B, S, D]
+    x = record(trace, "", "embed_tokens", x)
     hidden = [x] if output_hidden_states else None
     # One mask and one rotary table per layer type, shared by all layers of that type.
     masks = {
@@ -96,8 +104,7 @@ def encoder_forward(
         tables[t] = record(trace, f"rope.{t}.", "cos", cos), record(trace, f"rope.{t}.", "sin", sin)
     for i, layer_type in enumerate(cfg.layer_types):
         cos, sin = tables[layer_type]
-        window = cfg.attention_window if layer_type == "sliding_attention" else None
-        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.", window)
+        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.")
         if hidden is not None:
             hidden.append(x)
     x = record(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps))  # [B, S, D]

@@ -1,6 +1,6 @@
 """Compare two traces name by name and say where they first part.
 
-A trace is a dict name -> array (gemma_np.trace's names). Each name is compared on the real tokens only:
+A trace is a dict name -> array (gemma_np.nn.trace's names). Each name is compared on the real tokens only:
 rows of padding tokens, and attention scores and probabilities of padding queries or keys, are computed by
 both sides but used by neither, and may legitimately differ (gemma_np gives a query that sees no key zero
 weights; torch's eager attention gives it uniform weights).
@@ -153,7 +153,7 @@ def merge(per_text: list[list[Row]]) -> list[Row]:
 
 def trace_one(model, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """gemma_np's trace of one padded batch, attention maps left out past ATTENTION_MAPS_MAX_TOKENS."""
-    from .trace import Trace, trace_names
+    from ..nn.trace import Trace, trace_names
 
     keep = None
     if input_ids.shape[1] > ATTENTION_MAPS_MAX_TOKENS:  # dropped as they come: 2.4 GB at 2048 tokens
@@ -167,7 +167,7 @@ def trace_one(model, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.nd
 def verify_against_torch(model, texts: list[str], reference=None) -> list[Row]:
     """Trace each text (a full model input, prompt included) through gemma_np and through the PyTorch model
     of the same folder; the worst row per name over the texts."""
-    from .tokenizer import pad_batch
+    from ..io.tokenizer import pad_batch
     from .torch_trace import TorchReference
 
     reference = reference or TorchReference(model.folder, dtype=np.dtype(model.dtype).name)

@@ -1,4 +1,4 @@
-"""The PyTorch side of a trace: the same names as gemma_np.trace, captured from transformers' Gemma3TextModel
+"""The PyTorch side of a trace: the same names as gemma_np.nn.trace, captured from transformers' Gemma3TextModel
 and the sentence-transformers modules with hooks.
 
 For tests, goldens and `gemma-np verify --against torch` only: gemma_np itself never imports torch. The
@@ -51,7 +51,7 @@ def _register() -> None:
 
 
 class TorchReference:
-    """A sentence-transformers model of a folder, run with hooks that record gemma_np.trace's names."""
+    """A sentence-transformers model of a folder, run with hooks that record gemma_np.nn.trace's names."""
 
     def __init__(self, model_dir: str | Path, dtype: str = "float32", threads: int | None = None):
         try:

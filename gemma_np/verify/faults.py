@@ -13,7 +13,7 @@ tests serve them from local fake servers.
     unnormalized        no L2 normalization at the end                  Dense output as it is
     truncated_512       inputs cut at 512 tokens, not 2048              the ids cut to 511 + <eos>
     float16             activations in float16                          every op's output rounded to float16
-    bfloat16            weights and activations in bfloat16             gemma_np.precision's emulation
+    bfloat16            weights and activations in bfloat16             gemma_np.verify.precision's emulation
 
 Prompts missing or wrong are not a change to the model: they are the same `encode` with another prompt.
 """
@@ -25,10 +25,10 @@ import dataclasses
 
 import numpy as np
 
-from .head import l2_normalize
+from ..io.tokenizer import pad_batch
+from ..nn.head import l2_normalize
+from ..nn.trace import Trace
 from .precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
-from .tokenizer import pad_batch
-from .trace import Trace
 
 FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", "truncated_512", "float16",
           "bfloat16")
@@ -91,7 +91,7 @@ def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.nda
             x = x[:511] + [x[-1]]  # the tokenizer's truncation keeps the final <eos>
         # A fresh trace per text; it keeps only what the head faults need (a full trace of a long text is big).
         if "bfloat16" in faults:
-            trace = BFloat16Emulation(model.config.hidden_size, keep)
+            trace = BFloat16Emulation(keep)
         elif "causal" in faults:
             trace = _CausalScores(keep)
         elif "float16" in faults:

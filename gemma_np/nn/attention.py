@@ -28,7 +28,8 @@ from .rope import apply_rope
 from .trace import record
 
 # Texts longer than this take attend_blocked() (when nothing is traced): the same result as attend(), with
-# a sliding layer's scores limited to its band and the live [S, T] score matrix cut into query blocks.
+# each block of queries scored only against the keys the mask lets it see (a sliding layer's band), and the
+# live [S, T] score matrix cut into query blocks.
 BLOCKED_FROM = 512
 
 
@@ -80,14 +81,13 @@ def self_attention(
     eps: float,
     trace: dict | None = None,
     prefix: str = "",
-    window: int | None = None,
 ) -> np.ndarray:
     """One attention block.  x [B, S, D], allowed [B, S, T] -> [B, S, D]
 
     Weights as stored ([out, in]): q_proj [H*E, D], k_proj and v_proj [K*E, D], o_proj [D, H*E];
     q_norm and k_norm [E]. cos/sin [S, E] from rope_tables() with this layer type's base.
-    With a `trace` dict, records the intermediates named in gemma_np.trace.LAYER_OPS under `prefix`.
-    `window` (sliding layers) lets long texts take the banded path; `allowed` alone defines the result.
+    With a `trace` dict, records the intermediates named in gemma_np.nn.trace.LAYER_OPS under `prefix`.
+    `allowed` alone defines the result, on the plain path and on the banded one that long texts take.
     """
     B, S, _ = x.shape
     H, K = n_heads, n_kv_heads
@@ -104,7 +104,7 @@ def self_attention(
     k = rec("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
 
     if trace is None and S > BLOCKED_FROM:
-        out = attend_blocked(q, k, v, allowed, scaling, window)  # same result, less work and memory
+        out = attend_blocked(q, k, v, allowed, scaling)  # same result, less work and memory
     else:
         out = attend(q, k, v, allowed, scaling, rec)
     out = rec("attn_output", out)  # [B, S, H*E]
@@ -136,19 +136,24 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, sca
 
 
 def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
-                   window: int | None, block: int = 128) -> np.ndarray:
-    """attend(), one block of queries at a time, each against only the keys it can see.
+                   block: int = 128) -> np.ndarray:
+    """attend(), one block of queries at a time, each against only the span of keys the mask lets it see.
 
-    Sliding layers (window set): queries q0..q1-1 see keys within window - 1 of them, i.e. keys
-    max(0, q0 - window + 1) .. q1 + window - 2; at 2048 tokens and window 257 that is a third of the scores.
-    Full layers (window None): every key, but only [block, T] scores are alive at a time instead of [S, T].
-    Keys left out have probability exactly 0 in attend(), so the result differs from it only in the order
-    of float32 sums. Shapes as attend(): -> [B, S, H*E]. tests/test_layers.py checks the two agree.
+    The span of queries q0..q1-1 is read off `allowed`: from the first to the last key any of them sees.
+    On a sliding layer (window 257) that is max(0, q0 - 256) .. q1 + 255, a third of the scores at 2048
+    tokens; on a full layer every key, but only [block, T] scores are alive at a time instead of [S, T].
+    Whatever the mask (a model's band, a fault's wider one), keys left out have probability exactly 0 in
+    attend(), so the result differs from it only in the order of float32 sums. Shapes as attend():
+    -> [B, S, H*E]. tests/test_layers.py checks the two agree.
     """
     B, S, H, E = q.shape
     out = np.empty((B, S, H * E), dtype=q.dtype)
     for q0 in range(0, S, block):
         q1 = min(S, q0 + block)
-        k0, k1 = (0, S) if window is None else (max(0, q0 - window + 1), min(S, q1 + window - 1))
+        seen = np.flatnonzero(allowed[:, q0:q1].any(axis=(0, 1)))  # keys some query of the block sees
+        if seen.size == 0:  # only padding queries whose whole window is padding: zeros, as in attend()
+            out[:, q0:q1] = 0
+            continue
+        k0, k1 = seen[0], seen[-1] + 1
         out[:, q0:q1] = attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], allowed[:, q0:q1, k0:k1], scaling)
     return out

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import WeightsError
 from .config import GemmaConfig
-from .errors import WeightsError
-from .safetensors_io import load_safetensors
+from .safetensors import load_safetensors
 
 PICKLE_FILES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.pth")
 
@@ -88,14 +88,7 @@ def load_checked(path: Path, expected: dict[str, tuple[int, ...]], dtype: np.dty
     if not path.is_file():
         refuse_pickles(path.parent, path.name)
         raise FileNotFoundError(f"{path}: required weight file of the model folder is missing")
-    with open(path, "rb") as f:
-        magic = f.read(9)
-    # torch.save writes a zip ("PK") or a bare pickle (b"\x80" + protocol). A safetensors header length may
-    # also begin with those bytes (any length = 128 mod 256 begins with b"\x80"), but its JSON begins at 8.
-    if (magic[:2] == b"PK" or magic[:1] == b"\x80") and magic[8:9] != b"{":
-        raise WeightsError(f"{path}: this is a pickle (torch.save) file, not safetensors; gemma_np never "
-                           "unpickles a file. Convert it to safetensors with a tool you trust.")
-    found = load_safetensors(path)
+    found = load_safetensors(path)  # refuses a pickle (torch.save) file by its first bytes
     check_tensors(found, expected, path)
     out = {}
     for name, arr in found.items():

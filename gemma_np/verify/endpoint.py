@@ -2,7 +2,7 @@
 
 The probe texts (queries and documents, short and long) go to the server; each vector that comes back is
 compared with gemma_np's, by cosine and by length. Where they disagree, the vector is compared with what
-the model gives under each common deployment fault (gemma_np.faults, and the wrong prompts), and the one it
+the model gives under each common deployment fault (gemma_np.verify.faults, and the wrong prompts), and the one it
 matches is named. Two APIs:
 
     openai  POST {url}/v1/embeddings  {"input": [...], "model": ..., "dimensions": k}
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import GemmaNPError
+from ..errors import GemmaNPError
 from .faults import fault_embeddings
 from .probes import MULTILINGUAL, PLANETS, QUERY, text_of_length
 

@@ -1,7 +1,7 @@
 """Lower precisions, emulated in NumPy: where bfloat16 rounds, and where float16 overflows.
 
 NumPy has no bfloat16, and float16 cannot run this model (activations pass float16's 65504 from layer 22 on).
-Both are emulated on top of the float32 forward through its named intermediates (gemma_np.trace): a Trace
+Both are emulated on top of the float32 forward through its named intermediates (gemma_np.nn.trace): a Trace
 whose `tap` changes each op's output on its way through.
 
 - BFloat16Emulation rounds every recorded op output to bfloat16 (round to nearest even), the points where a
@@ -20,7 +20,7 @@ import copy
 
 import numpy as np
 
-from .trace import Trace
+from ..nn.trace import Trace
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
@@ -49,17 +49,13 @@ def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
 
 
 class BFloat16Emulation(Trace):
-    """Rounds every op's output to bfloat16 (and records it, or the names in `keep`; see Trace)."""
+    """Rounds every op's output to bfloat16 (and records it, or the names in `keep`; see Trace).
 
-    def __init__(self, hidden_size: int, keep=None):
-        super().__init__(keep)
-        # transformers rounds the embedding scale to the weights' dtype first: sqrt(768) = 27.71 -> 27.75.
-        scale = np.float32(np.sqrt(hidden_size))
-        self.scale_fix = float(round_to_bfloat16(np.array([scale]))[0]) / float(scale)
+    The activations only: with bfloat16 weights as well (bfloat16_weights), the model's embedding scale is
+    bfloat16's too, as in a torch bfloat16 model.
+    """
 
     def tap(self, name, value):
-        if name == "embed_tokens":
-            value = value * np.float32(self.scale_fix)
         value = round_to_bfloat16(value)
         self.store(name, value)
         return value
@@ -85,6 +81,8 @@ def bfloat16_weights(model):
     clone = copy.copy(model)
     clone.params = params
     clone.dense_weights = [round_to_bfloat16(w) for w in model.dense_weights]
+    # transformers rounds the embedding scale to the weights' dtype first: sqrt(768) = 27.71 -> 27.75.
+    clone.embed_scale = float(round_to_bfloat16(np.array([np.sqrt(model.config.hidden_size)], np.float32))[0])
     return clone
 
 

@@ -8,7 +8,7 @@ We read it ourselves rather than through the `safetensors` package for two reaso
 raises an error that names the file and the tensor (truncated files, absurd header lengths, overlapping
 or out-of-range offsets, unknown dtypes), and the tensors come back as read-only `np.memmap` views, so the
 805 MB embedding table is paged in only where a batch's token ids touch it. Nothing here can execute code
-from a file: safetensors is plain data, and pickle files are refused by name before we get here.
+from a file: safetensors is plain data, and a pickle file (torch.save) is refused by its first bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the published files have headers of a few KB
 MAX_DIMS = 32  # NumPy's limit is 64 (32 before 2.0); real tensors have 1 or 2
@@ -41,13 +41,21 @@ def read_header(path: Path) -> tuple[dict, int, int]:
         raise FileNotFoundError(f"{path}: weight file is missing")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)  # the header's length, and the first byte of its JSON
+        # torch.save writes a zip ("PK") or a bare pickle (b"\x80" + protocol). A safetensors header length
+        # may also begin with those bytes (any length = 128 mod 256 begins with b"\x80"), but its JSON
+        # begins at 8. Refused by name, never unpickled.
+        if (head[:2] == b"PK" or head[:1] == b"\x80") and head[8:9] != b"{":
+            raise _fail(path, "this is a pickle (torch.save) file, not safetensors; gemma_np never unpickles a "
+                              "file. Convert it to safetensors with a tool you trust.")
+        head = head[:8]
         if len(head) < 8:
             raise _fail(path, f"truncated: {size} bytes, too short for a safetensors header")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
             raise _fail(path, f"header length {n} is impossible for a file of {size} bytes "
                               "(truncated or not a safetensors file)")
+        f.seek(8)
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))

@@ -1,0 +1,10 @@
+"""What reads a model folder: each file checked, and any problem named with its file, key or tensor.
+
+    config.py       config.json and the sentence-transformers module configs, anything unsupported refused
+    safetensors.py  a strict memory-mapped safetensors reader (pickle files refused, never unpickled)
+    weights.py      the checkpoint's tensor names and shapes, checked against the config
+    tokenizer.py    tokenizer.json through `tokenizers`, truncation keeping <bos>/<eos>, right padding
+
+Imports: NumPy, `tokenizers`, the standard library, gemma_np.errors, and at most nn/ (for dtypes); never
+verify/, model.py or the CLI.
+"""
