@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--log-dir", type=Path, default=None, help="keep each run's output and bounds log here")
     ap.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     args = ap.parse_args(argv)
-    log_dir = args.log_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"gemma_np_kernels_{os.getpid()}"
+    log_dir = args.log_dir or Path(tempfile.gettempdir()) / f"gemma_np_kernels_{os.getpid()}"
     log_dir.mkdir(parents=True, exist_ok=True)
     flags = cpu_flags()
     logs, failed = [], 0
