@@ -13,8 +13,10 @@ import os
 
 import numpy as np
 
+from gemma_np.verify.precision import UNIT_ROUNDOFF
+
 # float32's unit roundoff: one correctly rounded float32 operation is off by at most U32 relative.
-U32 = 2.0 ** -24
+U32 = UNIT_ROUNDOFF["float32"]
 # The parity bar: two float32 forwards agree within this on every coordinate of the 768-d unit vector.
 PARITY_BAR = 1e-6
 
