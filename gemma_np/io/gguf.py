@@ -131,7 +131,7 @@ def gemma_config_from_gguf(meta: dict, n_vocab: int, path: Path) -> GemmaConfig:
         why = (" (a causal Gemma 3 language model, not the EmbeddingGemma encoder)" if arch == "gemma3" else "")
         raise WeightsError(f"{path}: general.architecture = {arch!r}{why}; gemma_np reads {ARCH!r} files, as "
                            "llama.cpp's converter writes them for google/embeddinggemma-300m")
-    k = lambda name: f"{ARCH}.{name}"  # noqa: E731
+    k = lambda name: f"{ARCH}.{name}"
     if meta.get(k("attention.causal"), False):
         raise WeightsError(f"{path}: metadata {k('attention.causal')!r} = True; EmbeddingGemma attends both ways")
     for cap in ("attn_logit_softcapping", "final_logit_softcapping"):
@@ -218,22 +218,28 @@ def _dequantized(tensor, name: str, path: Path, dtype) -> np.ndarray:
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
 
-def load_gguf(path: Path, dtype=np.float32) -> tuple[GemmaConfig, dict[str, np.ndarray], list[np.ndarray], dict]:
-    """(config, params by gemma_np's names, [dense_2, dense_3] weights [out, in], metadata) of a GGUF.
-
-    Checks, each naming the tensor or key: the architecture, every encoder tensor present with its shape,
-    no tensor gemma_np would ignore, the Dense tensors present (refused otherwise: NO_DENSE), no NaN or Inf.
-    Norm weights come back zero-centred (the converter's + 1 subtracted, in `dtype`).
-    """
+def read_gguf_header(path: Path):
+    """(reader, metadata, GemmaConfig) of a GGUF: the header only, no tensor data read yet, so that a file
+    whose configuration is refused is refused at once."""
     path = Path(path)
     reader = open_gguf(path)
     meta = metadata(reader)
-    tensors = {t.name: t for t in reader.tensors}
-    if "token_embd.weight" not in tensors:
+    token_embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if token_embd is None:
         raise WeightsError(f"{path}: tensor 'token_embd.weight' (embed_tokens.weight) is missing")
-    n_vocab = int(tensors["token_embd.weight"].shape[1])  # ne = [D, V]
-    cfg = gemma_config_from_gguf(meta, n_vocab, path)
+    n_vocab = int(token_embd.shape[1])  # ne = [D, V]
+    return reader, meta, gemma_config_from_gguf(meta, n_vocab, path)
 
+
+def load_gguf_tensors(reader, meta: dict, cfg: GemmaConfig, path: Path,
+                      dtype=np.float32) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """(params by gemma_np's names, [dense_2, dense_3] weights [out, in]) of an opened GGUF.
+
+    Checks, each naming the tensor or key: every encoder tensor present with its shape, no tensor gemma_np
+    would ignore, the Dense tensors present (refused otherwise: NO_DENSE), no NaN or Inf. Norm weights come
+    back zero-centred (the converter's + 1 subtracted, in `dtype`).
+    """
+    tensors = {t.name: t for t in reader.tensors}
     names = gguf_tensor_names(cfg.num_hidden_layers)
     expected = expected_encoder_tensors(cfg)
     missing = [g for g in names if g not in tensors]
@@ -279,4 +285,4 @@ def load_gguf(path: Path, dtype=np.float32) -> tuple[GemmaConfig, dict[str, np.n
         check_finite(dname, w, path)
         dense.append(w)
         width = w.shape[0]
-    return cfg, params, dense, meta
+    return params, dense
