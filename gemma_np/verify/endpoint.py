@@ -168,12 +168,14 @@ DIAGNOSES = {
     "precision": "reduced precision: {n} of {total} texts agree only approximately (lowest cosine {low:.6f}); "
                  "bfloat16 weights and activations give 0.9999-0.99999, quantized weights less. Serve in "
                  "float32 for an exact match (or accept it with --min-cosine).",
-    "no_prompt": "prompts missing: the server embedded the texts without EmbeddingGemma's prompts "
+    "no_prompt": "prompts missing: the {who} embedded the texts without EmbeddingGemma's prompts "
                  "(\"task: search result | query: \" for queries, \"title: none | text: \" for documents). "
                  "{fix}",
     "other_prompt": "wrong prompt: queries got the document prompt or documents the query prompt. {fix}",
     "double_prompt": "prompt applied twice: the server puts a prompt of its own before the one the client "
                      "sent. Configure one of the two, not both.",
+    "double_prompt_file": "prompt applied twice: the runtime puts a prompt of its own before the exported one "
+                          "(the probe's \"input\" has it already). Embed the input as it is.",
     "dense_skipped": "Dense layers skipped: the vectors are the normalized mean of the token states, without "
                      "the two Dense projections (2_Dense, 3_Dense), so cosine with the reference is near 0. "
                      "Load the whole sentence-transformers folder (modules.json), not only the transformer.",
@@ -196,7 +198,18 @@ DIAGNOSES = {
                               "then are not cosines. Normalize after truncating (sentence-transformers' "
                               "truncate_dim does not either: pass normalize_embeddings=True).",
     "dimensions": "wrong size: asked for {want} dimensions, got {got}.",
+    "dimensions_file": "wrong size: expected {want} dimensions, got {got} (vectors cut on purpose to K "
+                       "dimensions are checked with --dimensions K).",
     "unexplained": "the vectors differ (lowest cosine {low:.6f}) in a way none of the known faults explains.",
+}
+
+# What to do about missing or wrong prompts, by where the vectors came from.
+PROMPT_FIXES = {
+    "openai": "With --api openai the client writes the prompt; this server changes or drops it.",
+    "tei": "TEI applies prompt_name from the model's config_sentence_transformers.json: start it with that "
+           "file in the model folder, or send the prompt text yourself.",
+    "vectors": "The runtime must prepend the prompt exported with each probe: embed each probe's \"input\" "
+               "(prompt + text) as it is, adding no prompt of its own.",
 }
 
 
@@ -208,22 +221,42 @@ def check(model, url: str, api: str = "openai", model_name: str | None = None, d
     """
     if api not in ("openai", "tei"):
         raise ValueError(f"api must be 'openai' or 'tei', got {api!r}")
-    dim = model.head.embedding_dim
-    if dimensions is not None and not 1 <= dimensions <= dim:
-        raise ValueError(f"dimensions must be from 1 to {dim}, got {dimensions}")
-    want = dimensions or dim
+    _check_dimensions(model, dimensions)
     items = probes(model)
-    findings: list[Finding] = []
+    got: dict[str, np.ndarray] = {}
     for kind in ("query", "document"):
         group = [p for p in items if p.kind == kind]
         sent = [p.prompt + p.text for p in group] if api == "openai" else [p.text for p in group]
         vectors = fetch(url, api, sent, kind, model_name, dimensions, timeout)
-        findings += [Finding(p, v) for p, v in zip(group, vectors)]
+        got.update({p.name: v for p, v in zip(group, vectors)})
+    return judge(model, items, [got[p.name] for p in items], dimensions, min_cosine, api=api)
+
+
+def _check_dimensions(model, dimensions: int | None) -> None:
+    dim = model.head.embedding_dim
+    if dimensions is not None and not 1 <= dimensions <= dim:
+        raise ValueError(f"dimensions must be from 1 to {dim}, got {dimensions}")
+
+
+def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int | None = None,
+          min_cosine: float = MIN_COSINE, api: str = "vectors") -> tuple[list[Finding], list[str]]:
+    """Judge one vector per probe (vectors[i] for items[i], from a server or a file): (findings, diagnoses).
+
+    Each vector is compared with gemma_np's for the probe's prompt + text, first `dimensions` coordinates
+    (normalized again) when given. `api` only picks the wording of the prompt advice: "openai", "tei", or
+    "vectors" (a file some other runtime wrote). No diagnoses means every vector matches gemma_np.
+    """
+    if len(vectors) != len(items):
+        raise ValueError(f"judge: {len(vectors)} vectors for {len(items)} probes")
+    _check_dimensions(model, dimensions)
+    want = dimensions or model.head.embedding_dim
+    findings = [Finding(p, np.asarray(v, dtype=np.float64)) for p, v in zip(items, vectors)]
     reference = {}
     for kind in ("query", "document"):
-        group = [f.probe for f in findings if f.probe.kind == kind]
-        vecs = model.encode([p.text for p in group], prompt=group[0].prompt)
-        reference.update({p.name: v for p, v in zip(group, vecs)})
+        group = [p for p in items if p.kind == kind]
+        if group:
+            vecs = model.encode([p.text for p in group], prompt=group[0].prompt)
+            reference.update({p.name: v for p, v in zip(group, vecs)})
 
     causes: dict[str, list[Finding]] = {}
     for f in findings:
@@ -231,7 +264,7 @@ def check(model, url: str, api: str = "openai", model_name: str | None = None, d
         if not np.all(np.isfinite(v)):
             f.verdicts.append("float16")
             continue
-        if v.shape[0] != want:
+        if v.ndim != 1 or v.shape[0] != want:
             f.verdicts.append("dimensions")
             continue
         f.norm = float(np.linalg.norm(v))
@@ -282,9 +315,7 @@ def _explain(model, f: Finding, want: int) -> str:
 def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: str, want: int) -> list[str]:
     if not causes:
         return []
-    fix = ("With --api openai the client writes the prompt; this server changes or drops it." if api == "openai"
-           else "TEI applies prompt_name from the model's config_sentence_transformers.json: start it with that "
-                "file in the model folder, or send the prompt text yourself.")
+    fix, who = PROMPT_FIXES[api], "runtime" if api == "vectors" else "server"
     out = []
     if "no_window" in causes:  # up to 513 tokens, +-512 and no window are the same: the longer text decides
         causes.pop("window_512", None)
@@ -306,13 +337,16 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
         low = min((f.cosine for f in fs if not math.isnan(f.cosine)), default=math.nan)
         norms = ", ".join(f"{f.norm:.3g}" for f in fs[:3])
         got = sorted({f.vector.shape[0] for f in fs})
-        out.append(DIAGNOSES[label].format(fix=fix, low=low, norms=norms, dim=want, norm=fs[0].norm, want=want,
-                                           got=", ".join(map(str, got)), n=len(fs), total=len(findings)))
+        text = DIAGNOSES.get(f"{label}_file", DIAGNOSES[label]) if api == "vectors" else DIAGNOSES[label]
+        out.append(text.format(fix=fix, who=who, low=low, norms=norms, dim=want, norm=fs[0].norm, want=want,
+                               got=", ".join(map(str, got)), n=len(fs), total=len(findings)))
     return out
 
 
-def format_report(findings: list[Finding], diagnoses: list[str], target: str) -> str:
-    lines = [f"verify-endpoint: {target}", f"{'text':<28} {'tokens':>6} {'cosine':>10} {'norm':>8}  verdict"]
+def format_report(findings: list[Finding], diagnoses: list[str], target: str, command: str = "verify-endpoint",
+                  subject: str = "the endpoint") -> str:
+    """The per-text table, the DIAGNOSIS lines and the RESULT line; `subject` matches or does not match."""
+    lines = [f"{command}: {target}", f"{'text':<28} {'tokens':>6} {'cosine':>10} {'norm':>8}  verdict"]
     for f in findings:
         verdict = "ok" if f.ok else ", ".join(f.verdicts)
         cos = "-" if math.isnan(f.cosine) else f"{f.cosine:.7f}"
@@ -320,9 +354,9 @@ def format_report(findings: list[Finding], diagnoses: list[str], target: str) ->
         lines.append(f"{f.probe.name:<28} {f.probe.tokens:>6} {cos:>10} {norm:>8}  {verdict}")
     if diagnoses:
         lines += [f"DIAGNOSIS: {d}" for d in diagnoses]
-        lines.append(f"RESULT: the endpoint does NOT match gemma-np ({sum(not f.ok for f in findings)} of "
+        lines.append(f"RESULT: {subject} does NOT match gemma-np ({sum(not f.ok for f in findings)} of "
                      f"{len(findings)} texts)")
     else:
         low = min(f.cosine for f in findings)
-        lines.append(f"RESULT: the endpoint matches gemma-np on all {len(findings)} texts (lowest cosine {low:.7f})")
+        lines.append(f"RESULT: {subject} matches gemma-np on all {len(findings)} texts (lowest cosine {low:.7f})")
     return "\n".join(lines)
