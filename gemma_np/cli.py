@@ -7,6 +7,8 @@
     gemma-np search "Which planet is known as the Red Planet?"   # the built-in demo documents
     gemma-np search "¿Dónde nace el Ganges?" --documents docs.txt --top-k 3 --json
     python -m gemma_np search "..."                               # the same, without the console script
+    gemma-np probes export --out probes.json                      # probe texts for a runtime Python cannot drive
+    gemma-np verify --vectors vectors.json                        # ... and the vectors it wrote, checked
 
 Every subcommand takes --model DIR (default: $GEMMA_NP_MODEL_DIR, else the folder
 `python -m weights_tools.fetch` fills), --dtype float32|float64, --batch-size N, --truncate-dim K and
@@ -161,8 +163,13 @@ def cmd_verify(args) -> int:
     from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
     from .verify.goldens import load_goldens
 
+    if args.vectors is not None:
+        return verify_vectors(args)
+    for flag, value in (("--dimensions", args.dimensions), ("--min-cosine", args.min_cosine)):
+        if value is not None:
+            args.parser.error(f"{flag} goes with --vectors FILE")
     model = load_model(args)
-    if args.against == "torch":
+    if args.against is None or args.against == "torch":
         texts = [p + t for p, t in input_pairs(args, model)]
         print(f"comparing {len(texts)} texts with PyTorch (transformers + sentence-transformers)", file=sys.stderr)
         rows = verify_against_torch(model, texts)
@@ -172,6 +179,39 @@ def cmd_verify(args) -> int:
         rows = verify_against_goldens(model, load_goldens(args.against))
     print(format_table(rows))
     return 1 if first_failure(rows) else 0
+
+
+def verify_vectors(args) -> int:
+    """verify --vectors FILE: a vectors file some runtime wrote for the exported probes, judged and diagnosed."""
+    from .verify.endpoint import MIN_COSINE, format_report
+    from .verify.vectors import check_vectors
+
+    clash = [flag for flag, given in (("--against", args.against is not None), ("--texts", args.texts is not None),
+                                      ("--prompt-name", args.prompt_name is not None),
+                                      ("--probes", args.probes != "default"),
+                                      ("--truncate-dim", args.truncate_dim is not None)) if given]
+    if clash:
+        hint = " (use --dimensions K for vectors of K dimensions)" if "--truncate-dim" in clash else ""
+        args.parser.error(f"--vectors checks the probes of `gemma-np probes export`; {', '.join(clash)} cannot "
+                          f"go with it{hint}")
+    model = load_model(args)
+    print(f"checking {args.vectors} against the probe texts", file=sys.stderr)
+    findings, diagnoses = check_vectors(model, args.vectors, args.dimensions,
+                                        MIN_COSINE if args.min_cosine is None else args.min_cosine)
+    print(format_report(findings, diagnoses, args.vectors, command="verify --vectors", subject=args.vectors))
+    return 1 if diagnoses else 0
+
+
+def cmd_probes(args) -> int:
+    from .verify.vectors import export_probes, probes_json
+
+    model = EmbeddingGemma.from_pretrained(args.model)
+    data = export_probes(model, args.dimensions)
+    with open(args.out, "w", encoding="utf-8", newline="\n") as f:
+        f.write(probes_json(data))
+    print(f"wrote {len(data['probes'])} probes to {args.out}; embed each \"input\", then run: gemma-np verify --vectors FILE"
+          + ("" if args.dimensions is None else f" --dimensions {args.dimensions}"), file=sys.stderr)
+    return 0
 
 
 def cmd_goldens(args) -> int:
@@ -232,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens,verify-endpoint}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens,probes,verify-endpoint}")
 
     p = sub.add_parser("embed", parents=[common], help="embed texts, write JSON or .npy",
                        description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
@@ -263,18 +303,44 @@ def build_parser() -> argparse.ArgumentParser:
     probes.add_argument("--probes", choices=["default", "short"], default="default",
                         help="which built-in probe set (default: 2 to 2048 tokens; short: under 30 tokens)")
 
-    p = sub.add_parser("verify", parents=[common, probes], help="compare every intermediate with PyTorch or a golden file",
-                       description="Run gemma_np and a reference on the same inputs and print, for every named "
-                                   "intermediate, the largest difference and the tolerance; exit 1 at the first "
-                                   "one past its tolerance.")
-    p.add_argument("--against", default="torch", metavar="torch|FILE.npz",
-                   help="'torch' (transformers + sentence-transformers, needs the test extras) or a golden file")
+    p = sub.add_parser("verify", parents=[common, probes],
+                       help="compare with PyTorch or a golden file, or check another runtime's vectors",
+                       description="Two modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
+                                   "reference on the same inputs and print, for every named intermediate, the "
+                                   "largest difference and the tolerance; exit 1 at the first one past its "
+                                   "tolerance. --vectors FILE: check the vectors another runtime (Transformers.js, "
+                                   "MLX, a port) wrote for the probes of `gemma-np probes export`, print per-text "
+                                   "cosine and what is wrong, as verify-endpoint does; exit 1 when they do not "
+                                   "match.")
+    p.add_argument("--against", metavar="torch|FILE.npz",
+                   help="'torch' (transformers + sentence-transformers, needs the test extras; the default) or a "
+                        "golden file")
+    p.add_argument("--vectors", metavar="FILE",
+                   help="a .npy [N, d] or .json (list of N vectors, or {\"embeddings\": [...]}) of one vector per "
+                        "exported probe, in the export's order")
+    p.add_argument("--dimensions", type=positive_int, metavar="K",
+                   help="with --vectors: the vectors hold the first K coordinates, normalized again (Matryoshka)")
+    p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), metavar="C",
+                   help="with --vectors: the cosine every text must reach (0.99999; bfloat16 reaches about 0.99994)")
     p.set_defaults(func=cmd_verify, parser=p)
 
     p = sub.add_parser("goldens", parents=[common, probes], help="export golden outputs for other runtimes")
     p.add_argument("action", choices=["export"])
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the golden file to write")
     p.set_defaults(func=cmd_goldens, parser=p)
+
+    p = sub.add_parser("probes", help="export the probe texts for a runtime Python cannot drive",
+                       description="Write the probe texts of verify-endpoint as JSON: for each, its name, kind, "
+                                   "prompt, text, the input to embed (prompt + text) and gemma_np's token ids. "
+                                   "Embed every input with the other runtime, write the vectors as JSON or .npy, "
+                                   "and check them with `gemma-np verify --vectors FILE`.")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--out", required=True, metavar="FILE.json", help="the probes file to write")
+    p.add_argument("--model", metavar="DIR",
+                   help="model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
+    p.add_argument("--dimensions", type=positive_int, metavar="K",
+                   help="ask for K-dimensional vectors (the first K coordinates, normalized again)")
+    p.set_defaults(func=cmd_probes, parser=p)
 
     p = sub.add_parser("verify-endpoint", help="check a served EmbeddingGemma against gemma-np and diagnose it",
                        description="Send the probe texts (queries, documents, 16 to 800 tokens) to a running "
