@@ -111,12 +111,13 @@ DIAGNOSED = [
     ("openai", "causal", [], "DIAGNOSIS: causal attention"),
     ("openai", "window_512", [], "DIAGNOSIS: wrong sliding window (+-512): agreement falls only past 257 tokens"),
     ("tei", "no_window", [], "DIAGNOSIS: no sliding window: agreement falls only past 257 tokens"),
-    ("openai", "truncated_512", [], "DIAGNOSIS: inputs cut at 512 tokens"),
+    ("openai", "truncated_512", [], "DIAGNOSIS: inputs truncated to 512 tokens (<eos> kept)"),
+    ("openai", "cut_512", [], "DIAGNOSIS: inputs cut to their first 512 tokens, <eos> lost"),
     ("openai", "unnormalized", [], "DIAGNOSIS: no normalization"),
     ("openai", "truncated_unnormalized", ["--dimensions", "256"], "DIAGNOSIS: truncated without re-normalizing"),
     ("openai", "ignores_dimensions", ["--dimensions", "128"], "DIAGNOSIS: wrong size: asked for 128 dimensions, got 768"),
     ("openai", "float16", [], "DIAGNOSIS: float16 damage"),
-    ("tei", "random", [], "DIAGNOSIS: the vectors differ (lowest cosine"),
+    ("tei", "random", [], "DIAGNOSIS: 10 of 10 texts differ (lowest cosine"),
     ("openai", "bfloat16", [], "DIAGNOSIS: reduced precision"),
 ]
 
@@ -170,6 +171,45 @@ def test_a_window_fault_is_named_through_bfloat16_noise(model, capsys):
     assert any(d.startswith("DIAGNOSIS: wrong sliding window (+-512)") for d in diagnoses), out
     assert any(d.startswith("DIAGNOSIS: reduced precision") for d in diagnoses), out
     assert len(diagnoses) == 2, out
+
+
+# Faults that hold together are each named, each with its own fix: direction and length are judged apart.
+TOGETHER = [
+    ("bfloat16+unnormalized", ["reduced precision: 10 of 10 texts", "no normalization: 10 of 10 vectors"]),
+    ("dense_skipped+unnormalized", ["Dense layers skipped", "no normalization: 10 of 10 vectors"]),
+    ("cut_512+unnormalized", ["inputs cut to their first 512 tokens", "no normalization: 10 of 10 vectors"]),
+    ("window_512+cut_512", ["wrong sliding window (+-512)", "inputs cut to their first 512 tokens"]),
+]
+
+
+@pytest.mark.parametrize("fault, named", TOGETHER, ids=[t[0] for t in TOGETHER])
+def test_faults_together_are_all_named(model, capsys, fault, named):
+    with serve(model, fault) as url:
+        code, out, _ = run(capsys, url)
+    assert code == 1, out
+    diagnoses = _diagnoses(out)
+    assert len(diagnoses) == len(named), out
+    for d, want in zip(diagnoses, named):
+        assert d.startswith(f"DIAGNOSIS: {want}"), out
+
+
+def test_an_unexplained_text_is_listed_beside_other_faults(model, capsys, monkeypatch):
+    """A text no fault explains is named in the diagnosis even when the others are explained."""
+    real = cached_faults
+
+    def one_random(model, texts, prompt, fault):
+        v = real(model, texts, prompt, fault)
+        if len(texts) == 7:  # the documents: the last (800 tokens) replaced by noise
+            v[-1] = np.random.default_rng(1).standard_normal(v.shape[1])
+            v[-1] *= np.linalg.norm(v[0]) / np.linalg.norm(v[-1])
+        return v
+
+    with FakeEndpoint(model, "unnormalized", embed=one_random) as url:
+        code, out, _ = run(capsys, url)
+    diagnoses = _diagnoses(out)
+    assert code == 1 and len(diagnoses) == 2, out
+    assert diagnoses[0].startswith("DIAGNOSIS: no normalization: 10 of 10 vectors"), out
+    assert diagnoses[1].startswith("DIAGNOSIS: 1 of 10 texts differ") and "document: 800 tokens" in diagnoses[1], out
 
 
 def test_cosines_never_pass_one(model, capsys):

@@ -155,7 +155,7 @@ FAULTS = [
     ("dense_skipped", "npy", "DIAGNOSIS: Dense layers skipped"),
     ("unnormalized", "json", "DIAGNOSIS: no normalization"),
     ("window_512", "npy", "DIAGNOSIS: wrong sliding window (+-512): agreement falls only past 257 tokens"),
-    ("truncated_512", "json", "DIAGNOSIS: inputs cut at 512 tokens"),
+    ("truncated_512", "json", "DIAGNOSIS: inputs truncated to 512 tokens (<eos> kept)"),
     ("bfloat16", "npy", "DIAGNOSIS: reduced precision"),
     ("float16", "json", "DIAGNOSIS: float16 damage"),  # NaN written as null
 ]

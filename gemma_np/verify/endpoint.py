@@ -150,10 +150,16 @@ class Finding:
     cosine: float = math.nan
     norm: float = math.nan
     verdicts: list[str] = field(default_factory=list)  # empty: it matches
+    quantized: tuple[float, float] = (math.nan, math.nan)  # cosines: file expectation to reference, vector to it
 
     @property
     def ok(self) -> bool:
         return not self.verdicts
+
+    @property
+    def direction_ok(self) -> bool:
+        """Its direction matches (it may still be the wrong length)."""
+        return all(v in _LENGTH for v in self.verdicts)
 
     @property
     def precision_level(self) -> bool:
@@ -176,7 +182,7 @@ DIAGNOSES = {
                      "sent. Configure one of the two, not both.",
     "double_prompt_file": "prompt applied twice: the runtime puts a prompt of its own before the exported one "
                           "(the probe's \"input\" has it already). Embed the input as it is.",
-    "dense_skipped": "Dense layers skipped: the vectors are the normalized mean of the token states, without "
+    "dense_skipped": "Dense layers skipped: the vectors point along the mean of the token states, without "
                      "the two Dense projections (2_Dense, 3_Dense), so cosine with the reference is near 0. "
                      "Load the whole sentence-transformers folder (modules.json), not only the transformer.",
     "causal": "causal attention: every text disagrees, and the vectors are what a decoder's causal mask "
@@ -188,10 +194,14 @@ DIAGNOSES = {
                  "attend to every token instead of 256 each side.",
     "window": "wrong sliding window: texts up to 257 tokens agree and longer ones do not (lowest cosine "
               "{low:.6f}); the sliding layers must see exactly 256 tokens each side.",
-    "truncated_512": "inputs cut at 512 tokens: texts past 512 tokens disagree; the model reads up to 2048 "
-                     "(raise the server's maximum input length / context size).",
-    "unnormalized": "no normalization: the directions agree but the vectors are not unit length (norms "
-                    "{norms}); apply L2 normalization (the model's Normalize module), or the OpenAI-style "
+    "truncated_512": "inputs truncated to 512 tokens (<eos> kept): texts past 512 tokens disagree; the model "
+                     "reads up to 2048 (raise the server's maximum input length / context size).",
+    "cut_512": "inputs cut to their first 512 tokens, <eos> lost: texts past 512 tokens disagree. llama.cpp "
+               "does this when a text is longer than its batch (n_batch/n_ubatch default 512): attention is "
+               "bidirectional, so a whole text must fit one micro-batch; set n_ctx, n_batch and n_ubatch to at "
+               "least the longest input (2048: -c 2048 -b 2048 -ub 2048).",
+    "unnormalized": "no normalization: {n} of {total} vectors are not unit length (norms {norms}); apply L2 "
+                    "normalization (the model's Normalize module), or the OpenAI-style "
                     "dot products are not cosines.",
     "truncated_unnormalized": "truncated without re-normalizing: the {dim} coordinates are the reference's "
                               "first {dim} as they are (norm {norm:.3f}), not normalized again; dot products "
@@ -200,7 +210,13 @@ DIAGNOSES = {
     "dimensions": "wrong size: asked for {want} dimensions, got {got}.",
     "dimensions_file": "wrong size: expected {want} dimensions, got {got} (vectors cut on purpose to K "
                        "dimensions are checked with --dimensions K).",
-    "unexplained": "the vectors differ (lowest cosine {low:.6f}) in a way none of the known faults explains.",
+    "quantized": "quantized weights ({weights}): {n} of {total} texts agree with the float32 model only to "
+                 "cosine {low:.6f}-{high:.6f}, and the file's own weights account for it: gemma_np on them "
+                 "reaches {quant} to the float32 model, and the runtime is nearer that (cosine {runtime}); the "
+                 "rest is the runtime's arithmetic on quantized weights (llama.cpp rounds activations to 8 bits "
+                 "in quantized matmuls). A wider type (Q8_0, F16, F32) comes closer.",
+    "unexplained": "{n} of {total} texts differ (lowest cosine {low:.6f}: {names}) in a way none of the known "
+                   "faults explains.",
 }
 
 # What to do about missing or wrong prompts, by where the vectors came from.
@@ -210,6 +226,19 @@ PROMPT_FIXES = {
            "file in the model folder, or send the prompt text yourself.",
     "vectors": "The runtime must prepend the prompt exported with each probe: embed each probe's \"input\" "
                "(prompt + text) as it is, adding no prompt of its own.",
+    "gguf": "gemma-np gave llama.cpp each prompt + text as it is: the runtime changed it.",
+    "onnx": "gemma-np gave the graph each prompt + text, tokenized: the graph changed it.",
+}
+
+# What to do about a fault in one runtime, said after the general fix.
+RUNTIME_FIXES = {
+    ("dense_skipped", "gguf"): "For llama.cpp: convert with convert_hf_to_gguf.py --sentence-transformers-dense-"
+                               "modules, or the GGUF holds no Dense tensors.",
+    ("unnormalized", "gguf"): "For llama.cpp: llama-cpp-python's embed() and its server normalize only when "
+                              "asked (embed(..., normalize=True)); llama-server normalizes by default "
+                              "(--embd-normalize 2).",
+    ("dense_skipped", "onnx"): "For ONNX: read the graph's sentence_embedding output, not last_hidden_state "
+                               "mean-pooled (Transformers.js' pipeline('feature-extraction') does the latter).",
 }
 
 
@@ -239,15 +268,23 @@ def _check_dimensions(model, dimensions: int | None) -> None:
 
 
 def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int | None = None,
-          min_cosine: float = MIN_COSINE, api: str = "vectors") -> tuple[list[Finding], list[str]]:
+          min_cosine: float = MIN_COSINE, api: str = "vectors", expected: list[np.ndarray] | None = None,
+          weights: str = "") -> tuple[list[Finding], list[str]]:
     """Judge one vector per probe (vectors[i] for items[i], from a server or a file): (findings, diagnoses).
 
     Each vector is compared with gemma_np's for the probe's prompt + text, first `dimensions` coordinates
-    (normalized again) when given. `api` only picks the wording of the prompt advice: "openai", "tei", or
-    "vectors" (a file some other runtime wrote). No diagnoses means every vector matches gemma_np.
+    (normalized again) when given. `api` only picks the wording of the advice: "openai", "tei", "vectors" (a
+    file some other runtime wrote), "gguf" (llama.cpp run by gemma_np.verify.llamacpp) or "onnx" (ONNX Runtime).
+    No diagnoses means every vector matches gemma_np.
+
+    `expected`: for quantized weights, gemma_np's vector of each probe on the file's own dequantized weights
+    (`weights` names their types). A vector that this explains (_explained_by_file) is "quantized": the loss is
+    the weight format's, and what is left the runtime's arithmetic (gemma_np.verify.llamacpp splits the two).
     """
     if len(vectors) != len(items):
         raise ValueError(f"judge: {len(vectors)} vectors for {len(items)} probes")
+    if api not in PROMPT_FIXES:
+        raise ValueError(f"judge: api must be one of {', '.join(PROMPT_FIXES)}, got {api!r}")
     _check_dimensions(model, dimensions)
     want = dimensions or model.head.embedding_dim
     findings = [Finding(p, np.asarray(v, dtype=np.float64)) for p, v in zip(items, vectors)]
@@ -258,7 +295,6 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
             vecs = model.encode([p.text for p in group], prompt=group[0].prompt)
             reference.update({p.name: v for p, v in zip(group, vecs)})
 
-    causes: dict[str, list[Finding]] = {}
     for f in findings:
         v, ref = f.vector, reference[f.probe.name]
         if not np.all(np.isfinite(v)):
@@ -267,80 +303,123 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
         if v.ndim != 1 or v.shape[0] != want:
             f.verdicts.append("dimensions")
             continue
+        # Direction and length are judged apart, on every text: a server can be quantized AND unnormalized.
         f.norm = float(np.linalg.norm(v))
         f.cosine = _cos(v, ref[:want])
-        if f.cosine >= min_cosine:
-            if abs(f.norm - 1) > NORM_TOLERANCE:
-                full = float(np.linalg.norm(ref[:want]))
-                slice_norm = dimensions is not None and abs(f.norm - full) < NORM_TOLERANCE
-                f.verdicts.append("truncated_unnormalized" if slice_norm else "unnormalized")
-            continue
-        f.verdicts.append(_explain(model, f, want))
+        if f.cosine < min_cosine:
+            e = None if expected is None else np.asarray(expected[items.index(f.probe)], np.float64)[:want]
+            if e is not None and _explained_by_file(_cos(v, e), f.cosine):
+                f.verdicts.append("quantized")
+                f.quantized = (_cos(e, ref[:want]), _cos(v, e))
+            else:
+                f.verdicts += _explain(model, f, want)
+        if abs(f.norm - 1) > NORM_TOLERANCE:
+            full = float(np.linalg.norm(ref[:want]))
+            slice_norm = dimensions is not None and f.cosine >= CLOSE and abs(f.norm - full) < NORM_TOLERANCE
+            f.verdicts.append("truncated_unnormalized" if slice_norm else "unnormalized")
+    details = {}
+    named = [f.quantized for f in findings if "quantized" in f.verdicts]
+    if named:
+        span = lambda xs: f"{min(xs):.6f}-{max(xs):.6f}"  # noqa: E731
+        details = {"weights": weights or "quantized", "quant": span([q for q, _ in named]),
+                   "runtime": span([r for _, r in named])}
+    return findings, diagnose(findings, api, want, **details)
+
+
+def diagnose(findings: list[Finding], api: str, want: int, **details) -> list[str]:
+    """The DIAGNOSIS lines for judged findings (after a caller has refined their verdicts)."""
+    causes: dict[str, list[Finding]] = {}
     for f in findings:
         for v in f.verdicts:
             causes.setdefault(v, []).append(f)
-    return findings, _diagnose(causes, findings, api, want)
+    return _diagnose(causes, findings, api, want, **details)
 
 
-def _explain(model, f: Finding, want: int) -> str:
-    """The known fault whose vector this one matches (direction only), else a pattern, else 'unexplained'."""
+def _explained_by_file(to_file: float, to_reference: float) -> bool:
+    """A quantized file's own weights explain a vector when it is nearer their exact result than the float32
+    reference, and what is left is precision (cosine >= CLOSE: llama.cpp's Q8_0) or at most half the angle to
+    the reference (a runtime that also rounds activations to 8 bits for 4-bit weights: Q4_K_M leaves 1 - cos
+    ~1e-3 against ~1e-2 to the reference)."""
+    if not to_file > to_reference:
+        return False
+    return to_file >= CLOSE or math.acos(min(1.0, to_file)) <= 0.5 * math.acos(min(1.0, to_reference))
+
+
+def _explain(model, f: Finding, want: int) -> list[str]:
+    """The known fault(s) whose vector this one matches (direction only), else 'precision' or 'unexplained'."""
     p = f.probe
     if f.precision_level:
-        return "precision"  # closer than any fault below gets (a wrong window at 400 tokens: 0.9962)
+        return ["precision"]  # closer than any fault below gets (a wrong window at 400 tokens: 0.9962)
     query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
     other = document if p.kind == "query" else query
-    candidates = []  # (label, vector), computed only until one matches
+    candidates = []  # (labels, vector), computed only until one matches
     for label, prompt in (("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
                           ("double_prompt", document + p.prompt)):
-        candidates.append((label, lambda prompt=prompt: model.encode(p.text, prompt=prompt)))
-    faults = ["dense_skipped", "causal"]
+        candidates.append(([label], lambda prompt=prompt: model.encode(p.text, prompt=prompt)))
+    faults = [["dense_skipped"], ["causal"]]
     if p.tokens > WINDOW_EDGE:
-        faults += ["window_512", "no_window"]
-    if p.tokens > 512:
-        faults.append("truncated_512")
+        faults += [["window_512"], ["no_window"]]
+    if p.tokens > 512:  # a long text can be both cut and wrongly windowed: each alone, then the pairs
+        faults += [["truncated_512"], ["cut_512"]]
+        faults += [[w, t] for w in ("window_512", "no_window") for t in ("truncated_512", "cut_512")]
     for fault in faults:
-        candidates.append((fault, lambda fault=fault: fault_embeddings(model, [p.text], p.prompt, fault)[0]))
+        candidates.append((fault, lambda fault=fault: fault_embeddings(model, [p.text], p.prompt, "+".join(fault))[0]))
     nearest, best = None, f.cosine  # a fault must be nearer than the reference itself
-    for label, vector in candidates:
+    for labels, vector in candidates:
         c = _cos(f.vector, vector()[:want])
         if c >= EXPLAINS:
-            return label
+            return labels
         if c >= CLOSE and c > best:
-            nearest, best = label, c
+            nearest, best = labels, c
     if nearest is not None:
         return nearest  # the fault, seen through precision noise
-    return "precision" if f.cosine >= 0.99 else "unexplained"
+    return ["precision" if f.cosine >= 0.99 else "unexplained"]
 
 
-def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: str, want: int) -> list[str]:
+_LENGTH = ("unnormalized", "truncated_unnormalized")  # judged apart from direction: never covered by a pattern
+
+
+def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: str, want: int, **details) -> list[str]:
     if not causes:
         return []
-    fix, who = PROMPT_FIXES[api], "runtime" if api == "vectors" else "server"
+    fix, who = PROMPT_FIXES[api], "server" if api in ("openai", "tei") else "runtime"
     out = []
     if "no_window" in causes:  # up to 513 tokens, +-512 and no window are the same: the longer text decides
         causes.pop("window_512", None)
-    # The window pattern: texts up to 257 tokens agree, longer ones do not. Only a disagreement beyond
-    # precision (cosine below CLOSE) counts for or against it: bfloat16 noise on a long text is no window fault.
-    beyond = [f for f in findings if not f.ok and not f.precision_level]
-    short_ok = all(f.ok or f.precision_level for f in findings if f.probe.tokens <= WINDOW_EDGE)
+    # The window pattern: texts up to 257 tokens agree exactly, longer ones do not. Short texts that agree only to
+    # precision (a quantized or bfloat16 runtime) say nothing about a window, and a long text at the precision
+    # level (cosine >= CLOSE) counts neither way: precision noise grows with length on its own.
+    beyond = [f for f in findings if not f.direction_ok and not f.precision_level]
+    short_ok = all(f.direction_ok for f in findings if f.probe.tokens <= WINDOW_EDGE)
     covered: set[int] = set()
     if short_ok and beyond and all(f.probe.tokens > WINDOW_EDGE for f in beyond):
-        if not any(c in causes for c in ("window_512", "no_window", "truncated_512")):
+        if not any(c in causes for c in ("window_512", "no_window", "truncated_512", "cut_512")):
             out.append(DIAGNOSES["window"].format(low=min(f.cosine for f in beyond)))
             covered = {id(f) for f in beyond}  # the pattern names these texts
     for label in ("float16", "dimensions", "no_prompt", "other_prompt", "double_prompt", "dense_skipped", "causal",
-                  "window_512", "no_window", "truncated_512", "unnormalized", "truncated_unnormalized",
-                  "precision", "unexplained"):
-        fs = [f for f in causes.get(label, ()) if id(f) not in covered]
-        if not fs or (label == "unexplained" and out):
+                  "window_512", "no_window", "truncated_512", "cut_512", "unnormalized", "truncated_unnormalized",
+                  "quantized", "precision", "unexplained"):
+        fs = [f for f in causes.get(label, ()) if id(f) not in covered or label in _LENGTH]
+        if not fs:
             continue
         low = min((f.cosine for f in fs if not math.isnan(f.cosine)), default=math.nan)
-        norms = ", ".join(f"{f.norm:.3g}" for f in fs[:3])
+        high = max((f.cosine for f in fs if not math.isnan(f.cosine)), default=math.nan)
+        norms = _span(f.norm for f in fs)
         got = sorted({f.vector.shape[0] for f in fs})
-        text = DIAGNOSES.get(f"{label}_file", DIAGNOSES[label]) if api == "vectors" else DIAGNOSES[label]
-        out.append(text.format(fix=fix, who=who, low=low, norms=norms, dim=want, norm=fs[0].norm, want=want,
-                               got=", ".join(map(str, got)), n=len(fs), total=len(findings)))
+        text = DIAGNOSES[label] if api in ("openai", "tei") else DIAGNOSES.get(f"{label}_file", DIAGNOSES[label])
+        if (label, api) in RUNTIME_FIXES:
+            text += " " + RUNTIME_FIXES[label, api]
+        out.append(text.format(fix=fix, who=who, low=low, high=high, norms=norms, dim=want, norm=fs[0].norm, want=want,
+                               got=", ".join(map(str, got)), n=len(fs), total=len(findings), **details,
+                               names=", ".join(f.probe.name for f in fs[:3]) + (", ..." if len(fs) > 3 else "")))
     return out
+
+
+def _span(values) -> str:
+    """'0.83' or '156-898': the range of some norms, three significant digits."""
+    vs = sorted(values)
+    lo, hi = f"{vs[0]:.3g}", f"{vs[-1]:.3g}"
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def format_report(findings: list[Finding], diagnoses: list[str], target: str, command: str = "verify-endpoint",

@@ -11,7 +11,9 @@ tests serve them from local fake servers.
     no_window           sliding layers attend to every token            a window wider than any input
     dense_skipped       the two Dense layers left out                   L2(mean pool)
     unnormalized        no L2 normalization at the end                  Dense output as it is
-    truncated_512       inputs cut at 512 tokens, not 2048              the ids cut to 511 + <eos>
+    truncated_512       inputs truncated to 512 tokens, not 2048        the ids cut to 511 + <eos>
+    cut_512             the first 512 ids, <eos> lost (llama.cpp when   the ids cut to 512
+                        a text is longer than n_batch/n_ubatch)
     float16             activations in float16                          every op's output rounded to float16
     bfloat16            weights and activations in bfloat16             gemma_np.verify.precision's emulation
 
@@ -30,8 +32,8 @@ from ..nn.head import l2_normalize
 from ..nn.trace import Trace
 from .precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
 
-FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", "truncated_512", "float16",
-          "bfloat16")
+FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", "truncated_512", "cut_512",
+          "float16", "bfloat16")
 
 
 class _CausalScores(Trace):
@@ -52,7 +54,7 @@ def _with_window(model, sliding_window: int):
 
 
 # Faults that change the same part of the computation cannot hold together.
-_EXCLUSIVE = (("causal", "float16", "bfloat16"), ("window_512", "no_window"))
+_EXCLUSIVE = (("causal", "float16", "bfloat16"), ("window_512", "no_window"), ("truncated_512", "cut_512"))
 
 
 def parse_faults(fault: str) -> tuple[str, ...]:
@@ -89,6 +91,8 @@ def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.nda
     for x in ids:
         if "truncated_512" in faults and len(x) > 512:
             x = x[:511] + [x[-1]]  # the tokenizer's truncation keeps the final <eos>
+        if "cut_512" in faults:
+            x = x[:512]  # llama.cpp's embed(): tokens[:n_batch], the <eos> with the rest
         # A fresh trace per text; it keeps only what the head faults need (a full trace of a long text is big).
         if "bfloat16" in faults:
             trace = BFloat16Emulation(keep)
