@@ -163,11 +163,18 @@ def cmd_verify(args) -> int:
     from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
     from .verify.goldens import load_goldens
 
+    if args.vectors is not None and args.against_gguf is not None:
+        args.parser.error("--vectors and --against-gguf are two different checks: give one")
     if args.vectors is not None:
         return verify_vectors(args)
+    if args.against_gguf is not None:
+        return verify_gguf(args)
     for flag, value in (("--dimensions", args.dimensions), ("--min-cosine", args.min_cosine)):
         if value is not None:
             args.parser.error(f"{flag} goes with --vectors FILE")
+    for flag, given in (("--n-batch", args.n_batch is not None), ("--raw", args.raw)):
+        if given:
+            args.parser.error(f"{flag} goes with --against-gguf FILE")
     model = load_model(args)
     if args.against is None or args.against == "torch":
         texts = [p + t for p, t in input_pairs(args, model)]
@@ -199,6 +206,31 @@ def verify_vectors(args) -> int:
     findings, diagnoses = check_vectors(model, args.vectors, args.dimensions,
                                         MIN_COSINE if args.min_cosine is None else args.min_cosine)
     print(format_report(findings, diagnoses, args.vectors, command="verify --vectors", subject=args.vectors))
+    return 1 if diagnoses else 0
+
+
+def verify_gguf(args) -> int:
+    """verify --against-gguf FILE: llama.cpp (llama-cpp-python) run on the probes, judged and diagnosed."""
+    from .verify.endpoint import MIN_COSINE, format_report
+    from .verify.llamacpp import N_CTX, check_gguf, format_split
+
+    clash = [flag for flag, given in (("--against", args.against is not None), ("--texts", args.texts is not None),
+                                      ("--prompt-name", args.prompt_name is not None),
+                                      ("--probes", args.probes != "default"), ("--dimensions", args.dimensions),
+                                      ("--truncate-dim", args.truncate_dim is not None)) if given]
+    if clash:
+        args.parser.error(f"--against-gguf runs the probes of `gemma-np probes export`; {', '.join(clash)} cannot "
+                          "go with it")
+    model = load_model(args)
+    n_batch = args.n_batch or N_CTX
+    print(f"running {args.against_gguf} in llama.cpp on the probe texts (n_ctx {N_CTX}, n_batch = n_ubatch "
+          f"{n_batch}, {'no normalization' if args.raw else 'normalize=True'})", file=sys.stderr)
+    findings, diagnoses, splits, weights = check_gguf(
+        model, args.against_gguf, n_batch=n_batch, normalize=not args.raw,
+        min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine)
+    print(format_report(findings, diagnoses, args.against_gguf, command="verify --against-gguf",
+                        subject="llama.cpp on " + str(args.against_gguf)))
+    print(format_split(splits, weights))
     return 1 if diagnoses else 0
 
 
@@ -305,23 +337,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", parents=[common, probes],
                        help="compare with PyTorch or a golden file, or check another runtime's vectors",
-                       description="Two modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
+                       description="Three modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
                                    "reference on the same inputs and print, for every named intermediate, the "
                                    "largest difference and the tolerance; exit 1 at the first one past its "
                                    "tolerance. --vectors FILE: check the vectors another runtime (Transformers.js, "
                                    "MLX, a port) wrote for the probes of `gemma-np probes export`, print per-text "
                                    "cosine and what is wrong, as verify-endpoint does; exit 1 when they do not "
-                                   "match.")
+                                   "match. --against-gguf FILE.gguf: the same check on what llama.cpp computes "
+                                   "from a GGUF file.")
     p.add_argument("--against", metavar="torch|FILE.npz",
                    help="'torch' (transformers + sentence-transformers, needs the test extras; the default) or a "
                         "golden file")
     p.add_argument("--vectors", metavar="FILE",
                    help="a .npy [N, d] or .json (list of N vectors, or {\"embeddings\": [...]}) of one vector per "
                         "exported probe, in the export's order")
+    p.add_argument("--against-gguf", metavar="FILE.gguf",
+                   help="run llama.cpp (llama-cpp-python, the llama-cpp extra) on the GGUF file, judge its vectors "
+                        "and split each distance into quantization and runtime")
     p.add_argument("--dimensions", type=positive_int, metavar="K",
                    help="with --vectors: the vectors hold the first K coordinates, normalized again (Matryoshka)")
     p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), metavar="C",
-                   help="with --vectors: the cosine every text must reach (0.99999; bfloat16 reaches about 0.99994)")
+                   help="with --vectors or --against-gguf: the cosine every text must reach (0.99999; bfloat16 "
+                        "reaches about 0.99994, Q8_0 about 0.9995)")
+    p.add_argument("--n-batch", type=positive_int, metavar="N",
+                   help="with --against-gguf: llama.cpp's n_batch and n_ubatch (2048; llama.cpp's default 512 cuts "
+                        "longer texts)")
+    p.add_argument("--raw", action="store_true",
+                   help="with --against-gguf: no normalization, as llama-cpp-python's embed() gives by default")
     p.set_defaults(func=cmd_verify, parser=p)
 
     p = sub.add_parser("goldens", parents=[common, probes], help="export golden outputs for other runtimes")

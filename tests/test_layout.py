@@ -25,7 +25,7 @@ ALLOWED = {
 EXTRA_ALLOWED = {"gemma_np.io.gguf": {"gguf"}}
 # verify/ may import everything but the CLI; the PyTorch stack only inside functions.
 FORBIDDEN = {"gemma_np.verify": {"gemma_np.cli"}}
-LAZY_ONLY = {"torch", "transformers", "sentence_transformers", "gguf"}
+LAZY_ONLY = {"torch", "transformers", "sentence_transformers", "gguf", "llama_cpp"}
 
 
 def module_name(path: Path) -> str:
