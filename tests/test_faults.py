@@ -76,6 +76,18 @@ def test_truncated_512(model):
     np.testing.assert_allclose(short, model.encode(PLANETS[:1], prompt=DOC_PROMPT), rtol=0, atol=1e-6)
 
 
+def test_cut_512(model):
+    """llama.cpp's cut: the first 512 ids, <eos> among the ones dropped; not the tokenizer's truncation."""
+    long = text_of_length(model.folder, 700)
+    got = fault_embeddings(model, [long], DOC_PROMPT, "cut_512")[0]
+    ids, _ = model.tokenize([DOC_PROMPT + long])
+    want = model.forward(*pad_batch([ids[0][:512]]))["sentence_embedding"][0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert ids[0][511] != 1  # the last id kept is text, not <eos>
+    with pytest.raises(ValueError, match=r"faults truncated_512 and cut_512 change the same step"):
+        fault_embeddings(model, [long], DOC_PROMPT, "truncated_512+cut_512")
+
+
 def test_precision_faults(model, texts):
     right = model.encode(texts[:2], prompt=DOC_PROMPT)
     assert np.all(np.isnan(fault_embeddings(model, texts[:2], DOC_PROMPT, "float16")))  # overflow in layer 22
@@ -94,7 +106,7 @@ def test_unknown_fault(model):
         fault_embeddings(model, ["x"], "", "causal+")
     with pytest.raises(ValueError, match=r"faults window_512 and no_window change the same step"):
         fault_embeddings(model, ["x"], "", "window_512+no_window")
-    assert len(FAULTS) == 8
+    assert len(FAULTS) == 9
 
 
 def test_faults_combine(model, texts):

@@ -54,17 +54,23 @@ def _llama_cpp():
 def load(path: str | os.PathLike, n_batch: int = N_CTX, threads: int | None = None):
     """A llama_cpp.Llama for embeddings from `path`: context N_CTX, batch and micro-batch `n_batch`."""
     llama_cpp = _llama_cpp()
+    path = check_file(path)
+    try:
+        return llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=n_batch, n_ubatch=n_batch,
+                               n_threads=threads or os.cpu_count(), verbose=False)
+    except (ValueError, RuntimeError) as e:
+        raise LlamaCppError(f"{path}: llama.cpp could not load it ({e})") from None
+
+
+def check_file(path: str | os.PathLike) -> Path:
+    """`path` as a Path, once it is known to be a GGUF file; a clear error naming it otherwise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such GGUF file (make one with python -m weights_tools.gguf_convert)")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise LlamaCppError(f"{path}: not a GGUF file (it does not start with the magic 'GGUF')")
-    try:
-        return llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=n_batch, n_ubatch=n_batch,
-                               n_threads=threads or os.cpu_count(), verbose=False)
-    except (ValueError, RuntimeError) as e:
-        raise LlamaCppError(f"{path}: llama.cpp could not load it ({e})") from None
+    return path
 
 
 @dataclass
@@ -114,7 +120,8 @@ def check_gguf(model, path: str | os.PathLike, n_batch: int = N_CTX, normalize: 
     """
     from ..model import EmbeddingGemma
 
-    path = Path(path)
+    path = check_file(path)
+    _llama_cpp()  # the extra is there, before any work
     items = probes(model)
     weights = file_weights(path)
     llm = load(path, n_batch=n_batch, threads=threads)
