@@ -39,6 +39,8 @@ EXPLAINS = 0.9999  # a fault "explains" a vector that agrees with the fault's ve
 # (a fault seen through precision noise: a wrong window on a bfloat16 server)
 NORM_TOLERANCE = 1e-3  # |norm - 1| above this: the vector is not unit length
 WINDOW_EDGE = 257  # tokens: a sliding layer sees 256 each side, so a wrong window shows only past this
+WINDOW_FLOOR = 0.9  # a wrong window keeps each token's 257 nearest keys: the worst measured, no window at 1100
+# tokens, is 0.977; a long text far below this is something else, never called a window fault
 LONG_TOKENS = (200, 400, 800)  # document lengths, prompt and <bos>/<eos> included: either side of the edge
 TIMEOUT = 120.0  # seconds per request
 
@@ -392,7 +394,7 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
     beyond = [f for f in findings if not f.direction_ok and not f.precision_level]
     short_ok = all(f.direction_ok for f in findings if f.probe.tokens <= WINDOW_EDGE)
     covered: set[int] = set()
-    if short_ok and beyond and all(f.probe.tokens > WINDOW_EDGE for f in beyond):
+    if short_ok and beyond and all(f.probe.tokens > WINDOW_EDGE and f.cosine >= WINDOW_FLOOR for f in beyond):
         if not any(c in causes for c in ("window_512", "no_window", "truncated_512", "cut_512")):
             out.append(DIAGNOSES["window"].format(low=min(f.cosine for f in beyond)))
             covered = {id(f) for f in beyond}  # the pattern names these texts
