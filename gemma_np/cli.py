@@ -9,6 +9,7 @@
     python -m gemma_np search "..."                               # the same, without the console script
     gemma-np probes export --out probes.json                      # probe texts for a runtime Python cannot drive
     gemma-np verify --vectors vectors.json                        # ... and the vectors it wrote, checked
+    gemma-np verify --against-onnx DIR                            # an ONNX export, run with ONNX Runtime
 
 Every subcommand takes --model DIR (default: $GEMMA_NP_MODEL_DIR, else the folder
 `python -m weights_tools.fetch` fills), --dtype float32|float64, --batch-size N, --truncate-dim K and
@@ -163,6 +164,11 @@ def cmd_verify(args) -> int:
     from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
     from .verify.goldens import load_goldens
 
+    if args.against_onnx is not None:
+        return verify_onnx(args)
+    for flag, given in (("--batch", args.batch), ("--layers/--no-layers", args.layers is not None)):
+        if given:
+            args.parser.error(f"{flag} goes with --against-onnx DIR_OR_FILE")
     if args.vectors is not None:
         return verify_vectors(args)
     for flag, value in (("--dimensions", args.dimensions), ("--min-cosine", args.min_cosine)):
@@ -200,6 +206,36 @@ def verify_vectors(args) -> int:
                                         MIN_COSINE if args.min_cosine is None else args.min_cosine)
     print(format_report(findings, diagnoses, args.vectors, command="verify --vectors", subject=args.vectors))
     return 1 if diagnoses else 0
+
+
+def verify_onnx(args) -> int:
+    """verify --against-onnx PATH: an ONNX export run with ONNX Runtime on the probes, judged and diagnosed, and
+    compared layer by layer where its graph allows."""
+    from .verify.endpoint import MIN_COSINE
+    from .verify.onnxrt import check_onnx, format_onnx_report
+
+    clash = [flag for flag, given in (("--against", args.against is not None), ("--vectors", args.vectors is not None),
+                                      ("--texts", args.texts is not None),
+                                      ("--prompt-name", args.prompt_name is not None),
+                                      ("--probes", args.probes != "default"), ("--dimensions", args.dimensions is not None),
+                                      ("--truncate-dim", args.truncate_dim is not None),
+                                      ("--dtype", args.dtype != "float32")) if given]
+    if clash:
+        args.parser.error(f"--against-onnx runs the probes of verify-endpoint through the graph and compares them with "
+                          f"gemma-np float32; {', '.join(clash)} cannot go with it")
+    model = load_model(args)
+    print(f"running {args.against_onnx} with ONNX Runtime on the probe texts"
+          + (" (one padded batch)" if args.batch else ""), file=sys.stderr)
+    try:
+        report = check_onnx(model, args.against_onnx, batch=args.batch, layers=args.layers,
+                            min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine,
+                            progress=not args.no_progress and sys.stderr.isatty())
+    except ImportError as e:  # the onnx extra is not installed: its message names it
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print(format_onnx_report(report))
+    print(f"checked in {report.seconds:.0f} s", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_probes(args) -> int:
@@ -305,23 +341,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", parents=[common, probes],
                        help="compare with PyTorch or a golden file, or check another runtime's vectors",
-                       description="Two modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
+                       description="Modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
                                    "reference on the same inputs and print, for every named intermediate, the "
                                    "largest difference and the tolerance; exit 1 at the first one past its "
                                    "tolerance. --vectors FILE: check the vectors another runtime (Transformers.js, "
                                    "MLX, a port) wrote for the probes of `gemma-np probes export`, print per-text "
                                    "cosine and what is wrong, as verify-endpoint does; exit 1 when they do not "
-                                   "match.")
+                                   "match. --against-onnx DIR_OR_FILE: run an ONNX export with ONNX Runtime on the "
+                                   "same probes, judge it the same way and compare it layer by layer.")
     p.add_argument("--against", metavar="torch|FILE.npz",
                    help="'torch' (transformers + sentence-transformers, needs the test extras; the default) or a "
                         "golden file")
     p.add_argument("--vectors", metavar="FILE",
                    help="a .npy [N, d] or .json (list of N vectors, or {\"embeddings\": [...]}) of one vector per "
                         "exported probe, in the export's order")
+    p.add_argument("--against-onnx", metavar="DIR_OR_FILE",
+                   help="an ONNX export (an .onnx file, or a folder holding onnx/model.onnx): run it with ONNX "
+                        "Runtime on the probes, judge its vectors as --vectors does, and compare it layer by layer "
+                        "(needs the onnx extra)")
+    p.add_argument("--batch", action="store_true",
+                   help="with --against-onnx: run the probes as one right-padded batch instead of one by one")
+    p.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --against-onnx: compare the graph's intermediates with gemma-np's (default: when the "
+                        "graph is not quantized)")
     p.add_argument("--dimensions", type=positive_int, metavar="K",
                    help="with --vectors: the vectors hold the first K coordinates, normalized again (Matryoshka)")
     p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), metavar="C",
-                   help="with --vectors: the cosine every text must reach (0.99999; bfloat16 reaches about 0.99994)")
+                   help="with --vectors or --against-onnx: the cosine every text must reach (0.99999; bfloat16 "
+                        "reaches about 0.99994)")
     p.set_defaults(func=cmd_verify, parser=p)
 
     p = sub.add_parser("goldens", parents=[common, probes], help="export golden outputs for other runtimes")
