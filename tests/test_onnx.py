@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from gemma_np.verify.faults import fault_embeddings
 
 pytestmark = pytest.mark.real
 REQUIRE = os.environ.get("GEMMA_NP_REQUIRE_WEIGHTS") == "1"
+TRANSFORMERS_JS = Path(__file__).resolve().parents[1] / "examples" / "transformersjs"
 
 
 def _need(module: str):
@@ -227,6 +231,69 @@ def test_int8_is_reduced_precision(onnx_dir, model, short):
     assert report.layers is None and report.layers_note.startswith("not compared layer by layer: ")
     assert "carry no pkg.torch.onnx.name_scopes metadata" in report.layers_note
     assert "NOTE: not compared layer by layer" in text
+
+
+# ------------------------------------------------------------------------------------------------ Transformers.js
+@pytest.fixture(scope="module")
+def node():
+    """Node and examples/transformersjs/node_modules (.ci/run installs them: npm ci --ignore-scripts)."""
+    node = shutil.which("node")
+    if node is None or not (TRANSFORMERS_JS / "node_modules" / "@huggingface" / "transformers").is_dir():
+        msg = "Transformers.js not installed: cd examples/transformersjs && npm ci --ignore-scripts (needs Node 18+)"
+        if REQUIRE:
+            pytest.fail(f"GEMMA_NP_REQUIRE_WEIGHTS=1: {msg}")
+        pytest.skip(msg)
+    return node
+
+
+@pytest.fixture(scope="module")
+def probes_file(model, tmp_path_factory):
+    from gemma_np.verify.vectors import export_probes, probes_json
+
+    path = tmp_path_factory.mktemp("probes") / "probes.json"
+    path.write_text(probes_json(export_probes(model)), encoding="utf-8")
+    return path
+
+
+def transformersjs(node, probes_file, onnx_dir, out, *options) -> Path:
+    """examples/transformersjs/embed.mjs on the export: the vectors file it writes."""
+    run = subprocess.run([node, str(TRANSFORMERS_JS / "embed.mjs"), str(probes_file), str(out), str(onnx_dir), *options],
+                         capture_output=True, text=True, timeout=600)
+    print(run.stderr[-2000:])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "differ from the exported token_ids" not in run.stderr  # Transformers.js tokenizes as gemma_np does
+    return out
+
+
+def test_transformersjs_fp32_matches(node, probes_file, onnx_dir, model, items, tmp_path, capsys, monkeypatch):
+    from gemma_np.verify.onnxrt import reference_vectors
+    from gemma_np.verify.vectors import read_vectors
+
+    path = transformersjs(node, probes_file, onnx_dir, tmp_path / "fp32.json", "fp32")
+    monkeypatch.setattr(EmbeddingGemma, "from_pretrained", classmethod(lambda cls, *a, **k: model))
+    code = main(["verify", "--vectors", str(path)])
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 0, out
+    assert f"RESULT: {path} matches gemma-np on all 10 texts" in out
+    ref = reference_vectors(model, items)
+    for p, v in zip(items, read_vectors(path, len(items))):
+        # Transformers.js (onnxruntime-node) float32 against gemma_np float32: the parity bar
+        assert_below(f"transformers.js fp32 vs gemma_np, {p.name}", np.abs(v - ref[p.name]).max(), PARITY_BAR)
+
+
+def test_transformersjs_feature_extraction_is_dense_skipped(node, probes_file, onnx_dir, model, items, short,
+                                                           tmp_path):
+    from gemma_np.verify.endpoint import judge
+    from gemma_np.verify.vectors import read_vectors
+
+    path = transformersjs(node, probes_file, onnx_dir, tmp_path / "pipeline.json", "fp32", "--pipeline")
+    vectors = dict(zip([p.name for p in items], read_vectors(path, len(items))))
+    # judged on the short probes (each vector costs judge a forward per fault it tries before Dense skipped)
+    findings, diagnoses = judge(model, short, [vectors[p.name] for p in short], api="vectors")
+    print([round(f.cosine, 4) for f in findings])
+    assert [d.split(":")[0] for d in diagnoses] == ["Dense layers skipped"], diagnoses
+    assert all(f.verdicts == ["dense_skipped"] and abs(f.cosine) < 0.2 for f in findings)  # measured -0.07..0.05
 
 
 # ------------------------------------------------------------------------------------------------ errors
