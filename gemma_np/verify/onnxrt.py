@@ -100,7 +100,7 @@ def load_graph(path: Path):
     onnx = _onnx()
     try:
         return onnx.load(str(path))
-    except Exception as e:  # protobuf's DecodeError and friends: say which file
+    except Exception as e:  # noqa: BLE001  protobuf's DecodeError and friends: say which file
         raise OnnxError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
 
 
@@ -110,7 +110,7 @@ def _session(source, what: str):
     options.log_severity_level = 3  # errors only: ORT warns about unused initializers of edited copies
     try:
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's Fail/InvalidGraph/...: name the model
+    except Exception as e:  # noqa: BLE001  onnxruntime's Fail/InvalidGraph/...: name the model
         raise OnnxError(f"{what}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:400]})") from None
 
 
@@ -292,9 +292,10 @@ def check_onnx(model, path, batch: bool = False, layers: bool | None = None, min
     if batch:
         notes.append(f"the {len(items)} texts ran as one right-padded batch of {max(p.tokens for p in items)} tokens")
     report = OnnxReport(Path(path), findings, diagnoses, max_abs, notes, quant, 0.0)
-    if layers is None:
-        layers = not quant
-    if layers:
+    if layers is None and quant:
+        report.layers_note = ("not compared layer by layer: a quantized graph differs from the first quantized "
+                              "MatMul on (--layers to try anyway)")
+    elif layers is not False:
         report.layers, report.layers_note = compare_layers(model, proto, items, what)
     report.seconds = time.perf_counter() - t0
     return report
@@ -326,8 +327,8 @@ def format_onnx_report(report: OnnxReport, target: str | None = None) -> str:
     base = format_report(report.findings, report.diagnoses, target, command="verify --against-onnx",
                          subject=target).splitlines()
     cut = next(i for i, line in enumerate(base) if line.startswith(("DIAGNOSIS:", "RESULT:")))
-    extra = [f"{'text':<28} {'max abs':>10}  (largest |onnx - gemma-np| over the {len(report.findings[0].vector)} "
-             "coordinates; the parity bar is 1e-06)"]
+    dim = len(report.findings[0].vector)
+    extra = [f"{'text':<28} {'max abs':>10}  (largest |onnx - gemma-np| over the {dim} coordinates; parity bar 1e-06)"]
     extra += [f"{f.probe.name:<28} {m:>10.2e}" for f, m in zip(report.findings, report.max_abs)]
     extra += [f"NOTE: {n}" for n in report.notes]
     if report.layers is not None:
