@@ -9,6 +9,7 @@
     python -m gemma_np search "..."                               # the same, without the console script
     gemma-np probes export --out probes.json                      # probe texts for a runtime Python cannot drive
     gemma-np verify --vectors vectors.json                        # ... and the vectors it wrote, checked
+    gemma-np verify --against-onnx DIR                            # an ONNX export, run with ONNX Runtime
 
 Every subcommand takes --model DIR (default: $GEMMA_NP_MODEL_DIR, else the folder
 `python -m weights_tools.fetch` fills), --dtype float32|float64, --batch-size N, --truncate-dim K and
@@ -163,8 +164,15 @@ def cmd_verify(args) -> int:
     from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
     from .verify.goldens import load_goldens
 
-    if args.vectors is not None and args.against_gguf is not None:
-        args.parser.error("--vectors and --against-gguf are two different checks: give one")
+    runtimes = [flag for flag, v in (("--vectors", args.vectors), ("--against-gguf", args.against_gguf),
+                                      ("--against-onnx", args.against_onnx)) if v is not None]
+    if len(runtimes) > 1:
+        args.parser.error(f"{' and '.join(runtimes)} are different checks: give one")
+    if args.against_onnx is not None:
+        return verify_onnx(args)
+    for flag, given in (("--batch", args.batch), ("--layers/--no-layers", args.layers is not None)):
+        if given:
+            args.parser.error(f"{flag} goes with --against-onnx DIR_OR_FILE")
     if args.vectors is not None:
         return verify_vectors(args)
     if args.against_gguf is not None:
@@ -232,6 +240,36 @@ def verify_gguf(args) -> int:
                         subject="llama.cpp on " + str(args.against_gguf)))
     print(format_split(splits, weights))
     return 1 if diagnoses else 0
+
+
+def verify_onnx(args) -> int:
+    """verify --against-onnx PATH: an ONNX export run with ONNX Runtime on the probes, judged and diagnosed, and
+    compared layer by layer where its graph allows."""
+    from .verify.endpoint import MIN_COSINE
+    from .verify.onnxrt import check_onnx, format_onnx_report
+
+    clash = [flag for flag, given in (("--against", args.against is not None), ("--vectors", args.vectors is not None),
+                                      ("--texts", args.texts is not None),
+                                      ("--prompt-name", args.prompt_name is not None),
+                                      ("--probes", args.probes != "default"), ("--dimensions", args.dimensions is not None),
+                                      ("--truncate-dim", args.truncate_dim is not None),
+                                      ("--dtype", args.dtype != "float32")) if given]
+    if clash:
+        args.parser.error(f"--against-onnx runs the probes of verify-endpoint through the graph and compares them with "
+                          f"gemma-np float32; {', '.join(clash)} cannot go with it")
+    model = load_model(args)
+    print(f"running {args.against_onnx} with ONNX Runtime on the probe texts"
+          + (" (one padded batch)" if args.batch else ""), file=sys.stderr)
+    try:
+        report = check_onnx(model, args.against_onnx, batch=args.batch, layers=args.layers,
+                            min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine,
+                            progress=not args.no_progress and sys.stderr.isatty())
+    except ImportError as e:  # the onnx extra is not installed: its message names it
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print(format_onnx_report(report))
+    print(f"checked in {report.seconds:.0f} s", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_probes(args) -> int:
@@ -337,14 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", parents=[common, probes],
                        help="compare with PyTorch or a golden file, or check another runtime's vectors",
-                       description="Three modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
+                       description="Modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
                                    "reference on the same inputs and print, for every named intermediate, the "
                                    "largest difference and the tolerance; exit 1 at the first one past its "
                                    "tolerance. --vectors FILE: check the vectors another runtime (Transformers.js, "
                                    "MLX, a port) wrote for the probes of `gemma-np probes export`, print per-text "
                                    "cosine and what is wrong, as verify-endpoint does; exit 1 when they do not "
                                    "match. --against-gguf FILE.gguf: the same check on what llama.cpp computes "
-                                   "from a GGUF file.")
+                                   "from a GGUF file. --against-onnx DIR_OR_FILE: run an ONNX export with ONNX "
+                                   "Runtime on the same probes, judge it the same way and compare it layer by layer.")
     p.add_argument("--against", metavar="torch|FILE.npz",
                    help="'torch' (transformers + sentence-transformers, needs the test extras; the default) or a "
                         "golden file")
@@ -354,11 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against-gguf", metavar="FILE.gguf",
                    help="run llama.cpp (llama-cpp-python, the llama-cpp extra) on the GGUF file, judge its vectors "
                         "and split each distance into quantization and runtime")
+    p.add_argument("--against-onnx", metavar="DIR_OR_FILE",
+                   help="an ONNX export (an .onnx file, or a folder holding onnx/model.onnx): run it with ONNX "
+                        "Runtime on the probes, judge its vectors as --vectors does, and compare it layer by layer "
+                        "(needs the onnx extra)")
+    p.add_argument("--batch", action="store_true",
+                   help="with --against-onnx: run the probes as one right-padded batch instead of one by one")
+    p.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --against-onnx: compare the graph's intermediates with gemma-np's (default: when the "
+                        "graph is not quantized)")
     p.add_argument("--dimensions", type=positive_int, metavar="K",
                    help="with --vectors: the vectors hold the first K coordinates, normalized again (Matryoshka)")
     p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), metavar="C",
-                   help="with --vectors or --against-gguf: the cosine every text must reach (0.99999; bfloat16 "
-                        "reaches about 0.99994, Q8_0 about 0.9995)")
+                   help="with --vectors, --against-gguf or --against-onnx: the cosine every text must reach "
+                        "(0.99999; bfloat16 reaches about 0.99994, Q8_0 about 0.9995)")
     p.add_argument("--n-batch", type=positive_int, metavar="N",
                    help="with --against-gguf: llama.cpp's n_batch and n_ubatch (2048; llama.cpp's default 512 cuts "
                         "longer texts)")

@@ -23,9 +23,10 @@ ALLOWED = {
 # One module may import one more package: io/gguf.py reads GGUF with llama.cpp's `gguf` (an optional extra),
 # only inside functions (LAZY_ONLY), so that `import gemma_np` never needs it.
 EXTRA_ALLOWED = {"gemma_np.io.gguf": {"gguf"}}
-# verify/ may import everything but the CLI; the PyTorch stack only inside functions.
+# verify/ may import everything but the CLI; the PyTorch stack, and onnx/onnxruntime (verify/onnxrt.py, the `onnx`
+# extra), only inside functions.
 FORBIDDEN = {"gemma_np.verify": {"gemma_np.cli"}}
-LAZY_ONLY = {"torch", "transformers", "sentence_transformers", "gguf", "llama_cpp"}
+LAZY_ONLY = {"torch", "transformers", "sentence_transformers", "gguf", "llama_cpp", "onnx", "onnxruntime"}
 
 
 def module_name(path: Path) -> str:
@@ -108,6 +109,7 @@ def test_the_folders_are_there():
     ("gemma_np.verify.compare", "import transformers", "at module level"),
     ("gemma_np.io.weights", "def f():\n    import gguf", "imports gguf"),
     ("gemma_np.io.gguf", "import gguf", "at module level"),
+    ("gemma_np.verify.onnxrt", "import onnxruntime", "at module level"),
 ])
 def test_the_checker_catches_a_wrong_import(module, source, expected):
     found = violations(module, imports(source, module))
