@@ -276,7 +276,7 @@ def check_onnx(model, path, batch: bool = False, layers: bool | None = None, min
     vectors = embed_probes(model, session, io, items, batch, progress)
     del session
     with memoized_encode(model):
-        findings, diagnoses = judge(model, items, vectors, None, min_cosine, api="vectors")
+        findings, diagnoses = judge(model, items, vectors, None, min_cosine, api="onnx")
         ref = reference_vectors(model, items)
     max_abs = [float(np.abs(np.asarray(v, np.float64) - ref[p.name]).max()) if np.shape(v) == ref[p.name].shape
                else math.nan for p, v in zip(items, vectors)]
