@@ -347,7 +347,7 @@ def test_graph_without_usable_inputs_or_outputs(model, tmp_path, inputs, outputs
 @pytest.mark.parametrize("args, message", [
     (["--batch"], "--batch goes with --against-onnx DIR_OR_FILE"),
     (["--no-layers"], "--layers/--no-layers goes with --against-onnx DIR_OR_FILE"),
-    (["--against-onnx", "m.onnx", "--vectors", "v.json"], "--vectors cannot go with it"),
+    (["--against-onnx", "m.onnx", "--vectors", "v.json"], "--vectors and --against-onnx are different checks"),
     (["--against-onnx", "m.onnx", "--against", "torch"], "--against cannot go with it"),
     (["--against-onnx", "m.onnx", "--texts", "t.txt", "--truncate-dim", "256"], "--texts, --truncate-dim cannot go"),
 ])
