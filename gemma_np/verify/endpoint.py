@@ -236,8 +236,9 @@ PROMPT_FIXES = {
 RUNTIME_FIXES = {
     ("dense_skipped", "gguf"): "For llama.cpp: convert with convert_hf_to_gguf.py --sentence-transformers-dense-"
                                "modules, or the GGUF holds no Dense tensors.",
-    ("unnormalized", "gguf"): "For llama.cpp: llama-cpp-python's embed() and its server normalize only when "
-                              "asked (embed(..., normalize=True)); llama-server normalizes by default "
+    ("unnormalized", "gguf"): "For llama.cpp: llama-cpp-python's embed() normalizes only when asked "
+                              "(embed(..., normalize=True)) and its server (create_embedding) never does: "
+                              "normalize on the client; llama.cpp's own llama-server normalizes by default "
                               "(--embd-normalize 2).",
     ("dense_skipped", "onnx"): "For ONNX: read the graph's sentence_embedding output, not last_hidden_state "
                                "mean-pooled (Transformers.js' pipeline('feature-extraction') does the latter).",
