@@ -2,8 +2,9 @@
 
 CI cannot build llama-cpp-python in its time (tests/llamacpp_outputs.py says why, and
 tests/test_llamacpp_recorded.py judges llama.cpp's recorded outputs in every run). These tests run llama.cpp
-itself on the GGUF files of `python -m weights_tools.gguf_convert`; they skip, naming what is missing, where
-llama-cpp-python or the files are absent, and fail instead with GEMMA_NP_REQUIRE_LLAMA_CPP=1.
+itself on the GGUF files of `python -m weights_tools.gguf_convert`, about six minutes on 2 cores. They run with
+GEMMA_NP_REQUIRE_LLAMA_CPP=1, and then fail, naming what is missing, where llama-cpp-python or the files are
+absent; without it they skip.
 """
 
 import os
@@ -30,6 +31,8 @@ def _missing(reason):
 
 @pytest.fixture(scope="module")
 def gguf_dir():
+    if not REQUIRE:  # six minutes of llama.cpp: the README's third command runs them, not every pytest run
+        pytest.skip("llama.cpp's live tests run with GEMMA_NP_REQUIRE_LLAMA_CPP=1 (the README's llama.cpp command)")
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
