@@ -37,6 +37,7 @@ from gemma_np.nn.head import dense, l2_normalize, matryoshka, mean_pool
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.compare import tolerance_for
 from gemma_np.verify.precision import UNIT_ROUNDOFF
+from gemma_np.verify.probes import retrieval_set
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
@@ -213,117 +214,13 @@ assert (length > 500).all() and length.max() > 1000
 card = (model.folder / "README.md").read_text(encoding="utf-8")  # the model card
 assert "truncate the output embedding of size 768 to their desired size and then re-normalize" in card
 
-# topic: [(query, the document that answers it), ...]
-PAIRS = {
-    "space": [
-        ("Which planet is known as the Red Planet?",
-         "Mars, known for its reddish appearance, is often referred to as the Red Planet."),
-        ("What is the biggest planet orbiting the Sun?",
-         "Jupiter is the largest planet in the solar system, more than eleven times as wide as Earth."),
-        ("What are Saturn's rings made of?",
-         "Saturn's rings are made mostly of ice particles, with a smaller amount of rocky debris and dust."),
-        ("Which planet has the highest surface temperature?",
-         "Vénus est la planète la plus chaude du système solaire, à cause de son épaisse atmosphère "
-         "de gaz carbonique."),
-        ("How long does Mercury take to go around the Sun?",
-         "Merkur ist der sonnennächste Planet und umrundet die Sonne in nur 88 Tagen."),
-        ("Which planet was predicted by mathematics before anyone saw it?",
-         "Neptune was the first planet found by mathematical prediction rather than by observation."),
-    ],
-    "cooking": [
-        ("What vegetables go into ratatouille?",
-         "La ratatouille est un plat provençal de légumes mijotés : aubergines, courgettes, poivrons et tomates."),
-        ("traditional rice dish from Valencia with saffron",
-         "La paella valenciana se cocina con arroz, pollo, conejo, judías verdes y azafrán en una sartén ancha."),
-        ("Does authentic carbonara contain cream?",
-         "La carbonara si prepara con guanciale, uova, pecorino romano e pepe nero, senza panna."),
-        ("How does sourdough bread rise without packaged yeast?",
-         "Sourdough rises with a starter of wild yeast and lactic acid bacteria instead of commercial yeast."),
-        ("What is sushi rice seasoned with?",
-         "寿司は、酢と砂糖と塩で味付けしたご飯に魚や野菜をのせた日本料理です。"),
-        ("receta de salsa de aguacate mexicana",
-         "Guacamole is a Mexican dip of mashed avocado, lime juice, onion, chili and coriander."),
-    ],
-    "code": [
-        ("How do I build a list of squares in one line of Python?",
-         "A Python list comprehension builds a list in one expression: [x * x for x in range(10)]."),
-        ("How does Rust prevent dangling references?",
-         "Rust's borrow checker ensures at compile time that references never outlive the data they point to."),
-        ("Which SQL join keeps only rows that match in both tables?",
-         "An SQL INNER JOIN returns only the rows that have matching values in both tables."),
-        ("How can I replay my commits on top of the latest main branch?",
-         "git rebase moves a branch's commits onto a new base commit, rewriting their history."),
-        ("What does await do with a promise?",
-         "In JavaScript, await pauses an async function until the promise settles, then returns its value."),
-        ("function that returns the n-th Fibonacci number",
-         "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a"),
-    ],
-    "geography": [
-        ("Where does the Ganges begin?",
-         "El Ganges nace en el glaciar de Gangotri, en el Himalaya, y desemboca en el golfo de Bengala."),
-        ("In which direction does the Nile flow?",
-         "The Nile flows north through eleven countries before reaching the Mediterranean Sea."),
-        ("Quel fleuve a le plus grand débit du monde ?",
-         "The Amazon carries more water than any other river, about a fifth of the fresh water reaching the oceans."),
-        ("Which river passes through Vienna and Budapest?",
-         "Die Donau fließt durch zehn Länder und vier Hauptstädte, darunter Wien, Budapest, Bratislava "
-         "und Belgrad."),
-        ("What is the deepest lake in the world?",
-         "Lake Baikal in Siberia is the deepest lake on Earth, reaching 1,642 metres."),
-        ("How high is the tallest mountain?",
-         "Mount Everest, on the border of Nepal and China, rises 8,849 metres above sea level."),
-    ],
-    "health": [
-        ("How does the body make vitamin D?",
-         "Vitamin D is made in the skin when it is exposed to sunlight."),
-        ("How many hours should an adult sleep?",
-         "Adults need seven to nine hours of sleep a night; too little weakens memory and the immune system."),
-        ("Does cardio help with high blood pressure?",
-         "Regular aerobic exercise lowers blood pressure and the risk of heart disease."),
-        ("Why is drinking water good for the kidneys?",
-         "喝足够的水有助于调节体温，并保持肾脏健康。"),
-        ("Will antibiotics cure a cold?",
-         "Antibiotics kill bacteria but do nothing against viruses such as the common cold or the flu."),
-        ("How long should you wash your hands?",
-         "Washing hands with soap for twenty seconds removes most germs from the skin."),
-    ],
-    "sport": [
-        ("How long is a marathon?",
-         "A marathon is 42.195 kilometres long, a distance fixed at the 1908 London Olympics."),
-        ("what is the offside rule in soccer",
-         "In football, a player is offside if nearer the opponents' goal line than both the ball and the "
-         "second-last defender when the ball is played to them."),
-        ("What does deuce mean in tennis?",
-         "Tennis scores run love, 15, 30, 40 and game; at 40-40 the score is called deuce."),
-        ("Which country has won the most World Cups?",
-         "O Brasil é o país com mais títulos da Copa do Mundo de futebol, com cinco conquistas."),
-        ("Who invented basketball?",
-         "Basketball was invented in 1891 by James Naismith, who nailed peach baskets to a gym balcony."),
-        ("How long does the Tour de France last?",
-         "Le Tour de France est une course cycliste par étapes qui dure trois semaines, chaque année en juillet."),
-    ],
-}
-# Documents that answer no query, close in topic to some that do: they make the search harder.
-DISTRACTORS = [
-    "Saturn, famous for its rings, is sometimes mistaken for the Red Planet.",
-    "Venus is often called Earth's twin because of its similar size and proximity.",
-    "La bouillabaisse est une soupe de poissons de Marseille, parfumée au safran.",
-    "Risotto is made by slowly stirring stock into short-grain rice until it turns creamy.",
-    "A Python dictionary maps keys to values and looks them up in constant time on average.",
-    "git merge joins two branches with a new commit and keeps the history of both.",
-    "Der Rhein entspringt in den Schweizer Alpen und mündet in die Nordsee.",
-    "K2, on the border of Pakistan and China, is the second-highest mountain on Earth.",
-    "Vaccines train the immune system to recognise a virus before an infection.",
-    "Drinking coffee in the afternoon can make it harder to fall asleep at night.",
-    "A half marathon is 21.0975 kilometres, half the distance of the full race.",
-    "In rugby, a forward pass is not allowed; the ball may only be passed sideways or backwards.",
-]
-queries = [q for pairs in PAIRS.values() for q, _ in pairs]
-docs = [d for pairs in PAIRS.values() for _, d in pairs] + DISTRACTORS
-relevant = np.arange(len(queries))  # query i is answered by document i
+# The labelled set lives in the package (gemma_np/data/retrieval_set.json; notebook 09 measures quantized
+# weights on it): six topics of six questions, each answered by one document, often in another language,
+# and 12 distractors close in topic that answer none.
+queries, docs, relevant = retrieval_set()  # query i is answered by document relevant[i] = i
 Q, N = len(queries), len(docs)
-print(f"{Q} queries, {N} documents, {len(PAIRS)} topics")
-assert (Q, N) == (36, 48)
+print(f"{Q} queries, {N} documents; e.g. {queries[3]!r} -> {docs[3][:60]!r}...")
+assert (Q, N) == (36, 48) and (relevant == np.arange(Q)).all()
 
 # %%
 query_emb = model.encode_query(queries)  # [Q, 768], unit length

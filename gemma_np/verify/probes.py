@@ -7,8 +7,12 @@ English and the same on every machine.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 QUERY = "Which planet is known as the Red Planet?"
 PLANETS = [
@@ -87,3 +91,14 @@ def probe_set(model, kind: str = "default") -> list[tuple[str, str]]:
 def probe_texts(model, kind: str = "default") -> list[str]:
     """The probe set as model inputs, prompt + text."""
     return [p + t for p, t in probe_set(model, kind)]
+
+
+def retrieval_set() -> tuple[list[str], list[str], np.ndarray]:
+    """A small labelled retrieval set (gemma_np/data/retrieval_set.json): 36 questions in six topics, each
+    answered by one document (often in another language), and 12 distractors close in topic that answer none.
+    -> queries [36], documents [48] (the 36 answers in query order, then the distractors), relevant [36]:
+    query i is answered by document relevant[i] (= i). No prompts added."""
+    raw = json.loads(resources.files("gemma_np").joinpath("data", "retrieval_set.json").read_text(encoding="utf-8"))
+    pairs = [pair for topic in raw["pairs"].values() for pair in topic]
+    queries, answers = [q for q, _ in pairs], [d for _, d in pairs]
+    return queries, answers + raw["distractors"], np.arange(len(queries))
