@@ -62,3 +62,16 @@ def real_dir() -> Path:
             pytest.fail(msg + " (GEMMA_NP_REQUIRE_WEIGHTS=1 turns this skip into a failure)")
         pytest.skip(msg)
     return folder
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(real_dir):
+    """The ONNX export folder in the cache (float32 and int8; made here, in minutes, if .ci/run has not made
+    it; reused per weights hash)."""
+    from optional import need
+
+    need("onnxruntime", "onnx")
+    need("onnx", "onnx")
+    from weights_tools.onnx_export import export
+
+    return export(real_dir)

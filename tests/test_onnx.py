@@ -10,7 +10,6 @@ no known fault costs judge a gemma_np forward per fault).
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,36 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gemma_np.verify.endpoint as endpoint
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
+from gemma_np.verify import endpoint
 from gemma_np.verify.endpoint import CLOSE, MIN_COSINE, probes
 from gemma_np.verify.faults import fault_embeddings
 
 from bounds import PARITY_BAR, assert_above, assert_below
+from optional import REQUIRE, need
 
 pytestmark = pytest.mark.real
-REQUIRE = os.environ.get("GEMMA_NP_REQUIRE_WEIGHTS") == "1"
 TRANSFORMERS_JS = Path(__file__).resolve().parents[1] / "examples" / "transformersjs"
-
-
-def _need(module: str):
-    try:
-        return __import__(module)
-    except ImportError as e:
-        if REQUIRE:
-            pytest.fail(f"GEMMA_NP_REQUIRE_WEIGHTS=1: {module} must import ({e}); pip install -e '.[test]'")
-        pytest.skip(f"{module} not installed: pip install -e '.[onnx]'")
-
-
-@pytest.fixture(scope="session")
-def onnx_dir(real_dir):
-    """The export folder in the cache (made here, in minutes, if .ci/run has not made it)."""
-    _need("onnxruntime")
-    _need("onnx")
-    from weights_tools.onnx_export import export
-
-    return export(real_dir)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +75,7 @@ def graph(onnx_dir):
 @pytest.fixture(scope="module")
 def fp32(onnx_dir, model, monkeypatch_module):
     """`gemma-np verify --against-onnx DIR` on the float32 export: (exit code, stdout, the report)."""
-    import gemma_np.verify.onnxrt as onnxrt
+    from gemma_np.verify import onnxrt
 
     seen = []
     plain = onnxrt.check_onnx
@@ -335,8 +315,8 @@ def _tiny_graph(path, inputs, outputs):
      "no output sentence_embedding, last_hidden_state or token_embeddings (its outputs: logits)"),
 ])
 def test_graph_without_usable_inputs_or_outputs(model, tmp_path, inputs, outputs, message):
-    _need("onnxruntime")
-    _need("onnx")
+    need("onnxruntime")
+    need("onnx")
     from gemma_np.verify.onnxrt import OnnxError, check_onnx
 
     path = _tiny_graph(tmp_path / "tiny.onnx", inputs, outputs)

@@ -143,12 +143,19 @@ def quantize_uint8(w: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
     widened to hold 0; scale = (max - min) / 255 (float64, stored float32); zero point z = round(-min / scale)
     (with the float64 scale); q = clip(round(w / scale) + z, 0, 255).  -> q uint8, scale, z."""
     w = np.asarray(w, dtype=np.float32)
-    rmin, rmax = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
-    scale64 = (np.float64(np.float32(rmax)) - np.float64(np.float32(rmin))) / 255
-    zero = np.uint8(np.clip(np.round(0 - np.float32(rmin) / scale64), 0, 255))
-    scale = np.float32(scale64)
+    scale, zero = _uint8_params(float(w.min()), float(w.max()))
     q = np.clip(np.round(w / scale) + np.float32(zero), 0, 255)
     return q.astype(np.uint8), scale, zero
+
+
+def _uint8_params(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
+    """compute_scale_zp for uint8 from a tensor's min and max: scale 1 and zero point 0 when the range is
+    below float32's smallest normal (an all-zero tensor), as onnxruntime does."""
+    lo, hi = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
+    scale64 = (np.float64(hi) - np.float64(lo)) / 255
+    if scale64 < np.finfo(np.float32).tiny:
+        return np.float32(1), np.uint8(0)
+    return np.float32(scale64), np.uint8(np.clip(np.round(0 - lo / scale64), 0, 255))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -184,15 +191,16 @@ class FakeQuantRows:
     def __init__(self, table, fmt: str):
         if fmt not in GGUF_FAKE and fmt != "uint8":
             raise ValueError(f"the embedding table takes a GGUF block format or 'uint8', not {fmt!r}")
+        if fmt in GGUF_FAKE and table.shape[-1] % QK:
+            raise ValueError(f"{fmt} needs rows that are a multiple of {QK} values; the embedding table's rows "
+                             f"have {table.shape[-1]}")
         self.table, self.fmt, self.shape = table, fmt, table.shape
         if fmt == "uint8":
             lo, hi = 0.0, 0.0
             for start in range(0, table.shape[0], 16384):
                 part = np.asarray(table[start:start + 16384], dtype=np.float32)
                 lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
-            scale64 = (np.float64(np.float32(hi)) - np.float64(np.float32(lo))) / 255
-            self.zero = np.uint8(np.clip(np.round(0 - np.float32(lo) / scale64), 0, 255))
-            self.scale = np.float32(scale64)
+            self.scale, self.zero = _uint8_params(lo, hi)
 
     def __getitem__(self, ids):
         rows = np.asarray(self.table[ids], dtype=np.float32)  # [..., D]
