@@ -667,9 +667,8 @@ def int8_graph(onnx_dir):
 @pytest.fixture(scope="module")
 def int8_session(int8_graph):
     """ONNX Runtime on model_quantized.onnx, also returning the first DynamicQuantizeLinear's input and its three
-    outputs. with_outputs declares every added output float32, so the two uint8 ones are exposed through a
-    Cast to float (exact for 0..255), added for the serialization and removed again."""
-    from onnx import TensorProto, helper
+    outputs (the levels and the zero point as uint8)."""
+    from onnx import TensorProto
 
     from gemma_np.verify.onnxrt import _scopes, _session, graph_io, with_outputs
 
@@ -679,14 +678,9 @@ def int8_session(int8_graph):
     # the RMSNorm before layer 0's q/k/v projections (the exporter's module scope, on the untouched node)
     assert _scopes(producer)[0][-1] == "st.0.model.layers.0.input_layernorm"
     q, scale, zero = node.output
-    casts = [helper.make_node("Cast", [v], [v + "_as_float"], to=TensorProto.FLOAT) for v in (q, zero)]
-    n = len(graph.node)
-    graph.node.extend(casts)
-    try:
-        names = [node.input[0], q + "_as_float", scale, zero + "_as_float"]
-        session = _session(with_outputs(int8_graph, names), "model_quantized.onnx (with the first DQL's values)")
-    finally:
-        del graph.node[n:]
+    names = [node.input[0], q, scale, zero]
+    session = _session(with_outputs(int8_graph, names, {q: TensorProto.UINT8, zero: TensorProto.UINT8}),
+                       "model_quantized.onnx (with the first DQL's values)")
     return session, graph_io(session, "model_quantized.onnx"), names
 
 

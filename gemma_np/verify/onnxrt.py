@@ -522,15 +522,18 @@ def _layout(name: str, value: np.ndarray, kind: str | None, head_dim: int) -> np
     return value
 
 
-def with_outputs(proto, names: list[str]) -> bytes:
-    """The graph, serialized, also returning the named values (float32). proto is left as it was (the outputs
+def with_outputs(proto, names: list[str], types: dict[str, int] | None = None) -> bytes:
+    """The graph, serialized, also returning the named values: float32, or the onnx.TensorProto element type
+    `types` gives a name (uint8 for a DynamicQuantizeLinear's levels). proto is left as it was (the outputs
     are added, serialized and removed again: no second in-memory copy of 1.2 GB)."""
     onnx = _onnx()
+    types = types or {}
     present = {o.name for o in proto.graph.output}
     n = len(proto.graph.output)
     for v in dict.fromkeys(names):
         if v not in present:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None))
+            elem = types.get(v, onnx.TensorProto.FLOAT)
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(v, elem, None))
     try:
         return proto.SerializeToString()
     finally:
