@@ -414,7 +414,11 @@ def quantize_model(model, fmt: str, names: Iterable[str] | None = None, runtime:
     """The float32 model with the matrices `names` (default: every one, `quantizable`) in format `fmt`.
 
     fmt: a GGUF block format ("Q8_0", "Q5_0", "Q4_0") or an ONNX one ("int8", "int8-channel"); the embedding
-    table takes `embedding_fmt` (default: fmt for GGUF, "uint8" for ONNX, as each runtime's tools do).
+    table takes `embedding_fmt` (default: fmt for GGUF, "uint8" for ONNX). quantize_dynamic does store the
+    table in uint8; llama.cpp's quantizer stores it in Q8_0 only for Q8_0 files, and in Q6_K (not emulated
+    here) for every type below, since EmbeddingGemma has no output matrix. So a NumPy "Q4_0" model loses a
+    little more in its table than llama.cpp's Q4_0 file (5e-4 of the 2e-2 total, 1 - cos); from_gguf_file
+    gives any file's exact mix.
     runtime: whose activation quantization to emulate: "llama.cpp" (default for GGUF), "onnx" (default for
     int8), or "none" for weights alone.
     """
@@ -476,7 +480,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def ranks(query_emb: np.ndarray, doc_emb: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """Rank (1 = first) of each query's relevant document by cosine.  [Q, d], [N, d], [Q] -> [Q]"""
-    sim = query_emb @ doc_emb.T  # [Q, N]; unit vectors
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # a runtime may not normalize
+    sim = unit(np.asarray(query_emb, np.float64)) @ unit(np.asarray(doc_emb, np.float64)).T  # [Q, N] cosines
     return 1 + np.sum(sim > sim[np.arange(len(relevant)), relevant][:, None], axis=1)
 
 
