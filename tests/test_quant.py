@@ -188,6 +188,23 @@ def test_fake_quantize_unknown_format(fmt):
         Q.fake_quantize(np.zeros((2, 32), np.float32), fmt)
 
 
+def test_f16_is_float16_rounding_and_float32_arithmetic(tiny):
+    """F16 (an fp16 file on a CPU runtime that computes in float32): the weights rounded to nearest float16,
+    no activation quantization by default; with llama.cpp's arithmetic, its F16 matmul's float16 inputs."""
+    w = np.random.default_rng(3).standard_normal((4, 40)).astype(np.float32) * 1e3
+    w[0, 0] = 7e4  # past float16's 65504: inf, as the file stores it
+    with np.errstate(over="ignore"):
+        want = w.astype(np.float16).astype(np.float32)
+    assert np.array_equal(Q.fake_quantize(w, "F16"), want) and np.isinf(Q.fake_quantize(w, "F16")[0, 0])
+    model = EmbeddingGemma.from_pretrained(tiny[0])
+    q = Q.quantize_model(model, "F16")
+    assert q.runtime == "none" and set(q.plan.values()) == {None}
+    assert set(Q.quantize_model(model, "F16", runtime="llama.cpp").plan.values()) == {"F16"}
+    input_ids, mask = _tiny_batch(model)
+    by_hand = _by_hand(model, {n: Q.fake_quantize(np.asarray(_weight(model, n)), "F16") for n in Q.quantizable(model)})
+    assert np.array_equal(q.forward(input_ids, mask), by_hand.forward(input_ids, mask)["sentence_embedding"])
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_fake_quantize_rows_not_whole_blocks(fmt):
     with pytest.raises(ValueError, match=r"multiple of 32 values; got shape \(2, 48\)"):

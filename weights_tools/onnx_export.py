@@ -46,7 +46,7 @@ from weights_tools import checksums
 from weights_tools.paths import default_cache_root, default_model_dir
 
 MARKER = ".gemma_np_onnx.json"
-MODEL_FILE, QUANTIZED_FILE = "onnx/model.onnx", "onnx/model_quantized.onnx"
+MODEL_FILE, QUANTIZED_FILE, FP16_FILE = "onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/model_fp16.onnx"
 OPSET = 20
 PARITY_BAR = 1e-6  # the project's parity bar for two float32 forwards (docs/tolerances.md)
 # The snapshot's files a runtime reads besides the graph: the tokenizer, the configs, the sentence-transformers
@@ -268,6 +268,25 @@ def export_fp32(model_dir: Path, out: Path, key: str) -> dict:
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
             "files": files}
+
+
+def float16_copy(out: Path) -> Path:
+    """OUT/onnx/model_fp16.onnx (Transformers.js' "fp16" name), converted from the float32 graph by
+    onnxruntime.transformers.float16 (inputs and outputs kept as they are), made once and reused; ~30 s.
+    Not part of the default export: only benchmarks/quantization.py's fp16 row reads it."""
+    path = out / FP16_FILE
+    if not path.is_file():
+        _need("onnx", "the float16 conversion")
+        float16 = _need("onnxruntime.transformers.float16", "the float16 conversion")
+        import onnx
+
+        _log(f"converting {out / MODEL_FILE} to float16 -> {path}")
+        graph = float16.convert_float_to_float16(onnx.load(str(out / MODEL_FILE)), keep_io_types=True,
+                                                 disable_shape_infer=True)
+        tmp = path.with_suffix(".tmp")
+        onnx.save(graph, str(tmp))
+        os.replace(tmp, path)
+    return path
 
 
 def write_marker(out: Path, marker: dict) -> None:

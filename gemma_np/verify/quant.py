@@ -18,8 +18,9 @@ The formats, and what each runtime does with the activations:
                not quantized here; read from files made by llama.cpp's own quantizer (weights_tools.
                gguf_convert), whose dequantized tensors `from_gguf` gives
         activations: llama.cpp's CPU matmul quantizes each activation row to the weight's "vec_dot_type"
-               before the dot product: Q8_0 blocks of 32 for Q8_0/Q5_0/Q4_0 weights, Q8_K blocks of 256 for
-               K-quants. Each token is quantized alone, so a text's vector does not depend on its neighbours.
+               before the dot product: Q8_0 blocks of 32 for Q8_0/Q5_0/Q4_0 weights (Q8_1, the same values,
+               for Q5_1/Q4_1), Q8_K blocks of 256 for K-quants. Each token is quantized alone: its neighbours
+               enter only through float32's last bits (below).
     ONNX int8 (onnxruntime.quantization.quantize_dynamic, as Transformers.js makes its "q8")
         weights: int8, symmetric, one scale per tensor (or per output channel): w = s q, q in -127..127;
                the embedding table uint8 with a zero point: w = s (q - z)
@@ -31,9 +32,12 @@ Every quantizer here follows its runtime's code, rounding rule included (named w
 tested equal to it: Q8_0/Q5_0/Q4_0 to gguf-py's quantizers and llama.cpp's files, int8 to the initializers
 onnxruntime writes. What the emulation does not copy is the integer arithmetic itself: it multiplies the
 dequantized values in float32, where the runtime sums integer products and scales once. The two differ by
-float32 rounding (about 1e-7 relative), which can move a later activation across a rounding boundary; the
-notebook (09_quantization) and the README's "Quantized weights" table state how closely each emulation
-matches its runtime.
+float32 rounding (about 1e-7 relative), and that is enough to part them: a value that lands near a rounding
+boundary goes to the other level, the difference grows through the layers, and more values flip. The same
+emulation of one text alone and inside a batch (only BLAS's blocking changes) differs by 1 - cos ~2e-4 with
+Q8_0 activations, by ~1e-13 with Q8_0 weights alone. So an emulation with activations matches its runtime in
+distribution (the same cost, text by text, against float32), and exactly op by op given the same input; not
+vector by vector. Notebook 09 shows it; the README's "Quantized weights" table gives both.
 """
 
 from __future__ import annotations
@@ -161,15 +165,19 @@ def _uint8_params(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
 # ----------------------------------------------------------------------------------------------------------
 # Fake quantization: the float32 weights a quantized runtime multiplies by.
 
-WEIGHT_FORMATS = ("Q8_0", "Q5_0", "Q4_0", "int8", "int8-channel", "uint8")
+WEIGHT_FORMATS = ("Q8_0", "Q5_0", "Q4_0", "int8", "int8-channel", "uint8", "F16")
 
 
 def fake_quantize(w: np.ndarray, fmt: str) -> np.ndarray:
     """w [out, in] float32 -> the same shape, quantized to `fmt` and dequantized (float32).
 
     fmt: "Q8_0", "Q5_0", "Q4_0" (GGUF blocks along each row), "int8" (ONNX per tensor), "int8-channel"
-    (ONNX per output channel), "uint8" (ONNX asymmetric per tensor, as the embedding table).
+    (ONNX per output channel), "uint8" (ONNX asymmetric per tensor, as the embedding table), "F16" (float16,
+    round to nearest even: an fp16 file).
     """
+    if fmt == "F16":
+        with np.errstate(over="ignore"):  # a weight past 65504 becomes inf, as in the file
+            return np.asarray(w, np.float32).astype(np.float16).astype(np.float32)
     if fmt in GGUF_FAKE:
         quantize, offset = GGUF_FAKE[fmt]
         return dequantize_blocks(*quantize(w), offset=offset).reshape(np.shape(w))
@@ -189,8 +197,8 @@ class FakeQuantRows:
     once, in slices."""
 
     def __init__(self, table, fmt: str):
-        if fmt not in GGUF_FAKE and fmt != "uint8":
-            raise ValueError(f"the embedding table takes a GGUF block format or 'uint8', not {fmt!r}")
+        if fmt not in GGUF_FAKE and fmt not in ("uint8", "F16"):
+            raise ValueError(f"the embedding table takes a GGUF block format, 'uint8' or 'F16', not {fmt!r}")
         if fmt in GGUF_FAKE and table.shape[-1] % QK:
             raise ValueError(f"{fmt} needs rows that are a multiple of {QK} values; the embedding table's rows "
                              f"have {table.shape[-1]}")
@@ -205,7 +213,7 @@ class FakeQuantRows:
     def __getitem__(self, ids):
         rows = np.asarray(self.table[ids], dtype=np.float32)  # [..., D]
         if self.fmt != "uint8":
-            return fake_quantize(rows, self.fmt)
+            return fake_quantize(rows, self.fmt)  # a block format or F16: row by row
         q = np.clip(np.round(rows / self.scale) + np.float32(self.zero), 0, 255)
         return (q - np.float32(self.zero)) * self.scale
 
@@ -413,7 +421,7 @@ def quantize_model(model, fmt: str, names: Iterable[str] | None = None, runtime:
                    embedding_fmt: str | None = None) -> QuantizedModel:
     """The float32 model with the matrices `names` (default: every one, `quantizable`) in format `fmt`.
 
-    fmt: a GGUF block format ("Q8_0", "Q5_0", "Q4_0") or an ONNX one ("int8", "int8-channel"); the embedding
+    fmt: a GGUF block format ("Q8_0", "Q5_0", "Q4_0"), an ONNX one ("int8", "int8-channel") or "F16"; the embedding
     table takes `embedding_fmt` (default: fmt for GGUF, "uint8" for ONNX). quantize_dynamic does store the
     table in uint8; llama.cpp's quantizer stores it in Q8_0 only for Q8_0 files, and in Q6_K (not emulated
     here) for every type below, since EmbeddingGemma has no output matrix. So a NumPy "Q4_0" model loses a
@@ -423,10 +431,12 @@ def quantize_model(model, fmt: str, names: Iterable[str] | None = None, runtime:
     int8), or "none" for weights alone.
     """
     onnx = fmt in ("int8", "int8-channel")
-    if fmt not in GGUF_FAKE and not onnx:
-        raise ValueError(f"unknown format {fmt!r}; emulated: {', '.join(list(GGUF_FAKE) + ['int8', 'int8-channel'])}"
-                         f" (K-quants: QuantizedModel.from_file_weights on llama.cpp's file)")
-    runtime = runtime or ("onnx" if onnx else "llama.cpp")
+    if fmt not in GGUF_FAKE and not onnx and fmt != "F16":
+        raise ValueError(f"unknown format {fmt!r}; emulated: {', '.join([*GGUF_FAKE, 'int8', 'int8-channel', 'F16'])}"
+                         f" (K-quants: from_gguf_file on llama.cpp's file)")
+    # F16: float16 weights, float32 arithmetic (what ONNX Runtime does with an fp16 file on a CPU, and
+    # llama.cpp's F16 matmul but for its float16 activations: runtime="llama.cpp" adds those)
+    runtime = runtime or ("onnx" if onnx else "none" if fmt == "F16" else "llama.cpp")
     embedding_fmt = embedding_fmt or ("uint8" if onnx else fmt)
     names = quantizable(model) if names is None else list(names)
     weights, types = {}, {}
