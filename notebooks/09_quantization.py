@@ -574,8 +574,11 @@ whole = gap["Q8_0 + activations (emulated)"][SHORT]
 print("  (their whole effect, 1 - cos to float32:", " ".join(f"{v:.1e}" for v in whole), ")")
 # weights only: two float32 forwards, within 1e-6 per coordinate: 1 - cos <= D (1e-6)^2 / 2 (as above)
 assert chaos_w.max() <= D * 1e-6**2 / 2
-# with activations: as large as the activations' whole effect, 1e-4 .. 6e-4, for every padded text
-assert np.all((1e-4 < chaos_a[padded]) & (chaos_a[padded] < 6e-4)), chaos_a
+# with activations: a padded text either moves by as much as the activations' whole effect, 1e-4 .. 6e-4, or,
+# where the BLAS kernel happens to sum it identically in both layouts, not at all (OPENBLAS_CORETYPE=
+# Sandybridge does so for two of the six); at least one moves
+still = chaos_a[padded] <= D * 1e-6**2 / 2
+assert np.all(still | ((1e-4 < chaos_a[padded]) & (chaos_a[padded] < 6e-4))) and not np.all(still), chaos_a
 
 # %% [markdown]
 # Why: quantizing rounds x · 127 / max|x| to an integer. A value that lands within float32's rounding of a
@@ -621,10 +624,12 @@ print(f"values on another level, per layer: {flips}; first in layer {first_flip}
       f"{flips[-1] / PER_LAYER:.0%} of its {PER_LAYER:,}")
 for i in range(L):  # weights only: two float32 forwards, within the tolerance gemma-np verify allows them
     assert moved["Q8_0 weights only"][i] <= tolerance_for(OUTS[i]), i
-# with activations: the stated figures, as ranges: a few 1e-3 of the scale at the end, and about half of the
+# with activations: the stated figures, as ranges: a few 1e-3 of the scale at the end, and a third to a half of the
 # last layer's quantized values on another level
 assert 1e-3 < moved["Q8_0 + activations"][-1] < 2e-2 and flips[-1] > 0.2 * PER_LAYER
-assert first_flip <= 2 and flips[first_flip] < 0.01 * PER_LAYER  # it starts small and early
+# it starts small, wherever chance puts the first value near a boundary: layer 0 under OpenBLAS's Haswell
+# kernels, layer 20 under Sandybridge's with one thread (where layers 0-19 come out identical)
+assert flips[first_flip] < 0.01 * PER_LAYER
 
 # %%
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
@@ -648,11 +653,13 @@ plt.show()
 #
 # - With weights alone the two runs stay at float32's rounding, a few 1e-7 of the scale, through all 24
 #   layers.
-# - With activations quantized, dozens of values already land on another level in the first layer or two
-#   (layer 0's attention output is the first quantized input that the batch's BLAS blocking can touch). From
-#   there the number of flips grows by two to three orders of magnitude, until about half of the last layer's
-#   quantized inputs sit on another level, and the outputs move apart to a few 1e-3 of the scale. The final
-#   vector moves as much as the whole activation effect.
+# - With activations quantized, the runs stay identical until a first few dozen values land on another
+#   level: here in the first layer or two (layer 0's attention output is the first quantized input that the
+#   batch's BLAS blocking can touch); with another BLAS kernel it can be much later (OpenBLAS's Sandybridge
+#   kernels on one thread: layer 20), since quantizing rounds away last-bit differences until one sits on a
+#   boundary. From there the number of flips grows by two to three orders of magnitude, until a third to a
+#   half of the last layer's quantized inputs sit on another level, and the outputs move apart to a few 1e-3
+#   of the scale. The final vector moves as much as the whole activation effect.
 #
 # So two implementations of a runtime that quantizes activations never agree text by text: a different BLAS,
 # another batch, another CPU gives another vector, equally far from float32. That holds between our emulation

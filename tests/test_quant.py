@@ -662,11 +662,13 @@ def test_q8_0_emulation_is_llama_cpp_statistically(items, short, strings, refere
     # (measured 1.2e-7 max abs, 1 - cos ~3e-13). With Q8_0 activations the same change moves a text by
     # 1 - cos 1.9e-4..2.5e-4 (measured, six padded texts): beyond 1 - MIN_COSINE = 1e-5, the most float32
     # arithmetic ever moves a vector (1e-13 measured), by a factor ~20. The longest text is not padded and
-    # comes out the same alone and in the batch (measured 7e-14): it is left out.
+    # comes out the same alone and in the batch (measured 7e-14): it is left out. A BLAS kernel may sum some
+    # padded texts identically in both layouts, and those do not move at all (OPENBLAS_CORETYPE=Sandybridge:
+    # two of the six, 5e-14; the others 1.6e-4..2.5e-4): the largest is what must show the effect.
     padded = [i for i, p in enumerate(short) if p.tokens < max(q.tokens for q in short)]
     moved = one_minus_cos(full_alone, full.embed(strings, batch=True))[padded]
     print("full emulation, alone vs batch, 1 - cos:", moved)
-    assert_above("quant: Q8_0 activations, alone vs batch, min 1 - cos", moved.min(), 1 - MIN_COSINE)
+    assert_above("quant: Q8_0 activations, alone vs batch, max 1 - cos", moved.max(), 1 - MIN_COSINE)
     assert_below("quant: Q8_0 weights only, alone vs batch, max abs",
                  np.abs(weights_alone - weights_only.embed(strings, batch=True)).max(), PARITY_BAR)
 
