@@ -17,20 +17,28 @@ Two kinds of layer, named in config.json's layer_types:
     query 5   . . . x x x
 
 In both, padding keys are masked. Padding *queries* are computed but never read: mean pooling drops them.
+
+Each forward takes an optional `cache` dict that it fills with what its backward reads; the backward sits
+below its forward. Caching takes the plain path (attend), never the blocked one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .norms import rms_norm
-from .rope import apply_rope
+from .norms import rms_norm, rms_norm_backward
+from .rope import apply_rope, apply_rope_backward
 from .trace import record
 
 # Texts longer than this take attend_blocked() (when nothing is traced): the same result as attend(), with
 # each block of queries scored only against the keys the mask lets it see (a sliding layer's band), and the
 # live [S, T] score matrix cut into query blocks.
 BLOCKED_FROM = 512
+
+
+def sub_cache(cache: dict | None, name: str) -> dict | None:
+    """The cache of one step inside a block's cache (a new dict under `name`), or None when not caching."""
+    return None if cache is None else cache.setdefault(name, {})
 
 
 def attention_mask(key_mask: np.ndarray, window: int | None) -> np.ndarray:
@@ -64,6 +72,18 @@ def masked_softmax(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return e
 
 
+def masked_softmax_backward(dprobs: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Gradient of masked_softmax.  dprobs, probs [..., S, T] -> dscores [..., S, T]
+
+    p = softmax(s) over the allowed entries: dp_j/ds_i = p_j (delta_ij - p_i), so
+        ds_i = p_i (dp_i - sum_j p_j dp_j).
+    A masked entry has p_i = 0 exactly, so its gradient is exactly 0 (and so is every entry of an empty row).
+    """
+    dscores = dprobs - np.sum(dprobs * probs, axis=-1, keepdims=True)  # [..., S, T]
+    dscores *= probs
+    return dscores
+
+
 def self_attention(
     x: np.ndarray,
     allowed: np.ndarray,
@@ -81,6 +101,7 @@ def self_attention(
     eps: float,
     trace: dict | None = None,
     prefix: str = "",
+    cache: dict | None = None,
 ) -> np.ndarray:
     """One attention block.  x [B, S, D], allowed [B, S, T] -> [B, S, D]
 
@@ -88,34 +109,66 @@ def self_attention(
     q_norm and k_norm [E]. cos/sin [S, E] from rope_tables() with this layer type's base.
     With a `trace` dict, records the intermediates named in gemma_np.nn.trace.LAYER_OPS under `prefix`.
     `allowed` alone defines the result, on the plain path and on the banded one that long texts take.
+    With a `cache` dict, stores what self_attention_backward reads (and takes the plain path).
     """
     B, S, _ = x.shape
     H, K = n_heads, n_kv_heads
     E = q_proj.shape[0] // H
-    rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)  # noqa: E731
+    rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)
     q = rec("q_proj", (x @ q_proj.T).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
     k = rec("k_proj", (x @ k_proj.T).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
     v = rec("v_proj", (x @ v_proj.T).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
 
     # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
-    q = rec("q_norm", rms_norm(q, q_norm, eps))  # [B, S, H, E]
-    k = rec("k_norm", rms_norm(k, k_norm, eps))  # [B, S, K, E]
+    q = rec("q_norm", rms_norm(q, q_norm, eps, sub_cache(cache, "q_norm")))  # [B, S, H, E]
+    k = rec("k_norm", rms_norm(k, k_norm, eps, sub_cache(cache, "k_norm")))  # [B, S, K, E]
     q = rec("q_rope", apply_rope(q, cos, sin))  # [B, S, H, E]
     k = rec("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
 
-    if trace is None and S > BLOCKED_FROM:
+    if trace is None and cache is None and S > BLOCKED_FROM:
         out = attend_blocked(q, k, v, allowed, scaling)  # same result, less work and memory
     else:
-        out = attend(q, k, v, allowed, scaling, rec)
+        out = attend(q, k, v, allowed, scaling, rec, cache=sub_cache(cache, "attend"))
     out = rec("attn_output", out)  # [B, S, H*E]
+    if cache is not None:
+        cache.update(x=x, cos=cos, sin=sin, attn_output=out,
+                     q_proj=q_proj, k_proj=k_proj, v_proj=v_proj, o_proj=o_proj)
     return rec("o_proj", out @ o_proj.T)  # [B, S, H*E] -> [B, S, D]
 
 
+def self_attention_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gradients of self_attention.  dout [B, S, D] -> dx [B, S, D] and a dict of weight gradients keyed as the
+    forward's arguments: q_proj [H*E, D], k_proj and v_proj [K*E, D], o_proj [D, H*E], q_norm and k_norm [E].
+
+    Each step of the forward, backwards: o_proj, attend, rotary (inverse rotation), q_norm/k_norm (one weight
+    shared by all heads: its gradient sums over them), the three projections (x feeds all three: dx sums them).
+    A linear y = x W^T has dx = dy W and dW = dy^T x summed over every token.
+    """
+    x, out = cache["x"], cache["attn_output"]  # [B, S, D], [B, S, H*E]
+    B, S, D = x.shape
+    x2 = x.reshape(B * S, D)  # [B*S, D]
+    grads = {}
+    grads["o_proj"] = dout.reshape(B * S, D).T @ out.reshape(B * S, -1)  # [D, B*S] @ [B*S, H*E] -> [D, H*E]
+    dattn = dout @ cache["o_proj"]  # [B, S, D] -> [B, S, H*E]
+    dq, dk, dv = attend_backward(dattn, cache["attend"])  # [B, S, H, E], [B, S, K, E], [B, S, K, E]
+    dq = apply_rope_backward(dq, cache["cos"], cache["sin"])  # [B, S, H, E]
+    dk = apply_rope_backward(dk, cache["cos"], cache["sin"])  # [B, S, K, E]
+    dq, grads["q_norm"] = rms_norm_backward(dq, cache["q_norm"])  # [B, S, H, E], [E]
+    dk, grads["k_norm"] = rms_norm_backward(dk, cache["k_norm"])  # [B, S, K, E], [E]
+    dx = np.zeros_like(x)  # [B, S, D]
+    for name, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv)):
+        d2 = d.reshape(B * S, -1)  # [B, S, N, E] -> [B*S, N*E]
+        grads[name] = d2.T @ x2  # [N*E, B*S] @ [B*S, D] -> [N*E, D]
+        dx += (d2 @ cache[name]).reshape(B, S, D)  # [B*S, N*E] @ [N*E, D] -> [B, S, D]
+    return dx, {k: grads[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")}
+
+
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
-           rec=lambda name, value: value) -> np.ndarray:
+           rec=lambda name, value: value, cache: dict | None = None) -> np.ndarray:
     """softmax(q k^T * scaling, masked) v, every query against every key; the straightforward form.
 
     q [B, S, H, E], k and v [B, T, K, E], allowed [B, S, T] -> [B, S, H*E] (heads concatenated).
+    With a `cache` dict, stores what attend_backward reads (q, k, v, the probabilities, the scaling).
     """
     B, S, H, E = q.shape
     T, K = k.shape[1], k.shape[2]
@@ -131,8 +184,36 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, sca
     scores = rec("scores", scores.reshape(B, H, S, T)).reshape(B, K, G, S, T)
     probs = masked_softmax(scores, allowed[:, None, None])  # [B, K, G, S, T]
     probs = rec("probs", probs.reshape(B, H, S, T)).reshape(B, K, G, S, T)
+    if cache is not None:
+        cache.update(q=q, k=k, v=v, probs=probs, scaling=scaling)
     out = probs @ vt  # [B, K, G, S, E]
     return out.transpose(0, 3, 1, 2, 4).reshape(B, S, H * E)  # [B, S, K, G, E] -> [B, S, H*E]
+
+
+def attend_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of attend.  dout [B, S, H*E] -> dq [B, S, H, E], dk and dv [B, T, K, E]
+
+    With P = masked_softmax(s), s = c q k^T (c the scaling) and o = P v, per query head:
+        dP = do v^T,   dv = P^T do,   ds = masked_softmax_backward(dP, P),   dq = c ds k,   dk = c ds^T q.
+    The G query heads that share a kv head each add their part: dk and dv are summed over G.
+    """
+    q, k, v, probs = cache["q"], cache["k"], cache["v"], cache["probs"]  # probs [B, K, G, S, T]
+    B, S, H, E = q.shape
+    K = k.shape[2]
+    G = H // K
+    c = q.dtype.type(cache["scaling"])
+    qg = q.reshape(B, S, K, G, E).transpose(0, 2, 3, 1, 4)  # [B, K, G, S, E]
+    dog = dout.reshape(B, S, K, G, E).transpose(0, 2, 3, 1, 4)  # [B, S, H*E] -> [B, K, G, S, E]
+    kk = k.transpose(0, 2, 1, 3)[:, :, None]  # [B, K, 1, T, E]
+    vv = v.transpose(0, 2, 1, 3)[:, :, None]  # [B, K, 1, T, E]
+    dprobs = dog @ vv.swapaxes(-1, -2)  # [B, K, G, S, E] @ [B, K, 1, E, T] -> [B, K, G, S, T]
+    dv = np.sum(probs.swapaxes(-1, -2) @ dog, axis=2)  # [B, K, G, T, S] @ [B, K, G, S, E] -> sum G -> [B, K, T, E]
+    dscores = masked_softmax_backward(dprobs, probs)  # [B, K, G, S, T]
+    dscores *= c  # through s = c q k^T
+    dq = dscores @ kk  # [B, K, G, S, T] @ [B, K, 1, T, E] -> [B, K, G, S, E]
+    dk = np.sum(dscores.swapaxes(-1, -2) @ qg, axis=2)  # [B, K, G, T, S] @ [B, K, G, S, E] -> sum G -> [B, K, T, E]
+    dq = dq.transpose(0, 3, 1, 2, 4).reshape(B, S, H, E)  # [B, S, K, G, E] -> [B, S, H, E] (h = k * G + g)
+    return dq, dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)  # [B, T, K, E] each
 
 
 def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,

@@ -2,6 +2,8 @@
 
 Axes: B batch, S sequence, D hidden, F feed-forward. Parameters are the safetensors tensors under their
 names in model.safetensors ("embed_tokens.weight", "layers.3.self_attn.q_proj.weight", "norm.weight").
+Each forward takes an optional `cache` dict that it fills with what its backward (below it) reads; the
+gradients come back under the same parameter names.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .attention import attention_mask, self_attention
-from .mlp import mlp
-from .norms import rms_norm
+from .attention import attention_mask, self_attention, self_attention_backward, sub_cache
+from .mlp import mlp, mlp_backward
+from .norms import rms_norm, rms_norm_backward
 from .rope import rope_tables
 from .trace import record
 
@@ -20,17 +22,41 @@ if TYPE_CHECKING:  # an annotation only: nn/ imports nothing of gemma_np's outsi
     from ..io.config import GemmaConfig
 
 
-def embed_tokens(input_ids: np.ndarray, table: np.ndarray, dtype: np.dtype, scale: float | None = None) -> np.ndarray:
+# The padding token's row: transformers builds embed_tokens as nn.Embedding(..., padding_idx=config.pad_token_id),
+# and pad_token_id is 0 in EmbeddingGemma's config.json; nn.Embedding never sends a gradient to that row.
+PADDING_IDX = 0
+
+
+def embed_tokens(input_ids: np.ndarray, table: np.ndarray, dtype: np.dtype, scale: float | None = None,
+                 cache: dict | None = None) -> np.ndarray:
     """Look up each id's row and scale it by sqrt(D).  [B, S] int -> [B, S, D]
 
     The scale is rounded to the weights' dtype first, as transformers does (`embed_scale.to(weight.dtype)`):
     27.712812 in float32, the default. Weights of another precision pass their own rounding as `scale`
     (bfloat16: 27.75, gemma_np.verify.precision.bfloat16_weights). Only the rows the batch uses are read,
-    and cast.
+    and cast. With a `cache` dict, stores what embed_tokens_backward reads (the ids, the scale, the table's shape).
     """
     D = table.shape[1]
     rows = np.asarray(table[input_ids], dtype=dtype)  # [B, S] -> [B, S, D]
-    return rows * np.dtype(dtype).type(np.sqrt(D) if scale is None else scale)
+    scale = np.dtype(dtype).type(np.sqrt(D) if scale is None else scale)
+    if cache is not None:
+        cache.update(input_ids=input_ids, scale=scale, shape=table.shape)
+    return rows * scale
+
+
+def embed_tokens_backward(dout: np.ndarray, cache: dict, padding_idx: int | None = PADDING_IDX) -> np.ndarray:
+    """Gradient of the table.  dout [B, S, D] -> dtable [V, D] (dense, zeros for unused rows)
+
+    out[b, s] = table[ids[b, s]] * scale, so row v gets scale * the sum of dout over every position holding v: a
+    scatter-add (np.add.at adds repeated ids one by one; fancy-index `+=` would keep only one of them).
+    Positions holding `padding_idx` add nothing, as nn.Embedding(padding_idx=0) (None: every row learns).
+    The ids are constants: no gradient flows further.
+    """
+    ids = cache["input_ids"]  # [B, S]
+    dtable = np.zeros(cache["shape"], dtype=dout.dtype)  # [V, D]
+    keep = np.ones(ids.shape, bool) if padding_idx is None else ids != padding_idx  # [B, S]
+    np.add.at(dtable, ids[keep], dout[keep] * cache["scale"])  # [N, D] rows into [V, D]
+    return dtable
 
 
 def encoder_layer(
@@ -42,28 +68,56 @@ def encoder_layer(
     cfg: GemmaConfig,
     trace: dict | None = None,
     prefix: str = "",
+    cache: dict | None = None,
 ) -> np.ndarray:
     """One Gemma3 layer, four RMSNorms around two residual blocks.  [B, S, D] -> [B, S, D]
 
     `w` holds this layer's tensors under their names without the "layers.{i}." prefix. With a `trace`
-    dict, records gemma_np.nn.trace.LAYER_OPS under `prefix` ("layers.{i}.").
+    dict, records gemma_np.nn.trace.LAYER_OPS under `prefix` ("layers.{i}."). With a `cache` dict, stores
+    each step's cache under the step's module name, for encoder_layer_backward.
     """
     eps = cfg.rms_norm_eps
-    rec = lambda name, value: record(trace, prefix, name, value)  # noqa: E731
-    h = rec("input_layernorm", rms_norm(x, w["input_layernorm.weight"], eps))  # [B, S, D]
+    rec = lambda name, value: record(trace, prefix, name, value)
+    c = lambda name: sub_cache(cache, name)
+    h = rec("input_layernorm", rms_norm(x, w["input_layernorm.weight"], eps, c("input_layernorm")))  # [B, S, D]
     h = self_attention(
         h, allowed, cos, sin,
         w["self_attn.q_proj.weight"], w["self_attn.k_proj.weight"], w["self_attn.v_proj.weight"],
         w["self_attn.o_proj.weight"], w["self_attn.q_norm.weight"], w["self_attn.k_norm.weight"],
         cfg.num_attention_heads, cfg.num_key_value_heads, cfg.query_pre_attn_scalar ** -0.5, eps,
-        trace, prefix,
+        trace, prefix, c("self_attn"),
     )  # [B, S, D]
-    h = rec("post_attention_layernorm", rms_norm(h, w["post_attention_layernorm.weight"], eps))
+    h = rec("post_attention_layernorm",
+            rms_norm(h, w["post_attention_layernorm.weight"], eps, c("post_attention_layernorm")))
     x = rec("attn_residual", x + h)  # residual
-    h = rec("pre_feedforward_layernorm", rms_norm(x, w["pre_feedforward_layernorm.weight"], eps))
-    h = mlp(h, w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"], w["mlp.down_proj.weight"], trace, prefix)
-    h = rec("post_feedforward_layernorm", rms_norm(h, w["post_feedforward_layernorm.weight"], eps))
+    h = rec("pre_feedforward_layernorm",
+            rms_norm(x, w["pre_feedforward_layernorm.weight"], eps, c("pre_feedforward_layernorm")))
+    h = mlp(h, w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"], w["mlp.down_proj.weight"], trace, prefix,
+            c("mlp"))
+    h = rec("post_feedforward_layernorm",
+            rms_norm(h, w["post_feedforward_layernorm.weight"], eps, c("post_feedforward_layernorm")))
     return rec("output", x + h)  # residual
+
+
+def encoder_layer_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gradients of encoder_layer.  dout [B, S, D] -> dx [B, S, D] and {name in `w`: gradient of its shape}.
+
+    The forward's steps in reverse. A residual x + h sends its gradient unchanged to both x and h, so each
+    block's gradient is added to the one that went round it.
+    """
+    g = {}
+    dx = dout  # residual x + h: the skip path gets dout as it is ...
+    dh, g["post_feedforward_layernorm.weight"] = rms_norm_backward(dout, cache["post_feedforward_layernorm"])
+    dh, mlp_grads = mlp_backward(dh, cache["mlp"])  # ... and the MLP block gets it too
+    dh, g["pre_feedforward_layernorm.weight"] = rms_norm_backward(dh, cache["pre_feedforward_layernorm"])
+    dx = dx + dh  # [B, S, D] both paths into the attention residual's output
+    dh, g["post_attention_layernorm.weight"] = rms_norm_backward(dx, cache["post_attention_layernorm"])
+    dh, attn_grads = self_attention_backward(dh, cache["self_attn"])
+    dh, g["input_layernorm.weight"] = rms_norm_backward(dh, cache["input_layernorm"])
+    dx = dx + dh  # [B, S, D] the skip path and the attention block into the layer's input
+    g.update({f"mlp.{k}.weight": v for k, v in mlp_grads.items()})
+    g.update({f"self_attn.{k}.weight": v for k, v in attn_grads.items()})
+    return dx, g
 
 
 def layer_params(params: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
@@ -81,6 +135,7 @@ def encoder_forward(
     output_hidden_states: bool = False,
     trace: dict | None = None,
     embed_scale: float | None = None,
+    cache: dict | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """input_ids, mask [B, S] -> token embeddings [B, S, D] after the final norm.
 
@@ -88,9 +143,11 @@ def encoder_forward(
     scaled token embeddings, index i the output of layer i, the last one after the final norm.
     With a `trace` dict, records the names of gemma_np.nn.trace (embed_tokens, layers.{i}.*, norm).
     embed_scale: sqrt(D) as the weights' dtype rounds it (None: in `dtype`; see embed_tokens).
+    With a `cache` dict, stores every step's cache for encoder_backward ("embed_tokens", "layers.{i}", "norm").
     """
     S = input_ids.shape[1]
-    x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale)  # [B, S] -> [B, S, D]
+    x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale,
+                     sub_cache(cache, "embed_tokens"))  # [B, S] -> [B, S, D]
     x = record(trace, "", "embed_tokens", x)
     hidden = [x] if output_hidden_states else None
     # One mask and one rotary table per layer type, shared by all layers of that type.
@@ -104,10 +161,27 @@ def encoder_forward(
         tables[t] = record(trace, f"rope.{t}.", "cos", cos), record(trace, f"rope.{t}.", "sin", sin)
     for i, layer_type in enumerate(cfg.layer_types):
         cos, sin = tables[layer_type]
-        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.")
+        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.",
+                          sub_cache(cache, f"layers.{i}"))
         if hidden is not None:
             hidden.append(x)
-    x = record(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps))  # [B, S, D]
+    x = record(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps,
+                                           sub_cache(cache, "norm")))  # [B, S, D]
     if hidden is not None:
         hidden[-1] = x
     return x, hidden
+
+
+def encoder_backward(dtokens: np.ndarray, cache: dict, num_layers: int) -> dict[str, np.ndarray]:
+    """Gradients of every encoder parameter.  dtokens [B, S, D] (of encoder_forward's output) -> {name: grad}
+
+    Names as in params ("embed_tokens.weight", "layers.{i}.<name>", "norm.weight"); the table's gradient is
+    dense [V, D], its padding row zero (embed_tokens_backward).
+    """
+    grads = {}
+    dx, grads["norm.weight"] = rms_norm_backward(dtokens, cache["norm"])  # [B, S, D]
+    for i in reversed(range(num_layers)):
+        dx, layer_grads = encoder_layer_backward(dx, cache[f"layers.{i}"])  # [B, S, D]
+        grads.update({f"layers.{i}.{k}": v for k, v in layer_grads.items()})
+    grads["embed_tokens.weight"] = embed_tokens_backward(dx, cache["embed_tokens"])  # [V, D]
+    return grads

@@ -1,5 +1,6 @@
 """What sentence-transformers puts after the encoder: mean pooling, Dense, Dense, L2 normalization,
 and the Matryoshka truncation of the result.  Axes: B batch, S sequence, D hidden (768), P projection (3072).
+Each step's backward sits below it; forwards with an optional `cache` dict store what their backward reads.
 """
 
 from __future__ import annotations
@@ -21,15 +22,81 @@ def mean_pool(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (total / count).astype(tokens.dtype)
 
 
+def mean_pool_backward(dpooled: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Gradient of mean_pool.  dpooled [B, D], mask [B, S] -> dtokens [B, S, D]
+
+    pooled = sum_s m_s t_s / max(sum_s m_s, 1e-9): each real token gets dpooled / count, padding gets 0.
+    """
+    count = np.maximum(np.sum(mask, axis=1, dtype=np.float64), 1e-9)  # [B]
+    m = (mask / count[:, None]).astype(dpooled.dtype)  # [B, S]
+    return m[:, :, None] * dpooled[:, None, :]  # [B, S, 1] * [B, 1, D] -> [B, S, D]
+
+
 def dense(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """A Dense module with no bias and the identity activation.  [B, in] -> [B, out]; weight [out, in]."""
     return x @ weight.T
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """x / max(||x||, 1e-12) over the last axis, as torch.nn.functional.normalize.  [B, N] -> [B, N]"""
+def dense_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of dense: y = x W^T gives dx = dy W and dW = dy^T x.
+    dout [B, out], x [B, in] (the forward's input: its whole cache), weight [out, in] -> dx [B, in], dW [out, in]
+    """
+    return dout @ weight, dout.T @ x
+
+
+def l2_normalize(x: np.ndarray, cache: dict | None = None) -> np.ndarray:
+    """x / max(||x||, 1e-12) over the last axis, as torch.nn.functional.normalize.  [B, N] -> [B, N]
+
+    With a `cache` dict, stores what l2_normalize_backward reads (the output and the clamped norm).
+    """
     norm = np.sqrt(np.sum(np.square(x), axis=-1, keepdims=True))
-    return x / np.maximum(norm, x.dtype.type(1e-12))
+    y = x / np.maximum(norm, x.dtype.type(1e-12))
+    if cache is not None:
+        cache.update(y=y, norm=norm)
+    return y
+
+
+def l2_normalize_backward(dout: np.ndarray, cache: dict) -> np.ndarray:
+    """Gradient of l2_normalize.  dout [B, N] -> dx [B, N]
+
+    y = x / ||x||:  dx = (dy - y (y . dy)) / ||x||, the component of dy along y removed (a unit vector cannot
+    grow). Where the norm is below 1e-12 the forward divides by the constant 1e-12 instead (torch's
+    clamp_min passes no gradient to the norm there): dx = dy / 1e-12.
+    """
+    y, norm = cache["y"], cache["norm"]  # [B, N], [B, 1]
+    tiny = norm < y.dtype.type(1e-12)  # [B, 1]
+    radial = np.where(tiny, 0, np.sum(y * dout, axis=-1, keepdims=True))  # [B, 1]
+    return (dout - y * radial) / np.maximum(norm, y.dtype.type(1e-12))  # [B, N]
+
+
+def sentence_head(tokens: np.ndarray, mask: np.ndarray, dense_weights: list[np.ndarray], normalize: bool = True,
+                  cache: dict | None = None) -> np.ndarray:
+    """Mean pooling, each Dense, then L2 normalization: the same steps as EmbeddingGemma.forward after the encoder.
+
+    tokens [B, S, D], mask [B, S], dense_weights [out, in] each -> [B, N]. With a `cache` dict, stores what
+    sentence_head_backward reads (the mask, each Dense's input, the normalization's cache).
+    """
+    x = mean_pool(tokens, mask)  # [B, S, D] -> [B, D]
+    inputs = []
+    for w in dense_weights:
+        inputs.append(x)
+        x = dense(x, w)  # [B, 768] -> [B, 3072] -> [B, 768]
+    norm_cache = {} if cache is not None and normalize else None
+    if normalize:
+        x = l2_normalize(x, norm_cache)  # [B, N]
+    if cache is not None:
+        cache.update(mask=mask, dense_inputs=inputs, dense_weights=dense_weights, normalize=norm_cache)
+    return x
+
+
+def sentence_head_backward(demb: np.ndarray, cache: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Gradients of sentence_head.  demb [B, N] -> dtokens [B, S, D], [dW of each Dense, [out, in]]"""
+    dx = demb if cache["normalize"] is None else l2_normalize_backward(demb, cache["normalize"])  # [B, N]
+    dweights = []
+    for x, w in zip(reversed(cache["dense_inputs"]), reversed(cache["dense_weights"])):
+        dx, dw = dense_backward(dx, x, w)  # [B, out] -> [B, in], [out, in]
+        dweights.insert(0, dw)
+    return mean_pool_backward(dx, cache["mask"]), dweights  # [B, S, D]
 
 
 def matryoshka(x: np.ndarray, dim: int, renormalize: bool) -> np.ndarray:

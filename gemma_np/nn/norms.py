@@ -1,11 +1,11 @@
-"""RMSNorm, as Gemma writes it: the weight is stored zero-centred and applied as (1 + w)."""
+"""RMSNorm, as Gemma writes it: the weight is stored zero-centred and applied as (1 + w). Forward and backward."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, cache: dict | None = None) -> np.ndarray:
     """x / sqrt(mean(x**2) + eps) * (1 + weight), over the last axis.
 
     [..., N] -> [..., N], where N is D for the four layer norms and the final norm, E for q_norm/k_norm.
@@ -14,6 +14,27 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     `x * w + x`), the product taken before any cast. transformers runs this in float32 even inside a float64
     model (`x.float()`); gemma_np runs it in the array's own dtype, so float64 here is the exact reference
     and float32 matches torch's float32.
+    With a `cache` dict, stores what rms_norm_backward reads (x, rstd, weight); the output is the same.
     """
     ms = np.mean(np.square(x), axis=-1, keepdims=True)  # [..., 1]
-    return x * (1.0 / np.sqrt(ms + x.dtype.type(eps))) * (1 + weight)  # [..., N]
+    rstd = 1.0 / np.sqrt(ms + x.dtype.type(eps))  # [..., 1]
+    if cache is not None:
+        cache.update(x=x, rstd=rstd, weight=weight)
+    return x * rstd * (1 + weight)  # [..., N]
+
+
+def rms_norm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of rms_norm.  dout [..., N] -> dx [..., N], dweight [N]
+
+    With r = (mean(x**2) + eps) ** -1/2, n = x r and y = n (1 + w):
+        dw   = sum over every leading axis of dy * n     (one weight shared by all tokens, and for q_norm and
+                                                          k_norm by all heads too: [B, S, H, E] sums B, S, H)
+        dn   = dy * (1 + w)
+        dx_i = r (dn_i - n_i mean_j(dn_j n_j))           since dr/dx_i = -r**3 x_i / N
+    """
+    x, rstd, weight = cache["x"], cache["rstd"], cache["weight"]
+    n = x * rstd  # [..., N] the normalized input
+    dweight = np.sum((dout * n).reshape(-1, x.shape[-1]), axis=0)  # [..., N] -> [N]
+    dn = dout * (1 + weight)  # [..., N]
+    dx = rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))  # [..., N]
+    return dx, dweight

@@ -55,3 +55,16 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     turned *= sin
     out += turned  # x * cos + rotate_half(x) * sin, with two temporaries instead of four
     return out
+
+
+def apply_rope_backward(dout: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Gradient of apply_rope: the inverse rotation.  dout [B, S, N, E], cos/sin [S, E] -> dx [B, S, N, E]
+
+    y = x cos + R(x) sin, with R = rotate_half a linear map whose transpose is its negative
+    (R(x1, x2) = (-x2, x1), R^T(a, b) = (b, -a) = -R(a, b)). So dx = dy cos + R^T(dy sin) = dy cos - R(dy sin):
+    the same rotation by minus the angle (both halves share cos and sin). The tables are constants: no gradient.
+    """
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # [1, S, 1, E]
+    dx = dout * cos
+    dx -= rotate_half(dout * sin)  # [B, S, N, E]
+    return dx
