@@ -172,13 +172,14 @@ def encoder_forward(
     return x, hidden
 
 
-def encoder_backward(dtokens: np.ndarray, cache: dict, num_layers: int) -> dict[str, np.ndarray]:
+def encoder_backward(dtokens: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """Gradients of every encoder parameter.  dtokens [B, S, D] (of encoder_forward's output) -> {name: grad}
 
-    Names as in params ("embed_tokens.weight", "layers.{i}.<name>", "norm.weight"); the table's gradient is
-    dense [V, D], its padding row zero (embed_tokens_backward).
+    `cache` as encoder_forward filled it. Names as in params ("embed_tokens.weight", "layers.{i}.<name>",
+    "norm.weight"); the table's gradient is dense [V, D], its padding row zero (embed_tokens_backward).
     """
     grads = {}
+    num_layers = sum(1 for name in cache if name.startswith("layers."))
     dx, grads["norm.weight"] = rms_norm_backward(dtokens, cache["norm"])  # [B, S, D]
     for i in reversed(range(num_layers)):
         dx, layer_grads = encoder_layer_backward(dx, cache[f"layers.{i}"])  # [B, S, D]
