@@ -23,6 +23,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gemma_np.nn import attention as nn_attention
+from gemma_np.nn import encoder as nn_encoder
+from gemma_np.nn import norms as nn_norms
 from gemma_np.nn.attention import (
     attend,
     attend_backward,
@@ -43,7 +46,7 @@ from gemma_np.nn.head import (
 )
 from gemma_np.nn.mlp import gelu_tanh, gelu_tanh_backward, mlp, mlp_backward
 from gemma_np.nn.norms import rms_norm, rms_norm_backward
-from gemma_np.nn.rope import apply_rope, apply_rope_backward, rope_tables
+from gemma_np.nn.rope import apply_rope, apply_rope_backward, rope_tables, rotate_half
 
 from bounds import assert_below
 
@@ -441,3 +444,97 @@ def test_whole_model_backward_equals_sentence_transformers_autograd(tiny, torch_
     for name, p in st64.named_parameters():
         compare(f"whole model {names[name]}", grads[names[name]], p.grad, depth)
     assert np.all(grads["embed_tokens.weight"][0] == 0)
+
+
+def test_a_cached_forward_returns_the_same_bits(tiny):
+    """Caching only keeps references: encoder_forward and sentence_head give what EmbeddingGemma.forward gives,
+    bit for bit, in float32. (Past 512 tokens or 2048 tokens a batch, an uncached forward takes the blocked
+    attention or the chunked MLP and a cached one the plain path: equal up to the order of float32 sums.)"""
+    from gemma_np import EmbeddingGemma
+    from gemma_np.io.tokenizer import pad_batch
+    from gemma_np.nn.encoder import encoder_forward
+    from gemma_np.nn.head import sentence_head
+
+    model = EmbeddingGemma.from_pretrained(tiny[0])
+    input_ids, mask = pad_batch(model.tokenize(WHOLE_TEXTS)[0])
+    want = model.forward(input_ids, mask)
+    cache = {}
+    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, model.dtype, cache=cache)
+    emb = sentence_head(tokens, mask, model.dense_weights, model.head.normalize, {})
+    assert tokens.dtype == emb.dtype == np.float32
+    np.testing.assert_array_equal(tokens, want["token_embeddings"])
+    np.testing.assert_array_equal(emb, want["sentence_embedding"])
+    assert sorted(cache) == sorted(["embed_tokens", "norm"] + [f"layers.{i}" for i in range(model.config.num_hidden_layers)])
+
+
+def test_float32_backward_stays_float32(tiny):
+    """No step of the backward widens float32 to float64 (NumPy's promotion rules would do it silently)."""
+    from gemma_np import EmbeddingGemma
+    from gemma_np.io.tokenizer import pad_batch
+    from gemma_np.nn.encoder import encoder_backward, encoder_forward
+    from gemma_np.nn.head import sentence_head, sentence_head_backward
+
+    model = EmbeddingGemma.from_pretrained(tiny[0])
+    input_ids, mask = pad_batch(model.tokenize(WHOLE_TEXTS)[0])
+    cache, head_cache = {}, {}
+    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, np.float32, cache=cache)
+    emb = sentence_head(tokens, mask, model.dense_weights, model.head.normalize, head_cache)
+    dtokens, ddense = sentence_head_backward(np.ones_like(emb), head_cache)
+    grads = encoder_backward(dtokens, cache)
+    for name, g in [*grads.items(), *enumerate(ddense), ("dtokens", dtokens)]:
+        assert g.dtype == np.float32 and np.all(np.isfinite(g)), name
+
+
+# ------------------------------------------------------------------------------------------------ mutations
+# Each replaces one backward, by its name in this module, with a copy holding one bug; the test that checks it
+# must then fail. The bugs call the real functions through their modules (the names here are the ones patched).
+def _rope_sign_flipped(dout, cos, sin):  # the forward rotation instead of the inverse one
+    return dout * cos[None, :, None, :] + rotate_half(dout * sin[None, :, None, :])
+
+
+def _no_head_sum(dout, cache):  # dk and dv from the first query head of each kv head only
+    dq, _, _ = nn_attention.attend_backward(dout, cache)
+    B, S, H, E = cache["q"].shape
+    G = H // cache["k"].shape[2]
+    first = dout.reshape(B, S, H // G, G, E).copy()
+    first[:, :, :, 1:] = 0
+    _, dk, dv = nn_attention.attend_backward(first.reshape(dout.shape), cache)
+    return dq, dk, dv
+
+
+def _padding_row_learns(dout, cache, padding_idx=0):
+    return nn_encoder.embed_tokens_backward(dout, cache, padding_idx=None)
+
+
+def _norm_weight_from_one_head(dout, cache):  # q_norm's weight gradient not summed over the heads
+    dx, dw = nn_norms.rms_norm_backward(dout, cache)
+    if dout.ndim == 4:
+        dw = nn_norms.rms_norm_backward(dout[:, :, :1], {k: v[:, :, :1] if k != "weight" else v for k, v in cache.items()})[1]
+    return dx, dw
+
+
+def _softmax_leaks_into_masked_entries(dprobs, probs):  # the gradient of an unmasked softmax
+    return nn_attention.masked_softmax_backward(dprobs, probs) + 1e-3 * (probs == 0) * dprobs
+
+
+MUTATIONS = {
+    "rope sign": ("apply_rope_backward", _rope_sign_flipped, lambda: test_rope_backward_is_the_inverse_rotation()),
+    "no head sum": ("attend_backward", _no_head_sum,
+                    lambda: test_attend_backward_sums_dk_dv_over_the_query_heads_of_each_kv_head(None, (4, 2))),
+    "padding row": ("embed_tokens_backward", _padding_row_learns,
+                    lambda: test_embed_tokens_backward_scatter_adds_and_skips_the_padding_row()),
+    "q_norm one head": ("rms_norm_backward", _norm_weight_from_one_head, lambda: test_rms_norm_backward((B, S, H, E))),
+    "softmax leak": ("masked_softmax_backward", _softmax_leaks_into_masked_entries,
+                     lambda: test_masked_softmax_backward(3)),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_backward_with_one_bug_fails_its_test(mutation, monkeypatch):
+    import sys
+
+    name, buggy, run = MUTATIONS[mutation]
+    run()  # passes as written
+    monkeypatch.setattr(sys.modules[__name__], name, buggy)
+    with pytest.raises(AssertionError):
+        run()
