@@ -8,6 +8,9 @@
     head.py       mean pooling, Dense, L2 normalization, Matryoshka truncation
     trace.py      the named capture points every step records into (what verify/ compares)
 
+Each step's backward sits beside its forward (`rms_norm_backward` under `rms_norm`, ...). A forward given a
+`cache` dict stores in it what its backward reads, and returns the same output as without it.
+
 Imports: NumPy and the standard library only, and each other. Nothing here reads a file or knows the
 checkpoint's folder; io/ and model.py hand these functions arrays.
 """
