@@ -338,6 +338,17 @@ def test_dense_and_l2_normalize_backward():
     compare("dense dw", dw, want[1])
 
 
+def test_l2_normalize_backward_below_the_clamp():
+    """A zero vector, one shorter than 1e-12 and an ordinary one: below the clamp the norm is a constant."""
+    x = np.array([[0.0, 0.0, 0.0], [1e-13, 2e-13, 0.0], [1.0, 2.0, 3.0]])
+    dy = rng_for("clamp").normal(size=x.shape)
+    cache = {}
+    l2_normalize(x, cache)
+    tx = t(x)
+    want, = autograd(torch.nn.functional.normalize(tx, dim=-1), dy, tx)
+    compare("l2_normalize dx below the clamp", l2_normalize_backward(dy, cache), want)
+
+
 @pytest.mark.parametrize("window", WINDOWS)
 def test_encoder_layer_backward(window):
     from gemma_np.io.config import GemmaConfig
