@@ -1,4 +1,5 @@
-"""The package's folders are its architecture, and imports run one way: nn/ <- io/ <- model <- verify/ <- cli.
+"""The package's folders are its architecture, and imports run one way: nn/ <- io/ <- model <- verify/ <- cli;
+train/ (the loss and the optimizer) builds on nn/ alone.
 
 Read from each module's source (ast), not by importing it: an import that only runs inside a function counts
 too, except under `if TYPE_CHECKING:` (annotations, never run).
@@ -19,6 +20,7 @@ STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 ALLOWED = {
     "gemma_np.nn": {"numpy"},
     "gemma_np.io": {"numpy", "tokenizers", "gemma_np.errors", "gemma_np.nn"},
+    "gemma_np.train": {"numpy", "gemma_np.nn"},
 }
 # One module may import one more package: io/gguf.py reads GGUF with llama.cpp's `gguf` (an optional extra),
 # only inside functions (LAZY_ONLY), so that `import gemma_np` never needs it.
@@ -93,7 +95,7 @@ def test_imports_run_one_way(path):
 
 def test_the_folders_are_there():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders == {"nn", "io", "verify", "integrations"}
+    assert folders == {"nn", "io", "verify", "integrations", "train"}
     for folder in folders:
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         says = folder == "integrations" or (doc and "Imports" in doc)
@@ -110,6 +112,9 @@ def test_the_folders_are_there():
     ("gemma_np.io.weights", "def f():\n    import gguf", "imports gguf"),
     ("gemma_np.io.gguf", "import gguf", "at module level"),
     ("gemma_np.verify.onnxrt", "import onnxruntime", "at module level"),
+    ("gemma_np.train.loss", "import torch", "imports torch"),
+    ("gemma_np.train.loss", "from ..io.weights import load", "imports gemma_np.io.weights"),
+    ("gemma_np.train.optim", "def f():\n    from ..model import EmbeddingGemma", "imports gemma_np.model"),
 ])
 def test_the_checker_catches_a_wrong_import(module, source, expected):
     found = violations(module, imports(source, module))
@@ -123,3 +128,5 @@ def test_the_checker_lets_the_right_imports_pass():
     assert violations("gemma_np.verify.torch_trace",
                       imports("def f():\n    import torch\n", "gemma_np.verify.torch_trace")) == []
     assert violations("gemma_np.io.gguf", imports("def f():\n    import gguf\n", "gemma_np.io.gguf")) == []
+    source = "import numpy as np\nfrom ..nn.head import l2_normalize\nfrom .loss import mnrl_loss\n"
+    assert violations("gemma_np.train.optim", imports(source, "gemma_np.train.optim")) == []

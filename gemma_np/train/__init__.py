@@ -1,0 +1,8 @@
+"""Training EmbeddingGemma: what turns the backwards of nn/ into learning.
+
+    loss.py   MultipleNegativesRankingLoss (in-batch negatives, hard negatives, the symmetric form) and its
+              gradient with respect to the embeddings, as sentence-transformers computes it
+
+Imports: NumPy, the standard library and gemma_np.nn only. Like nn/, nothing here reads a file; the caller
+hands these functions arrays (embeddings, gradients, parameters).
+"""
