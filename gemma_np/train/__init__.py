@@ -2,6 +2,7 @@
 
     loss.py   MultipleNegativesRankingLoss (in-batch negatives, hard negatives, the symmetric form) and its
               gradient with respect to the embeddings, as sentence-transformers computes it
+    optim.py  AdamW, as torch.optim.AdamW computes it (decoupled weight decay, bias correction, eps after it)
 
 Imports: NumPy, the standard library and gemma_np.nn only. Like nn/, nothing here reads a file; the caller
 hands these functions arrays (embeddings, gradients, parameters).
