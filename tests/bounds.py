@@ -30,6 +30,18 @@ def parity_bar(dim: int) -> float:
     return PARITY_BAR * (768 / dim) ** 0.5
 
 
+def gradient_bound(depth: int, n: int, u: float = 2.0 ** -53) -> float:
+    """2 (n + depth) n u: the largest allowed |ours - reference| / max|reference| for a gradient.
+
+    Each element is a chain of at most `depth` rounded operations, the longest a sum of at most `n` terms; a
+    rounded sum of n terms errs by n u sum|terms|, every other step by u; sum|terms| exceeds the largest element
+    by the cancellation of random signs, allowed up to n; both sides err (docs/tolerances.md). u: float64's
+    unit roundoff by default; with U32, the bound of a float32 computation against an exact (float64) one is
+    half of gradient_bound(depth, n, U32), one side erring.
+    """
+    return 2 * (n + depth) * n * u
+
+
 def _log(name: str, measured: float, bound: float, kind: str) -> None:
     path = os.environ.get("GEMMA_NP_BOUNDS_LOG")
     if path:

@@ -75,3 +75,25 @@ def onnx_dir(real_dir):
     from weights_tools.onnx_export import export
 
     return export(real_dir)
+
+
+@pytest.fixture
+def torch_in_float64(monkeypatch):
+    """transformers' Gemma3 made a true float64 reference: its RMSNorm (`x.float()`) and rotary angles
+    (`position_ids.float()`) run in float32 even in a float64 model; here both run in the input's dtype.
+    (Its attention runs through sdpa, which is float64 in a float64 model.) Used by the gradient tests."""
+    import torch
+    from transformers.models.gemma3 import modeling_gemma3 as mg
+
+    def rms_norm64(self, x):  # Gemma3RMSNorm.forward without its float32 cast
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+    def rotary64(self, x, position_ids, layer_type):
+        base, E = self.config.rope_parameters[layer_type]["rope_theta"], self.config.head_dim
+        inv_freq = 1.0 / base ** (torch.arange(0, E, 2, dtype=torch.float64) / E)
+        angles = position_ids[..., None].double() * inv_freq
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+    monkeypatch.setattr(mg.Gemma3RMSNorm, "forward", rms_norm64)
+    monkeypatch.setattr(mg.Gemma3RotaryEmbedding, "forward", rotary64)

@@ -49,7 +49,7 @@ from gemma_np.nn.mlp import gelu_tanh, gelu_tanh_backward, mlp, mlp_backward
 from gemma_np.nn.norms import rms_norm, rms_norm_backward
 from gemma_np.nn.rope import apply_rope, apply_rope_backward, rope_tables, rotate_half
 
-from bounds import assert_below
+from bounds import assert_below, gradient_bound
 
 torch = pytest.importorskip("torch")
 
@@ -60,7 +60,7 @@ DEPTH = 50  # bounds the rounded steps of one layer's forward and backward, one 
 
 def rel_bound(depth: int = DEPTH, n: int = N) -> float:
     """The largest allowed |numpy - torch| / max|torch| (see the module docstring); n bounds every sum."""
-    return 2 * (n + depth) * n * U64
+    return gradient_bound(depth, n, U64)
 
 
 def test_the_derived_bound_is_within_the_issues_bar():
@@ -392,27 +392,6 @@ def test_encoder_layer_backward(window):
 WHOLE_TEXTS = ["task: search result | query: the quick brown fox",
                "title: none | text: mars is red, jupiter has a great red spot, saturn has rings " * 2,  # 40 tokens
                "a star"]
-
-
-@pytest.fixture
-def torch_in_float64(monkeypatch):
-    """transformers' Gemma3 made a true float64 reference: its RMSNorm (`x.float()`) and rotary angles
-    (`position_ids.float()`) run in float32 even in a float64 model; here both run in the input's dtype.
-    (Its attention runs through sdpa, which is float64 in a float64 model.)"""
-    from transformers.models.gemma3 import modeling_gemma3 as mg
-
-    def rms_norm64(self, x):
-        return t_rms_norm(x, self.weight, self.eps)
-
-    def rotary64(self, x, position_ids, layer_type):
-        base, E = self.config.rope_parameters[layer_type]["rope_theta"], self.config.head_dim
-        inv_freq = 1.0 / base ** (torch.arange(0, E, 2, dtype=torch.float64) / E)
-        angles = position_ids[..., None].double() * inv_freq
-        angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-
-    monkeypatch.setattr(mg.Gemma3RMSNorm, "forward", rms_norm64)
-    monkeypatch.setattr(mg.Gemma3RotaryEmbedding, "forward", rotary64)
 
 
 def test_whole_model_backward_equals_sentence_transformers_autograd(tiny, torch_in_float64):

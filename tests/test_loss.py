@@ -26,7 +26,7 @@ import pytest
 
 from gemma_np.train.loss import mnrl_backward, mnrl_loss
 
-from bounds import assert_below
+from bounds import assert_below, gradient_bound
 
 torch = pytest.importorskip("torch")
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
@@ -37,7 +37,7 @@ DEPTH = 30  # rounded steps of the loss and its gradient, one side
 
 
 def rel_bound(depth: int = DEPTH, n: int = N_SUM) -> float:
-    return 2 * (n + depth) * n * U64
+    return gradient_bound(depth, n, U64)
 
 
 def test_the_derived_bound_is_within_the_issues_bar():

@@ -44,16 +44,18 @@ def embed_tokens(input_ids: np.ndarray, table: np.ndarray, dtype: np.dtype, scal
     return rows * scale
 
 
-def embed_tokens_backward(dout: np.ndarray, cache: dict, padding_idx: int | None = PADDING_IDX) -> np.ndarray:
+def embed_tokens_backward(dout: np.ndarray, cache: dict, padding_idx: int | None = PADDING_IDX,
+                          out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of the table.  dout [B, S, D] -> dtable [V, D] (dense, zeros for unused rows)
 
     out[b, s] = table[ids[b, s]] * scale, so row v gets scale * the sum of dout over every position holding v: a
     scatter-add (np.add.at adds repeated ids one by one; fancy-index `+=` would keep only one of them).
     Positions holding `padding_idx` add nothing, as nn.Embedding(padding_idx=0) (None: every row learns).
     The ids are constants: no gradient flows further.
+    `out`: a [V, D] gradient to add into (an earlier mini-batch's), instead of a new table of zeros.
     """
     ids = cache["input_ids"]  # [B, S]
-    dtable = np.zeros(cache["shape"], dtype=dout.dtype)  # [V, D]
+    dtable = np.zeros(cache["shape"], dtype=dout.dtype) if out is None else out  # [V, D]
     keep = np.ones(ids.shape, bool) if padding_idx is None else ids != padding_idx  # [B, S]
     np.add.at(dtable, ids[keep], dout[keep] * cache["scale"])  # [N, D] rows into [V, D]
     return dtable
@@ -172,17 +174,32 @@ def encoder_forward(
     return x, hidden
 
 
-def encoder_backward(dtokens: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
+def encoder_backward(dtokens: np.ndarray, cache: dict, embed_tokens: bool = True,
+                     into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Gradients of every encoder parameter.  dtokens [B, S, D] (of encoder_forward's output) -> {name: grad}
 
     `cache` as encoder_forward filled it. Names as in params ("embed_tokens.weight", "layers.{i}.<name>",
     "norm.weight"); the table's gradient is dense [V, D], its padding row zero (embed_tokens_backward).
+    embed_tokens=False leaves the table out (a frozen table: no [V, D] array is made).
+    `into`: gradients of earlier batches to add these to, in place (what gradient accumulation and the cached
+    loss do); it is returned, with any name it lacked set.
     """
-    grads = {}
+    grads = {} if into is None else into
+
+    def add(name: str, g: np.ndarray) -> None:
+        if name in grads:
+            grads[name] += g
+        else:
+            grads[name] = g
+
     num_layers = sum(1 for name in cache if name.startswith("layers."))
-    dx, grads["norm.weight"] = rms_norm_backward(dtokens, cache["norm"])  # [B, S, D]
+    dx, dw = rms_norm_backward(dtokens, cache["norm"])  # [B, S, D]
+    add("norm.weight", dw)
     for i in reversed(range(num_layers)):
         dx, layer_grads = encoder_layer_backward(dx, cache[f"layers.{i}"])  # [B, S, D]
-        grads.update({f"layers.{i}.{k}": v for k, v in layer_grads.items()})
-    grads["embed_tokens.weight"] = embed_tokens_backward(dx, cache["embed_tokens"])  # [V, D]
+        for k, v in layer_grads.items():
+            add(f"layers.{i}.{k}", v)
+    if embed_tokens:  # scatter-added straight into an earlier table gradient: no second [V, D] array
+        grads["embed_tokens.weight"] = embed_tokens_backward(dx, cache["embed_tokens"],
+                                                             out=grads.get("embed_tokens.weight"))  # [V, D]
     return grads

@@ -1,4 +1,5 @@
-"""AdamW as torch.optim.AdamW computes it (torch 2.13, `_single_tensor_adam` with decoupled weight decay).
+"""AdamW as torch.optim.AdamW computes it (torch 2.13, `_single_tensor_adam` with decoupled weight decay), the
+linear schedule with warm-up of transformers, and clipping by global norm as the transformers Trainer does it.
 
 For each parameter p with gradient g, at its own step count t (1 at its first update):
 
@@ -12,14 +13,40 @@ a gradient far below eps moves p by about lr g / eps, not by lr. The scalars (1 
 the step size) are Python floats, as torch computes them. m and v start at zero. A parameter without a
 gradient in a step (a missing key or None) is skipped: no decay, no step count, as torch skips p.grad None.
 
-Not covered here (yet): the learning-rate schedule, gradient clipping and a frozen embedding table (issue 15);
-amsgrad, maximize, capturable/differentiable/fused/foreach paths (the foreach and fused kernels
+A frozen embedding table is a parameter left out of `params` (gemma_np.train.step.parameters says what that
+changes). Row-sparse updates of the table are not offered: torch's AdamW on the table's dense gradient moves
+every row at every step (weight decay, and the moments of rows seen before), so updating only the rows a batch
+uses gives other parameters from the second step on; it would match torch.optim.SparseAdam, which has no
+weight decay, not AdamW.
+
+Not covered: amsgrad, maximize, capturable/differentiable/fused/foreach paths (the foreach and fused kernels
 compute the same formula with other roundings).
+
+One training step, in the Trainer's order:
+
+    loss, grads = mnrl_gradients(...)            # gemma_np.train.step
+    clip_grad_norm(grads, 1.0)                   # max_grad_norm 1.0, the Trainer's default
+    opt.step(grads)
+    opt.lr = linear_schedule_lr(step + 1, base_lr, warmup_steps, total_steps)   # scheduler.step()
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import numpy as np
+
+# The transformers Trainer gives no weight decay to these (Trainer.get_decay_parameter_names, transformers 5.24):
+# biases and every norm's weight, matched on the lower-cased parameter name. In EmbeddingGemma that is the
+# four layernorms of each layer, q_norm and k_norm, and the final norm.
+_TRAINER_NO_DECAY = [re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)",
+                                               r"_norm(?:$|\.)")]
+
+
+def trainer_no_decay(names: Iterable[str]) -> list[str]:
+    """The names among `names` that the transformers Trainer exempts from weight decay."""
+    return [n for n in names if any(p.search(n.lower()) for p in _TRAINER_NO_DECAY)]
 
 
 class AdamW:
@@ -27,10 +54,12 @@ class AdamW:
 
     params: name -> array (the arrays the model reads; step() writes into them). lr may be changed between
     steps (a schedule sets `opt.lr`, as torch's schedulers set param_group["lr"]).
+    no_decay: names that get weight decay 0 (a second torch param group); trainer_no_decay() gives the ones
+    the transformers Trainer exempts.
     """
 
     def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, no_decay: Iterable[str] = ()):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:
@@ -40,13 +69,18 @@ class AdamW:
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         self.params = params
+        self.no_decay = set(no_decay)
+        unknown = sorted(self.no_decay - set(params))
+        if unknown:
+            raise ValueError(f"no_decay names parameters that are not in params: {unknown[:5]}")
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.state: dict[str, dict] = {}  # name -> {"step": int, "exp_avg": m, "exp_avg_sq": v}, made at first use
 
     def step(self, grads: dict[str, np.ndarray | None]) -> None:
         """One update of every parameter that has a gradient in `grads` (same shape as the parameter)."""
-        lr, (beta1, beta2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
+        lr, (beta1, beta2), eps = self.lr, self.betas, self.eps
         for name, p in self.params.items():
+            wd = 0.0 if name in self.no_decay else self.weight_decay
             g = grads.get(name)
             if g is None:
                 continue
@@ -75,3 +109,59 @@ class AdamW:
             step_size = lr / bias_correction1
             denom = np.sqrt(v) / bias_correction2 ** 0.5 + eps
             p += -step_size * m / denom
+
+
+def linear_schedule_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate after `step` scheduler steps, as transformers' get_linear_schedule_with_warmup.
+
+    Up from 0 to base_lr over warmup_steps, then down to 0 at total_steps:
+        step < warmup:  base_lr * step / max(1, warmup)
+        else:           base_lr * max(0, (total - step) / max(1, total - warmup))
+    torch's LambdaLR sets the rate for step 0 when it is built, so the first optimizer step runs at
+    linear_schedule_lr(0, ...), which is 0 whenever warmup_steps > 0 (as it is with the Trainer). The
+    factor is a Python float multiplied by base_lr, in that order, as LambdaLR computes it.
+    """
+    for name, v in (("step", step), ("warmup_steps", warmup_steps), ("total_steps", total_steps)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if step < warmup_steps:
+        factor = float(step) / float(max(1, warmup_steps))
+    else:
+        factor = max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
+    return base_lr * factor
+
+
+def _sum_of_squares(g: np.ndarray, chunk: int = 1 << 22) -> float:
+    """sum(g**2) accumulated in float64, 4M elements at a time (no float64 copy of a [V, D] table at once)."""
+    flat = g.reshape(-1)
+    total = 0.0
+    for i in range(0, flat.size, chunk):
+        c = flat[i:i + chunk].astype(np.float64)
+        total += float(np.dot(c, c))
+    return total
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray | None], max_norm: float = 1.0) -> float:
+    """Scale every gradient in place so that their global L2 norm is at most max_norm; returns the norm before.
+
+    As torch.nn.utils.clip_grad_norm_ (what the transformers Trainer calls with max_grad_norm, 1.0 by default):
+    the norm of the vector of per-tensor norms; every gradient multiplied by min(max_norm / (norm + 1e-6), 1),
+    also when that factor is 1. Each tensor's norm is accumulated in float64 and rounded to its dtype, the
+    total likewise (torch sums in its own order: the same number within a few units of the last place).
+    A non-finite norm raises (torch would scale every gradient to NaN).
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm!r}")
+    gs = [g for g in grads.values() if g is not None]
+    if not gs:
+        return 0.0
+    dtype = gs[0].dtype
+    norms = np.array([np.sqrt(_sum_of_squares(g)) for g in gs]).astype(dtype)  # one per tensor
+    total = dtype.type(np.sqrt(np.sum(np.square(norms.astype(np.float64)))))
+    if not np.isfinite(total):
+        bad = [n for n, g in grads.items() if g is not None and not np.all(np.isfinite(g))]
+        raise ValueError(f"the gradient norm is {total}: non-finite gradients in {bad[:5]}")
+    coef = min(float(dtype.type(max_norm) / (total + dtype.type(1e-6))), 1.0)
+    for g in gs:
+        g *= dtype.type(coef)
+    return float(total)

@@ -1,0 +1,179 @@
+"""The gradients of one training step: the model's forward with a cache, the loss, the backward.
+
+Axes: B texts in a column (the batch), S sequence, D hidden, d the embedding dimension (768).
+
+A batch for MultipleNegativesRankingLoss is a list of columns, as sentence-transformers' data collator hands
+them to the loss: [anchors, positives, negatives_1, ..., negatives_N], each B token-id lists (with <bos> and
+<eos>, as EmbeddingGemma.tokenize returns them, prompts already in the text). Each column is padded and
+embedded on its own, as the library's loss embeds each of its `sentence_features` with its own padding.
+
+Two ways to get the same gradients:
+
+    mnrl_gradients         every column forward with a cache, the loss, every column backward. Memory: the
+                           caches of all B (2 + N) texts at once.
+    cached_mnrl_gradients  GradCache (Gao et al. 2021; sentence-transformers' CachedMultipleNegativesRanking-
+                           Loss): embed every mini-batch with no cache, take the loss's gradient with respect to
+                           the embeddings, then re-run each mini-batch forward with a cache and backward with its
+                           rows of that gradient, adding into one set of parameter gradients. Memory: the caches
+                           of one mini-batch, whatever the batch size. Cost: one more forward.
+
+Like the rest of train/, nothing here reads a file: `model` is an EmbeddingGemma (or anything with its
+attributes: params, config, dense_weights, head, dtype, embed_scale).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.attention import sub_cache
+from ..nn.encoder import PADDING_IDX, encoder_backward, encoder_forward
+from ..nn.head import sentence_head, sentence_head_backward
+from .loss import mnrl_backward, mnrl_loss
+
+EMBED_TABLE = "embed_tokens.weight"
+
+
+def dense_name(folder: str) -> str:
+    """The parameter name of a Dense module's weight: its folder and its file's tensor ("2_Dense/linear.weight")."""
+    return f"{folder}/linear.weight"
+
+
+def parameters(model, freeze_embeddings: bool = False) -> dict[str, np.ndarray]:
+    """Every trainable tensor of `model`, by name -> the array the model reads.
+
+    Names: the encoder's as in model.safetensors ("layers.3.mlp.up_proj.weight"), each Dense's as
+    dense_name() gives. The arrays are the model's own, so an optimizer that updates them in place (AdamW)
+    trains the model. A tensor that is read-only or not in the model's dtype (the embedding table is kept
+    memory-mapped as stored) is first copied, once, into a writable array of the model's dtype.
+
+    freeze_embeddings=True leaves out the token embedding table (embed_tokens.weight, 262,144 x 768: 65% of
+    the 308M parameters). What that changes:
+    - memory: no [V, D] gradient and no two Adam moments for it: 3 x 0.8 GB = 2.4 GB less in float32, and the
+      table stays memory-mapped (read only by the rows a batch uses) instead of a 0.8 GB copy;
+    - time: no scatter-add into a [V, D] gradient, no AdamW pass over 201M numbers per step;
+    - the model: every token keeps the vector it was pre-trained with; only the transformer layers, the norms
+      and the two Dense layers adapt. With a dense table, AdamW also moves every row a batch never uses
+      (weight decay, and the moments of rows seen in earlier steps), which freezing avoids as well.
+    """
+    names = [n for n in model.params if not (freeze_embeddings and n == EMBED_TABLE)]
+    out = {}
+    for n in names:
+        a = model.params[n]
+        if type(a) is not np.ndarray or not a.flags.writeable or a.dtype != model.dtype:  # a memmap, a view
+            a = model.params[n] = np.array(a, dtype=model.dtype)  # a writable copy in the model's dtype
+        out[n] = a
+    for j, folder in enumerate(model.head.dense_folders):
+        w = model.dense_weights[j]
+        if type(w) is not np.ndarray or not w.flags.writeable or w.dtype != model.dtype:
+            w = model.dense_weights[j] = np.array(w, dtype=model.dtype)
+        out[dense_name(folder)] = w
+    return out
+
+
+def pad(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad a column of id lists with the padding id.  -> input_ids [B, S] int64, mask [B, S] int64"""
+    if not ids or any(len(x) == 0 for x in ids):
+        raise ValueError("every text of a column needs at least one token id (and a column at least one text)")
+    S = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), S), PADDING_IDX, dtype=np.int64)
+    mask = np.zeros((len(ids), S), dtype=np.int64)
+    for b, x in enumerate(ids):
+        input_ids[b, : len(x)] = x
+        mask[b, : len(x)] = 1
+    return input_ids, mask
+
+
+def forward(model, ids: list[list[int]], cache: dict | None = None) -> np.ndarray:
+    """The sentence embeddings of one column.  B id lists -> [B, d] (normalized if the model normalizes)
+
+    The same steps as EmbeddingGemma.forward, here with an optional `cache` for backward() (the encoder's under
+    "encoder", the head's under "head").
+    """
+    input_ids, mask = pad(ids)  # [B, S]
+    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, model.dtype,
+                                embed_scale=model.embed_scale, cache=sub_cache(cache, "encoder"))  # [B, S, D]
+    return sentence_head(tokens, mask, model.dense_weights, model.head.normalize, sub_cache(cache, "head"))
+
+
+def backward(model, demb: np.ndarray, cache: dict, freeze_embeddings: bool = False,
+             into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Gradients of every parameter from the gradient of one column's embeddings.  demb [B, d] -> {name: grad}
+
+    Names as parameters() gives them. `into`: gradients to add these to, in place (returned).
+    """
+    dtokens, ddense = sentence_head_backward(demb, cache["head"])  # [B, S, D], [out, in] each
+    grads = encoder_backward(dtokens, cache["encoder"], embed_tokens=not freeze_embeddings, into=into)
+    for folder, g in zip(model.head.dense_folders, ddense):
+        name = dense_name(folder)
+        if name in grads:
+            grads[name] += g
+        else:
+            grads[name] = g
+    return grads
+
+
+def _check_columns(columns: list[list[list[int]]]) -> int:
+    if len(columns) < 2:
+        raise ValueError(f"MNRL needs at least 2 columns (anchors, positives[, negatives...]), got {len(columns)}")
+    sizes = [len(c) for c in columns]
+    if len(set(sizes)) != 1 or sizes[0] == 0:
+        raise ValueError(f"every column needs the same number of texts, at least one; got {sizes}")
+    return sizes[0]
+
+
+def _loss_and_demb(embs: list[np.ndarray], scale: float, symmetric: bool) -> tuple[float, list[np.ndarray]]:
+    """MNRL on one embedding per column and its gradient with respect to each.  [B, d] each -> loss, [B, d] each"""
+    negatives = np.stack(embs[2:], axis=1) if len(embs) > 2 else None  # [B, N, d]
+    loss, cache = mnrl_loss(embs[0], embs[1], negatives, scale, symmetric)
+    da, dp, dn = mnrl_backward(1.0, cache)
+    return loss, [da, dp] + ([dn[:, k] for k in range(dn.shape[1])] if dn is not None else [])
+
+
+def mnrl_gradients(model, columns: list[list[list[int]]], scale: float = 20.0, symmetric: bool = False,
+                   freeze_embeddings: bool = False) -> tuple[float, dict[str, np.ndarray]]:
+    """The MNRL loss of one batch and every parameter's gradient, all columns' caches held at once.
+
+    columns: [anchors, positives, negatives...], B id lists each -> loss, {name: grad} (names of parameters()).
+    """
+    _check_columns(columns)
+    caches = [{} for _ in columns]
+    embs = [forward(model, ids, c) for ids, c in zip(columns, caches)]  # [B, d] per column
+    loss, dembs = _loss_and_demb(embs, scale, symmetric)
+    grads: dict[str, np.ndarray] = {}
+    for demb, c in zip(dembs, caches):
+        backward(model, demb, c, freeze_embeddings, into=grads)
+    return loss, grads
+
+
+def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size: int = 32, scale: float = 20.0,
+                          symmetric: bool = False, freeze_embeddings: bool = False,
+                          progress=None) -> tuple[float, dict[str, np.ndarray]]:
+    """mnrl_gradients by GradCache: the caches of one mini-batch at a time (module docstring).
+
+    mini_batch_size: texts per forward (the library's default is 32). Each mini-batch is padded to its own
+    longest text, as the library trims a mini-batch's trailing padding. The loss is computed on all B rows at
+    once (a [B, B (1 + N)] matrix: small next to the model's caches), where the library sums it over row chunks
+    of the same size: the same number up to rounding. progress: an optional callable(done, total) called after
+    each mini-batch's backward.
+    """
+    if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
+        raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
+    B = _check_columns(columns)
+    starts = range(0, B, mini_batch_size)
+    # 1. Embed every mini-batch of every column, keeping nothing but the embeddings.
+    embs = [np.concatenate([forward(model, ids[i:i + mini_batch_size]) for i in starts]) for ids in columns]
+    # 2. The loss, and its gradient with respect to every embedding.  [B, d] per column
+    loss, dembs = _loss_and_demb(embs, scale, symmetric)
+    # 3. Each mini-batch again, now with a cache, and backward from its rows of that gradient.
+    grads: dict[str, np.ndarray] = {}
+    total, done = len(columns) * len(starts), 0
+    for ids, demb in zip(columns, dembs):
+        for i in starts:
+            cache: dict = {}
+            forward(model, ids[i:i + mini_batch_size], cache)
+            backward(model, demb[i:i + mini_batch_size], cache, freeze_embeddings, into=grads)
+            del cache  # this mini-batch's activations go before the next one's are made
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return loss, grads
