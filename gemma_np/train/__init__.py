@@ -2,7 +2,10 @@
 
     loss.py   MultipleNegativesRankingLoss (in-batch negatives, hard negatives, the symmetric form) and its
               gradient with respect to the embeddings, as sentence-transformers computes it
-    optim.py  AdamW, as torch.optim.AdamW computes it (decoupled weight decay, bias correction, eps after it)
+    optim.py  AdamW, as torch.optim.AdamW computes it (decoupled weight decay, bias correction, eps after it),
+              the linear schedule with warm-up, clipping by global norm, the Trainer's no-decay names
+    step.py   one step's gradients: the model forward with a cache, the loss, the backward; plain and cached
+              (GradCache); which parameters train (parameters(), the frozen-table option)
 
 Imports: NumPy, the standard library and gemma_np.nn only. Like nn/, nothing here reads a file; the caller
 hands these functions arrays (embeddings, gradients, parameters).
