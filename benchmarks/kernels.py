@@ -37,7 +37,8 @@ NEEDS = {"SkylakeX": ("avx512f", "avx512bw", "avx512vl", "avx512dq"), "Haswell":
 TESTS = ("tests/test_tiny_parity.py", "tests/test_real_parity.py", "tests/test_trace_verify.py",
          "tests/test_precision.py", "tests/test_faults.py", "tests/test_endpoint.py", "tests/test_goldens.py",
          "tests/test_notebooks.py", "tests/test_layers.py", "tests/test_properties.py",
-         "tests/test_benchmark_smoke.py")
+         "tests/test_benchmark_smoke.py", "tests/test_quant.py", "tests/test_backward.py", "tests/test_loss.py",
+         "tests/test_optim.py", "tests/test_train.py")
 KERNEL_PROBE = ("import json, numpy, threadpoolctl; "
                 "print(json.dumps([i.get('architecture') for i in threadpoolctl.threadpool_info() "
                 "if i.get('internal_api') == 'openblas']))")
