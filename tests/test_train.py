@@ -484,3 +484,28 @@ def test_one_step_on_the_real_weights_with_the_table_frozen(real_dir):
     assert_below("train real: float32 gradient error, gemma_np over the library's", worst["gemma_np"],
                  10 * worst["torch"])
     assert_below("train real: float32 loss against float64", abs(loss32 - loss64) / 20, bound)
+
+
+def test_training_the_top_layers_only_gives_their_full_gradients(tiny64):
+    """layers_from=N: the gradients of layers N and up, the norm and the Dense layers, bit for bit those of the
+    full backward (nothing below N feeds them), and nothing else; the forward caches no layer below N."""
+    model, _ = tiny64
+    cols = columns(model)
+    L = model.config.num_hidden_layers
+    _, full = mnrl_gradients(model, cols)
+    for n in (1, L - 1, L):
+        _, top = mnrl_gradients(model, cols, layers_from=n)
+        assert sorted(top) == sorted(parameters(model, layers_from=n))
+        assert EMBED_TABLE not in top and all(int(k.split(".")[1]) >= n for k in top if k.startswith("layers."))
+        assert "norm.weight" in top and dense_name(model.head.dense_folders[0]) in top
+        for name in top:
+            assert np.array_equal(top[name], full[name]), (n, name)
+        _, cached_top = cached_mnrl_gradients(model, cols, 2, layers_from=n)
+        assert sorted(cached_top) == sorted(top)
+    cache: dict = {}
+    forward(model, cols[0], cache, layers_from=L - 1)
+    assert sorted(k for k in cache["encoder"] if k.startswith("layers.")) == [f"layers.{L - 1}"]
+    assert "embed_tokens" not in cache["encoder"]
+    for bad in (-1, L + 1, 1.0, True):
+        with pytest.raises(ValueError, match="layers_from"):
+            mnrl_gradients(model, cols, layers_from=bad)

@@ -138,6 +138,7 @@ def encoder_forward(
     trace: dict | None = None,
     embed_scale: float | None = None,
     cache: dict | None = None,
+    cache_from: int = 0,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """input_ids, mask [B, S] -> token embeddings [B, S, D] after the final norm.
 
@@ -146,10 +147,12 @@ def encoder_forward(
     With a `trace` dict, records the names of gemma_np.nn.trace (embed_tokens, layers.{i}.*, norm).
     embed_scale: sqrt(D) as the weights' dtype rounds it (None: in `dtype`; see embed_tokens).
     With a `cache` dict, stores every step's cache for encoder_backward ("embed_tokens", "layers.{i}", "norm").
+    cache_from: cache only layers cache_from and above (and the table only when 0): the layers below run as
+    they would without a cache, and encoder_backward stops at layer cache_from (training the top layers only).
     """
     S = input_ids.shape[1]
     x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale,
-                     sub_cache(cache, "embed_tokens"))  # [B, S] -> [B, S, D]
+                     sub_cache(cache if cache_from == 0 else None, "embed_tokens"))  # [B, S] -> [B, S, D]
     x = record(trace, "", "embed_tokens", x)
     hidden = [x] if output_hidden_states else None
     # One mask and one rotary table per layer type, shared by all layers of that type.
@@ -164,7 +167,7 @@ def encoder_forward(
     for i, layer_type in enumerate(cfg.layer_types):
         cos, sin = tables[layer_type]
         x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.",
-                          sub_cache(cache, f"layers.{i}"))
+                          sub_cache(cache if i >= cache_from else None, f"layers.{i}"))
         if hidden is not None:
             hidden.append(x)
     x = record(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps,
@@ -180,7 +183,9 @@ def encoder_backward(dtokens: np.ndarray, cache: dict, embed_tokens: bool = True
 
     `cache` as encoder_forward filled it. Names as in params ("embed_tokens.weight", "layers.{i}.<name>",
     "norm.weight"); the table's gradient is dense [V, D], its padding row zero (embed_tokens_backward).
-    embed_tokens=False leaves the table out (a frozen table: no [V, D] array is made).
+    embed_tokens=False leaves the table out (a frozen table: no [V, D] array is made). The backward goes down
+    through the layers the cache holds (encoder_forward's cache_from) and reaches the table only if it holds
+    them all.
     `into`: gradients of earlier batches to add these to, in place (what gradient accumulation and the cached
     loss do); it is returned, with any name it lacked set.
     """
@@ -192,14 +197,17 @@ def encoder_backward(dtokens: np.ndarray, cache: dict, embed_tokens: bool = True
         else:
             grads[name] = g
 
-    num_layers = sum(1 for name in cache if name.startswith("layers."))
+    cached = sorted(int(name.split(".")[1]) for name in cache if name.startswith("layers."))
+    if cached != list(range(cached[0] if cached else 0, (cached[-1] + 1) if cached else 0)):
+        raise ValueError(f"the cache holds layers {cached}: the backward needs a contiguous top range of layers")
     dx, dw = rms_norm_backward(dtokens, cache["norm"])  # [B, S, D]
     add("norm.weight", dw)
-    for i in reversed(range(num_layers)):
+    for i in reversed(cached):
         dx, layer_grads = encoder_layer_backward(dx, cache[f"layers.{i}"])  # [B, S, D]
         for k, v in layer_grads.items():
             add(f"layers.{i}.{k}", v)
-    if embed_tokens:  # scatter-added straight into an earlier table gradient: no second [V, D] array
+    if embed_tokens and "embed_tokens" in cache and (not cached or cached[0] == 0):
+        # scatter-added straight into an earlier table gradient: no second [V, D] array
         grads["embed_tokens.weight"] = embed_tokens_backward(dx, cache["embed_tokens"],
                                                              out=grads.get("embed_tokens.weight"))  # [V, D]
     return grads
