@@ -19,7 +19,7 @@ import numpy as np
 from .errors import InputError, ModelFolderError, WeightsError
 from .io.config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json_object
 from .io.tokenizer import encode_texts, load_tokenizer, pad_batch
-from .io.weights import check_finite, expected_encoder_tensors, load_checked
+from .io.weights import check_finite, expected_encoder_tensors, load_checked, save_model_folder
 from .nn.encoder import encoder_forward
 from .nn.head import dense, l2_normalize, matryoshka, mean_pool
 from .nn.trace import record
@@ -208,6 +208,19 @@ class EmbeddingGemma:
         return model
 
     # ----------------------------------------------------------------------------------------- properties
+    def save_pretrained(self, out: str | os.PathLike) -> Path:
+        """Write this model, with its current weights, as a sentence-transformers folder at `out`.
+
+        The loaded folder's files (configs, tokenizer, README) are copied, and the weights written in the dtype
+        that folder stores them in (io.weights.save_model_folder). SentenceTransformer(out) and
+        EmbeddingGemma.from_pretrained(out) both load it. Returns the folder.
+        """
+        if self.weights_file.suffix != ".safetensors":
+            raise ModelFolderError(f"{self.weights_file}: save_pretrained writes sentence-transformers folders from "
+                                   "models loaded from one (from_pretrained), not from a GGUF file")
+        save_model_folder(self.folder, Path(out), self.params, self.head.dense_folders, self.dense_weights)
+        return Path(out)
+
     @property
     def prompts(self) -> dict[str, str]:
         """Prompt name -> prompt text, from config_sentence_transformers.json."""

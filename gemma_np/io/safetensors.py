@@ -96,6 +96,16 @@ def read_header(path: Path) -> tuple[dict, int, int]:
     return header, 8 + n, size
 
 
+def read_metadata(path: str | Path) -> dict[str, str] | None:
+    """The file's "__metadata__" (for the published files {"format": "pt"}), or None."""
+    path = Path(path)
+    read_header(path)  # every check first
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        meta = json.loads(f.read(n)).get("__metadata__")
+    return meta if isinstance(meta, dict) else None
+
+
 def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file, by its name in the file.
 
@@ -117,3 +127,44 @@ def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
             arr = arr.astype(np.float32)
         out[name] = arr
     return out
+
+
+# The dtypes save_safetensors writes, by NumPy dtype.
+WRITE_DTYPES = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"}
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as a safetensors file that the `safetensors` package (and read_header above) accepts.
+
+    The header lists the tensors by name, their data follow in that order with no gap, and the JSON is padded
+    with spaces to a multiple of 8 bytes, as the safetensors package writes it. Little-endian F64, F32 or F16
+    only; anything else raises a ValueError naming the tensor. Written to a temporary file first and renamed, so
+    an interrupted write never leaves a truncated file under `path`.
+    """
+    path = Path(path)
+    header: dict[str, object] = {}
+    if metadata:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise ValueError(f"{path}: safetensors metadata must map strings to strings, got {metadata!r}")
+        header["__metadata__"] = dict(metadata)
+    arrays = []
+    offset = 0
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        dtype = WRITE_DTYPES.get(arr.dtype.newbyteorder("<") if arr.dtype.byteorder == "=" else arr.dtype)
+        if dtype is None:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {arr.dtype}; save_safetensors writes only "
+                             f"{sorted(WRITE_DTYPES.values())}")
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+        arrays.append(arr)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for arr in arrays:
+            f.write(memoryview(arr.reshape(-1)).cast("B"))  # no copy of a large table
+    tmp.replace(path)

@@ -98,3 +98,52 @@ def load_checked(path: Path, expected: dict[str, tuple[int, ...]], dtype: np.dty
         check_finite(name, arr, path)
         out[name] = arr if arr.dtype == dtype else arr.astype(dtype)
     return out
+
+
+# Files of a model folder that describe its weights rather than the model: never copied to a saved folder.
+# (.gemma_np_verified.json records that the fetched snapshot's files matched their pinned hashes: the saved
+# weights are new, so the record would be false there.)
+NOT_COPIED = (".gemma_np_verified.json",)
+
+
+def save_model_folder(source: Path, out: Path, params: dict[str, np.ndarray], dense_folders: tuple[str, ...],
+                      dense_weights: list[np.ndarray]) -> None:
+    """Write a sentence-transformers model folder: `source`'s files with new weights.
+
+    Every file of `source` but its safetensors files (and NOT_COPIED) is copied as it is: config.json, the
+    module configs, the tokenizer, the README. model.safetensors gets `params` under their names, each Dense
+    folder's model.safetensors its `linear.weight`; each tensor is written in the dtype `source` stores it in
+    (float32 for the published snapshot; BF16 as float32), with the same file metadata: the source's layout.
+    `out` must not be `source` or inside it; an existing `out` must be empty or a model folder saved before.
+    """
+    import shutil
+
+    from .safetensors import read_header, read_metadata, save_safetensors
+
+    written_as = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.float32}  # no BF16 writer
+
+    source, out = Path(source).resolve(), Path(out).resolve()
+    if out == source or source in out.parents:
+        raise ValueError(f"{out}: the saved folder must not be the source folder {source} or inside it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise ValueError(f"{out}: exists, is not empty and holds no config.json; refusing to write a model into it")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(source.rglob("*")):
+        rel = f.relative_to(source)
+        if f.is_dir() or f.suffix == ".safetensors" or rel.name in NOT_COPIED or rel.parts[0].startswith("."):
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, out / rel)
+    files = {"model.safetensors": params}
+    files.update({f"{d}/model.safetensors": {"linear.weight": w} for d, w in zip(dense_folders, dense_weights)})
+    for rel, tensors in files.items():
+        stored = {name: e["dtype"] for name, e in read_header(source / rel)[0].items()}
+        missing, extra = sorted(set(stored) - set(tensors)), sorted(set(tensors) - set(stored))
+        if missing or extra:
+            raise ValueError(f"{source / rel}: the tensors to save differ from the file's (missing {missing[:5]}, "
+                             f"extra {extra[:5]})")
+        typed = {name: np.asarray(a, dtype=written_as[stored[name]]) for name, a in tensors.items()}
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors(out / rel, typed, read_metadata(source / rel))
