@@ -6,6 +6,7 @@
               the linear schedule with warm-up, clipping by global norm, the Trainer's no-decay names
     step.py   one step's gradients: the model forward with a cache, the loss, the backward; plain and cached
               (GradCache); which parameters train (parameters(), the frozen-table option)
+    evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
 
 Imports: NumPy, the standard library and gemma_np.nn only. Like nn/, nothing here reads a file; the caller
 hands these functions arrays (embeddings, gradients, parameters).
