@@ -1,0 +1,153 @@
+"""Fine-tuning: the loop that turns (query, document) pairs into training steps, as sentence-transformers'
+trainer runs CachedMultipleNegativesRankingLoss.
+
+Each step, in the trainer's order:
+
+    batch      = the next batch_size pair indices of batch_order()        (a seeded permutation per epoch)
+    ids        = prompt + text, tokenized (<bos> ... <eos>, at most max_seq_length tokens)
+    loss, g    = cached_mnrl_gradients(model, [queries, documents], mini_batch_size)     # train/step.py
+    norm       = clip_grad_norm(g, max_grad_norm)                                          # train/optim.py
+    AdamW step at the scheduled rate; then the rate for the next step (linear, warm-up)
+
+What the transformers Trainer does that is reproduced: AdamW over the trainable tensors with the norms
+exempt from weight decay (trainer_no_decay), the linear schedule with warm-up (the first step at rate 0 when
+there is warm-up), clipping by global norm before each step. What it is not: no mixed precision, no gradient
+accumulation, no dropout (EmbeddingGemma has none). The batch order is gemma_np's own (NumPy's generator);
+benchmarks/fine_tuning.py hands the very same order to sentence-transformers' trainer to compare the two.
+
+Like the rest of train/, nothing here reads a file: `model` is an EmbeddingGemma (or anything with its
+attributes), `evaluate` a callable given the model, and `progress` a callable the CLI draws a bar with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .optim import AdamW, clip_grad_norm, linear_schedule_lr, trainer_no_decay
+from .step import cached_mnrl_gradients, parameters
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of one fine-tuning run; the defaults are the transformers Trainer's where it has one."""
+
+    steps: int = 100
+    batch_size: int = 32  # pairs per step: each query's in-batch negatives are the other 31 documents
+    mini_batch_size: int = 8  # texts per forward in GradCache (the launch post's 8)
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1  # warm-up steps = ceil(warmup_ratio * steps), as the Trainer computes them
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    scale: float = 20.0  # MNRL's scale (1 / temperature)
+    max_seq_length: int = 256  # tokens per text while training, <bos> and <eos> included (at most the model's)
+    freeze_embeddings: bool = False
+    layers_from: int = 0
+    seed: int = 12
+    query_prompt_name: str = "InstructionRetrieval"  # "task: code retrieval | query: "
+    document_prompt_name: str = "document"  # "title: none | text: "
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "mini_batch_size", "max_seq_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (in-batch negatives), got {self.batch_size}")
+        for name in ("lr", "weight_decay", "max_grad_norm", "scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+
+    @property
+    def warmup_steps(self) -> int:
+        """The Trainer's get_warmup_steps: ceil(warmup_ratio * steps)."""
+        return math.ceil(self.warmup_ratio * self.steps)
+
+
+def batch_order(n_pairs: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """The pair indices of each step's batch: a new permutation of all pairs per epoch (NumPy's default_rng(seed)),
+    cut into batches of batch_size; an epoch's last, smaller batch is dropped (every step has batch_size pairs)."""
+    if n_pairs < batch_size:
+        raise ValueError(f"{n_pairs} training pairs: fewer than one batch of {batch_size}")
+    rng = np.random.default_rng(seed)
+    per_epoch = n_pairs // batch_size
+    order: list[list[int]] = []
+    while len(order) < steps:
+        perm = rng.permutation(n_pairs)
+        order += [perm[i * batch_size:(i + 1) * batch_size].tolist() for i in range(per_epoch)]
+    return order[:steps]
+
+
+def fit(model, pairs: list[tuple[str, str]], config: TrainConfig = TrainConfig(),
+        evaluate: Callable[[object], dict] | None = None, eval_every: int | None = None,
+        progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Fine-tune `model` in place on (query, document) pairs with CachedMultipleNegativesRankingLoss.
+
+    evaluate(model) -> {metric: value} runs before the first step, every eval_every steps and after the last
+    (None: never). progress(record) is called after every step and evaluation. Returns the history: one record
+    per step {"step", "loss", "grad_norm", "lr", "seconds"} and per evaluation {"step", "eval": {...}}.
+    """
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
+        raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
+    cfg = config
+    prompts = model.prompts
+    for name in (cfg.query_prompt_name, cfg.document_prompt_name):
+        if name not in prompts:
+            raise ValueError(f"prompt {name!r} is not among the model's prompts {sorted(prompts)}")
+    pq, pd = prompts[cfg.query_prompt_name], prompts[cfg.document_prompt_name]
+    order = batch_order(len(pairs), cfg.batch_size, cfg.steps, cfg.seed)
+
+    params = parameters(model, cfg.freeze_embeddings, cfg.layers_from)
+    opt = AdamW(params, lr=linear_schedule_lr(0, cfg.lr, cfg.warmup_steps, cfg.steps),
+                weight_decay=cfg.weight_decay, no_decay=trainer_no_decay(params))
+    history: list[dict] = []
+
+    def run_eval(step: int) -> None:
+        if evaluate is not None:
+            t0 = time.perf_counter()
+            record = {"step": step, "eval": evaluate(model), "seconds": time.perf_counter() - t0}
+            history.append(record)
+            if progress is not None:
+                progress(record)
+
+    run_eval(0)
+    for step, batch in enumerate(order):
+        t0 = time.perf_counter()
+        queries = tokenize(model, [pq + pairs[i][0] for i in batch], cfg.max_seq_length)
+        docs = tokenize(model, [pd + pairs[i][1] for i in batch], cfg.max_seq_length)
+        loss, grads = cached_mnrl_gradients(model, [queries, docs], cfg.mini_batch_size, cfg.scale,
+                                            freeze_embeddings=cfg.freeze_embeddings, layers_from=cfg.layers_from)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"step {step + 1}: the loss is {loss}; stopping (lower --lr?)")
+        norm = clip_grad_norm(grads, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else float("nan")
+        lr = opt.lr
+        opt.step(grads)
+        opt.lr = linear_schedule_lr(step + 1, cfg.lr, cfg.warmup_steps, cfg.steps)
+        record = {"step": step + 1, "loss": float(loss), "grad_norm": norm, "lr": lr,
+                  "seconds": time.perf_counter() - t0}
+        history.append(record)
+        if progress is not None:
+            progress(record)
+        if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
+            run_eval(step + 1)
+    run_eval(cfg.steps)
+    return history
+
+
+def tokenize(model, texts: list[str], max_seq_length: int) -> list[list[int]]:
+    """Token ids of each text, cut to max_seq_length with <bos> and <eos> kept (as the library truncates when
+    its max_seq_length is set): the model's tokenizer cuts at the model's own maximum (2048), then this at
+    max_seq_length; the smaller of the two applies."""
+    ids, _ = model.tokenize(texts)
+    return [x if len(x) <= max_seq_length else x[:max_seq_length - 1] + [x[-1]] for x in ids]
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return {**asdict(cfg), "warmup_steps": cfg.warmup_steps}

@@ -1,0 +1,156 @@
+"""gemma_np.train.fit against sentence-transformers' own trainer, and the model folder it writes.
+
+The trainer comparison runs both sides in float64 (transformers' float32 steps made float64, as in
+test_backward): the step losses within the float64 gradient bound relative to the logits' scale, the parameters
+after the run within 4 t lr times it (the rule of test_train's five AdamW steps, docs/tolerances.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gemma_np import EmbeddingGemma
+from gemma_np.train.fit import TrainConfig, batch_order, fit
+from gemma_np.train.step import EMBED_TABLE, dense_name, forward, parameters
+
+from bounds import U32, assert_below, gradient_bound, parity_bar
+from tiny_models import CORPUS, SPECS, build
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("datasets")  # sentence-transformers' trainer needs its [train] extras
+
+U64 = 2.0 ** -53
+WORDS = " ".join(CORPUS).split()
+# (query, document) pairs cut from the tiny corpus: real words of the tiny tokenizer, uneven lengths.
+PAIRS = [(" ".join(WORDS[i:i + 3]), " ".join(WORDS[i + 3:i + 9 + i % 5])) for i in range(0, 80, 5)]
+CONFIG = TrainConfig(steps=5, batch_size=4, mini_batch_size=3, lr=1e-3, warmup_ratio=0.2, max_seq_length=24,
+                     query_prompt_name="query", seed=3)
+
+
+def torch_name(name: str) -> str:
+    if name.startswith("0."):
+        return name.split(".", 2)[2]
+    index, rest = name.split(".", 1)
+    return f"{index}_Dense/{rest}"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fit-tiny")
+    build(SPECS[0], folder)
+    return folder
+
+
+def test_batch_order_is_a_seeded_permutation_per_epoch():
+    order = batch_order(10, 3, 7, seed=5)
+    assert len(order) == 7 and all(len(b) == 3 for b in order)
+    for epoch in (order[0:3], order[3:6]):  # 3 full batches per epoch; the 10th pair waits for the next one
+        flat = [i for b in epoch for i in b]
+        assert len(set(flat)) == 9
+    assert order == batch_order(10, 3, 7, seed=5) and order != batch_order(10, 3, 7, seed=6)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        batch_order(2, 3, 1, 0)
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"batch_size": 1}, {"lr": -1.0}, {"warmup_ratio": 1.0},
+                                 {"mini_batch_size": True}, {"max_grad_norm": float("nan")}])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("variant", [{}, {"freeze_embeddings": True}, {"layers_from": 2}],
+                         ids=["all", "frozen-table", "layers-from-2"])
+def test_fit_equals_the_sentence_transformers_trainer(tiny_folder, torch_in_float64, variant):
+    """Five steps of CMNRL with warm-up, clipping and the Trainer's no-decay groups, in the same batch order."""
+    from sentence_transformers import SentenceTransformer
+
+    from gemma_np.verify.st_trainer import st_fit
+
+    cfg = TrainConfig(**{**CONFIG.__dict__, **variant})
+    model = EmbeddingGemma.from_pretrained(tiny_folder, dtype="float64")
+    st = SentenceTransformer(str(tiny_folder), device="cpu").double()
+    model.embed_scale = float(st[0].auto_model.embed_tokens.embed_scale)  # float32's sqrt(D), as torch keeps it
+    start = {n: a.copy() for n, a in model.params.items()}
+
+    history = fit(model, PAIRS, cfg)
+    want = st_fit(st, PAIRS, cfg)
+    losses = [r["loss"] for r in history]
+    assert len(losses) == len(want) == cfg.steps
+    n = 3 * cfg.batch_size * cfg.max_seq_length  # the longest sum: the weight gradients over a column's tokens
+    depth = 50 * (model.config.num_hidden_layers + 1) + 30
+    bound = gradient_bound(depth, max(64, n), U64)
+    for step, (got, ref) in enumerate(zip(losses, want)):
+        assert_below(f"fit: step {step + 1} loss against the trainer's", abs(got - ref) / 20, bound)
+    assert losses[-1] < losses[0]  # it learns (a batch order of 16 pairs, 4 a step)
+
+    trained = parameters(model, cfg.freeze_embeddings, cfg.layers_from)
+    torch_params = {torch_name(n): p.detach().numpy() for n, p in st.named_parameters()}
+    moved = cfg.steps * cfg.lr
+    for name, p in torch_params.items():
+        if name.endswith("Dense/linear.weight") or name in model.params:
+            ours = trained.get(name, model.params.get(name))
+            assert_below(f"fit: {name} after the run", np.max(np.abs(ours - p)) / moved, 4 * bound)
+    for name in model.params:  # frozen tensors are untouched on both sides; trained ones moved
+        changed = not np.array_equal(model.params[name], start[name])
+        assert changed == (name in trained), name
+
+
+def test_the_saved_folder_loads_in_sentence_transformers_and_back(tiny_folder, tmp_path):
+    """After two steps, save_pretrained writes a folder that SentenceTransformer loads with the same vectors,
+    and EmbeddingGemma.from_pretrained loads with the same weights, bit for bit."""
+    from sentence_transformers import SentenceTransformer
+
+    model = EmbeddingGemma.from_pretrained(tiny_folder)
+    fit(model, PAIRS, TrainConfig(**{**CONFIG.__dict__, "steps": 2}))
+    out = model.save_pretrained(tmp_path / "tuned")
+    back = EmbeddingGemma.from_pretrained(out)
+    for name, a in parameters(model).items():
+        b = back.params[name] if name in back.params else back.dense_weights[
+            list(map(dense_name, back.head.dense_folders)).index(name)]
+        np.testing.assert_array_equal(np.asarray(b), a, err_msg=name)
+    base = EmbeddingGemma.from_pretrained(tiny_folder)
+    assert not np.array_equal(np.asarray(base.params["norm.weight"]), model.params["norm.weight"])  # source kept
+    files = lambda folder: {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    weights = {"model.safetensors", *(f"{d}/model.safetensors" for d in model.head.dense_folders)}
+    # The source's files, the same layout: every file but the safetensors files the model does not read (the
+    # tiny builder leaves an _encoder/ copy behind; the published snapshot has none).
+    assert files(out) == {f for f in files(tiny_folder) if not f.endswith(".safetensors") or f in weights}
+
+    st = SentenceTransformer(str(out), device="cpu")
+    texts = [t for pair in PAIRS[:4] for t in pair]
+    want = st.encode(texts, prompt_name="query", convert_to_numpy=True)
+    got = back.encode(texts, prompt_name="query")
+    assert_below("fit: saved folder, gemma_np against sentence-transformers", np.max(np.abs(got - want)),
+                 parity_bar(got.shape[1]))
+    # The vectors changed with training: the comparison is of the trained weights, not the base ones.
+    assert np.max(np.abs(got - base.encode(texts, prompt_name="query"))) > 1e-3
+
+
+def test_save_pretrained_refuses_the_source_and_foreign_folders(tiny_folder, tmp_path):
+    model = EmbeddingGemma.from_pretrained(tiny_folder)
+    with pytest.raises(ValueError, match="must not be the source folder"):
+        model.save_pretrained(tiny_folder)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no config.json"):
+        model.save_pretrained(tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_fit_in_float32_stays_near_the_float64_run(tiny_folder):
+    """The float32 run's step losses against the float64 run's: the float32 gradient rule, one side erring, for
+    the first step (identical weights); later steps may drift by the update's rounding, checked loosely."""
+    m32 = EmbeddingGemma.from_pretrained(tiny_folder)
+    m64 = EmbeddingGemma.from_pretrained(tiny_folder, dtype="float64")
+    m64.embed_scale = float(np.float32(np.sqrt(m64.config.hidden_size)))
+    l32 = [r["loss"] for r in fit(m32, PAIRS, CONFIG)]
+    l64 = [r["loss"] for r in fit(m64, PAIRS, CONFIG)]
+    depth = 50 * (m64.config.num_hidden_layers + 1) + 30
+    bound = gradient_bound(depth, 3 * CONFIG.batch_size * CONFIG.max_seq_length, U32) / 2
+    assert_below("fit: float32 first-step loss against float64", abs(l32[0] - l64[0]) / 20, bound)
+    assert m32.params["norm.weight"].dtype == np.float32 and m32.dense_weights[0].dtype == np.float32
+    assert EMBED_TABLE in parameters(m32)
+    assert forward(m32, m32.tokenize(["a planet"])[0]).dtype == np.float32
+    assert_below("fit: float32 last loss against float64", abs(l32[-1] - l64[-1]) / 20, bound)
