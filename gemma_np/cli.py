@@ -10,6 +10,7 @@
     gemma-np probes export --out probes.json                      # probe texts for a runtime Python cannot drive
     gemma-np verify --vectors vectors.json                        # ... and the vectors it wrote, checked
     gemma-np verify --against-onnx DIR                            # an ONNX export, run with ONNX Runtime
+    gemma-np train --data DIR --out MODEL_DIR --steps 100         # fine-tune (CMNRL), write a model folder
 
 Every subcommand takes --model DIR (default: $GEMMA_NP_MODEL_DIR, else the folder
 `python -m weights_tools.fetch` fills), --dtype float32|float64, --batch-size N, --truncate-dim K and
@@ -307,6 +308,72 @@ def cmd_verify_endpoint(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+def cmd_train(args) -> int:
+    """Fine-tune on a data folder of gemma_np.train.data, evaluating on its eval split during and its test split
+    before and after; write the model folder and training_log.json in it."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .train.data import load_ir, load_train
+    from .train.evaluate import evaluate
+    from .train.fit import TrainConfig, config_dict, fit
+
+    data = Path(args.data) if args.data is not None else None
+    pairs = load_train(data)
+    eval_set, test_set = load_ir(data, "eval"), load_ir(data, "test")
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
+                      lr=args.lr, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
+                      freeze_embeddings=args.freeze_embeddings, layers_from=args.layers_from, seed=args.seed)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise FileExistsError(f"{out}: exists and is not empty; pass --overwrite to replace the model saved there")
+    model = load_model(args)
+    if model.config.num_hidden_layers < args.layers_from:
+        raise ValueError(f"--layers-from {args.layers_from}: the model has {model.config.num_hidden_layers} layers")
+    ir_options = {"query_prompt_name": cfg.query_prompt_name, "corpus_prompt_name": cfg.document_prompt_name,
+                  "batch_size": args.eval_batch_size}
+
+    def on_eval_split(m):
+        return evaluate(m, *eval_set, name="eval", **ir_options)
+
+    def on_test_split(m):
+        return evaluate(m, *test_set, name="test", **ir_options)
+
+    key = "eval_cosine_ndcg@10"
+    print(f"{len(pairs)} training pairs, {len(eval_set[0])} eval and {len(test_set[0])} test queries; "
+          f"{cfg.steps} steps of {cfg.batch_size} pairs (mini-batches of {cfg.mini_batch_size}), lr {cfg.lr}, "
+          f"warm-up {cfg.warmup_steps} steps", file=sys.stderr)
+    t0 = time.perf_counter()
+    before = on_test_split(model)
+    print(f"test before: ndcg@10 {before['test_cosine_ndcg@10']:.4f}", file=sys.stderr)
+    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=args.no_progress or None)
+
+    def progress(record: dict) -> None:
+        if "eval" in record:
+            bar.write(f"step {record['step']}: eval ndcg@10 {record['eval'][key]:.4f}")
+        else:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{1 / record['seconds']:.3f}")
+
+    history = fit(model, pairs, cfg, evaluate=on_eval_split, eval_every=args.eval_every, progress=progress)
+    bar.close()
+    after = on_test_split(model)
+    print(f"test after: ndcg@10 {after['test_cosine_ndcg@10']:.4f} (before {before['test_cosine_ndcg@10']:.4f})",
+          file=sys.stderr)
+    model.save_pretrained(out)  # over the files of a model saved there before (--overwrite), never another folder
+    import resource
+
+    log = {"config": config_dict(cfg), "base_model": str(model.folder), "data": str(data) if data else None,
+           "test_before": before, "test_after": after, "history": history,
+           "seconds": time.perf_counter() - t0,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out} (SentenceTransformer({str(out)!r}) or EmbeddingGemma.from_pretrained loads it)",
+          file=sys.stderr)
+    return 0
+
+
 def number_in(low: float, high: float, what: str):
     """An argparse type: a number with low < value <= high."""
     def parse(text: str) -> float:
@@ -342,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens,probes,verify-endpoint}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{embed,search,verify,goldens,probes,verify-endpoint,train}")
 
     p = sub.add_parser("embed", parents=[common], help="embed texts, write JSON or .npy",
                        description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
@@ -450,6 +518,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=number_in(0, 1e6, "a positive number of seconds"), default=120.0,
                    metavar="S", help="seconds per request (120)")
     p.set_defaults(func=cmd_verify_endpoint, parser=p)
+
+    p = sub.add_parser("train", help="fine-tune on (query, code) pairs with CachedMultipleNegativesRankingLoss",
+                       description="Fine-tune the model in NumPy (gemma_np.train) on a data folder built by "
+                                   "`python -m gemma_np.train.data build`, evaluate NDCG@10 on its eval split "
+                                   "during training and on its test split before and after, and write a "
+                                   "sentence-transformers model folder.")
+    p.add_argument("--model", metavar="DIR",
+                   help="base model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
+    p.add_argument("--data", metavar="DIR", help="data folder (default: the one `gemma_np.train.data build` makes "
+                                                 "in the cache)")
+    p.add_argument("--out", metavar="MODEL_DIR", required=True, help="where to write the fine-tuned model")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already saved at --out")
+    p.add_argument("--steps", type=positive_int, default=100, metavar="N", help="optimizer steps (100)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per step (32)")
+    p.add_argument("--mini-batch-size", type=positive_int, default=8, metavar="N",
+                   help="texts per forward pass in GradCache (8)")
+    p.add_argument("--lr", type=number_in(0, 1, "in (0, 1]"), default=2e-5, help="peak learning rate (2e-5)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up (0.1)")
+    p.add_argument("--max-seq-length", type=positive_int, default=256, metavar="N",
+                   help="tokens per text while training (256)")
+    p.add_argument("--freeze-embeddings", action="store_true", help="keep the token embedding table as it is")
+    p.add_argument("--layers-from", type=int, default=0, metavar="N",
+                   help="train layers N and above only (and the norm, the Dense layers); 0: all")
+    p.add_argument("--eval-every", type=positive_int, metavar="N", help="evaluate on the eval split every N steps")
+    p.add_argument("--eval-batch-size", type=positive_int, default=32, metavar="N", help="texts per forward (32)")
+    p.add_argument("--seed", type=int, default=12, help="seed of the batch order (12)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train, parser=p, dtype="float32", truncate_dim=None)
     return parser
 
 
