@@ -12,11 +12,14 @@ Needs torch, transformers and sentence-transformers with its training extras (da
 from __future__ import annotations
 
 import tempfile
+import time
 
 
 def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | None = None,
-           output_dir: str | None = None) -> list[float]:
-    """Train the SentenceTransformer `st` in place as gemma_np.train.fit would train its model; the step losses.
+           output_dir: str | None = None) -> dict:
+    """Train the SentenceTransformer `st` in place as gemma_np.train.fit would train its model.
+
+    Returns {"losses": the loss of every step, "seconds": the trainer's wall time}.
 
     config: a gemma_np.train.fit.TrainConfig. order: each step's pair indices (default fit's batch_order).
     """
@@ -85,7 +88,9 @@ def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | No
             dataloader_drop_last=False,
         )
         trainer = SentenceTransformerTrainer(model=st, args=args, train_dataset=dataset, loss=loss)
+        t0 = time.perf_counter()
         trainer.train()
+        seconds = time.perf_counter() - t0
     for p in st.parameters():
         p.requires_grad_(True)
-    return loss.losses
+    return {"losses": loss.losses, "seconds": seconds}

@@ -1,0 +1,248 @@
+"""Fine-tuning: gemma_np's run next to sentence-transformers' trainer, and the README's figure.
+
+    python benchmarks/fine_tuning.py compare [--steps 30] [--batch-size 32] [--mini-batch-size 8] [--lr 2e-5]
+                                             [--layers-from N] [--freeze-embeddings] [--max-seq-length 256]
+                                             [--data DIR] [--model DIR] [--no-eval] [--json FILE]
+    python benchmarks/fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
+
+compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
+the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.st_trainer.st_fit (SentenceTransformerTrainer,
+torch float32, CPU) with the same pairs, prompts, hyperparameters, frozen tensors and batch order (fit's
+seeded order, handed to the trainer as its batch sampler). Printed: the loss of every step on both sides and the
+largest difference between the two curves, seconds per step (the median of fit's steps; the trainer's wall time
+over its steps), peak RSS (ru_maxrss: load, imports, training and evaluation), and NDCG@10 on the test split
+after training, each side measured by its own library's evaluator (gemma_np.train.evaluate; the library's
+InformationRetrievalEvaluator), with gemma_np's figure for the base model before it.
+
+figure: draws the loss and the eval split's NDCG@10 over the steps of a `gemma-np train` run (its
+training_log.json), with the test split's NDCG@10 before and after, and, given a compare JSON, the two sides'
+loss curves; writes docs/figures/fine-tuning.png by default.
+
+Workers get OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = the number of cores, and
+torch.set_num_threads of the same. Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The script's own folder is on sys.path when it runs as a script (as its workers do).
+from speed import blas_info, log, machine
+
+SIDES = ("gemma_np", "torch")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_worker(side: str, work_file: str) -> dict:
+    from gemma_np.train.data import load_ir, load_train
+    from gemma_np.train.fit import TrainConfig, batch_order
+
+    work = json.loads(Path(work_file).read_text())
+    cfg = TrainConfig(**work["config"])
+    pairs = load_train(work["data"])
+    test = load_ir(work["data"], "test")
+    order = batch_order(len(pairs), cfg.batch_size, cfg.steps, cfg.seed)
+    out = {"side": side, "blas": blas_info()}
+    t0 = time.perf_counter()
+    if side == "gemma_np":
+        from gemma_np import EmbeddingGemma
+        from gemma_np.train.evaluate import evaluate
+        from gemma_np.train.fit import fit
+
+        model = EmbeddingGemma.from_pretrained(work["model"])
+        ir = {"query_prompt_name": cfg.query_prompt_name, "corpus_prompt_name": cfg.document_prompt_name}
+        out["load_s"] = time.perf_counter() - t0
+        if work["eval"]:
+            out["ndcg_before"] = evaluate(model, *test, name="test", **ir)["test_cosine_ndcg@10"]
+            log(f"  [gemma_np] test NDCG@10 before: {out['ndcg_before']:.4f}")
+
+        def progress(r):
+            log(f"  [gemma_np] step {r['step']}: loss {r['loss']:.6f}, {r['seconds']:.1f} s")
+
+        history = fit(model, pairs, cfg, progress=progress)
+        out["losses"] = [r["loss"] for r in history]
+        out["s_per_step"] = statistics.median(r["seconds"] for r in history)
+        if work["eval"]:
+            out["ndcg_after"] = evaluate(model, *test, name="test", **ir)["test_cosine_ndcg@10"]
+    else:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+        from gemma_np.verify.st_trainer import st_fit
+
+        torch.set_num_threads(work["threads"])
+        st = SentenceTransformer(work["model"], device="cpu")
+        out["load_s"] = time.perf_counter() - t0
+        run = st_fit(st, pairs, cfg, order)
+        out["losses"], out["s_per_step"] = run["losses"], run["seconds"] / cfg.steps
+        for i, loss in enumerate(out["losses"]):
+            log(f"  [torch] step {i + 1}: loss {loss:.6f}")
+        if work["eval"]:
+            queries, corpus, relevant = test
+            evaluator = InformationRetrievalEvaluator(queries, corpus, relevant, name="test",
+                                                      query_prompt_name=cfg.query_prompt_name,
+                                                      corpus_prompt_name=cfg.document_prompt_name)
+            st.max_seq_length = 2048  # evaluate at the model's own length, as gemma_np's evaluate does
+            out["ndcg_after"] = evaluator(st)["test_cosine_ndcg@10"]
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def spawn(side: str, work_file: str, threads: int) -> dict | None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--work-file", work_file]
+    with tempfile.TemporaryFile("w+") as stdout:
+        proc = subprocess.run(cmd, stdout=stdout, env=env, check=False)
+        stdout.seek(0)
+        lines = [ln for ln in stdout.read().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        log(f"worker {side} failed (exit code {proc.returncode})")
+        return None
+    return json.loads(lines[-1])
+
+
+def report(result: dict) -> str:
+    g, t = result["gemma_np"], result["torch"]
+    cfg = result["config"]
+    diffs = [abs(a - b) for a, b in zip(g["losses"], t["losses"])]
+    worst = max(range(len(diffs)), key=diffs.__getitem__)
+    m = result["machine"]
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE",)}
+    head = (f"Fine-tuning, gemma_np next to sentence-transformers' trainer: {m['cpu']}, {m['cores']} cores, "
+            f"{env}, Python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, "
+            f"sentence-transformers {m['sentence_transformers']}; OpenBLAS {'; '.join(g['blas'])}")
+    settings = (f"{cfg['steps']} steps of {cfg['batch_size']} pairs, CMNRL mini-batches of {cfg['mini_batch_size']}, "
+                f"lr {cfg['lr']}, warm-up {result['warmup_steps']} steps, max_seq_length {cfg['max_seq_length']}, "
+                f"layers_from {cfg['layers_from']}, freeze_embeddings {cfg['freeze_embeddings']}, seed {cfg['seed']}")
+    speed = t["s_per_step"] / g["s_per_step"]
+    lines = [head, settings, "", "| | gemma_np | sentence-transformers | ratio |", "|---|---:|---:|---:|",
+             f"| s/step | {g['s_per_step']:.2f} | {t['s_per_step']:.2f} | gemma_np {speed:.2f}x as fast |",
+             f"| peak RSS, MB | {g['rss_mb']:.0f} | {t['rss_mb']:.0f} | {g['rss_mb'] / t['rss_mb']:.2f} |"]
+    if "ndcg_after" in g and "ndcg_after" in t:
+        lines.append(f"| test NDCG@10 after (base {g['ndcg_before']:.4f}) | {g['ndcg_after']:.4f} | "
+                     f"{t['ndcg_after']:.4f} | {g['ndcg_after'] - t['ndcg_after']:+.4f} |")
+    largest = (f"largest |loss difference|: {diffs[worst]:.3g} at step {worst + 1} "
+               f"(first step {diffs[0]:.3g}, last {diffs[-1]:.3g})")
+    lines += ["", largest, "", "| step | gemma_np loss | sentence-transformers loss | difference |",
+              "|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {a:.6f} | {b:.6f} | {a - b:+.2e} |" for i, (a, b) in enumerate(zip(g["losses"],
+                                                                                              t["losses"]))]
+    return "\n".join(lines)
+
+
+def figure(log_file: Path, compare: Path | None, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = json.loads(log_file.read_text())
+    steps = [r for r in run["history"] if "loss" in r]
+    evals = [r for r in run["history"] if "eval" in r]
+    panels = 3 if compare else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    ax = axes[0]
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, color="tab:blue")
+    ax.set(xlabel="step", ylabel="CMNRL loss", title="training loss (gemma_np)")
+    ax = axes[1]
+    key = next(k for k in evals[0]["eval"] if k.endswith("ndcg@10"))
+    ax.plot([r["step"] for r in evals], [r["eval"][key] for r in evals], "o-", color="tab:green", label="eval split")
+    last = steps[-1]["step"]
+    before, after = run["test_before"], run["test_after"]
+    tkey = next(k for k in before if k.endswith("ndcg@10"))
+    ax.plot([0, last], [before[tkey], after[tkey]], "s--", color="tab:red", label="test split (held-out modules)")
+    ax.set(xlabel="step", ylabel="NDCG@10", title="retrieval quality")
+    ax.legend(fontsize=8)
+    if compare:
+        cmp = json.loads(compare.read_text())
+        ax = axes[2]
+        for side, label in (("gemma_np", "gemma_np"), ("torch", "sentence-transformers")):
+            losses = cmp[side]["losses"]
+            ax.plot(range(1, len(losses) + 1), losses, lw=1, label=label, ls="-" if side == "gemma_np" else "--")
+        ax.set(xlabel="step", ylabel="loss", title="the same run, both libraries")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    log(f"wrote {out}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    ap.add_argument("--work-file", help=argparse.SUPPRESS)
+    sub = ap.add_subparsers(dest="command")
+    c = sub.add_parser("compare", help="the same run in gemma_np and in sentence-transformers' trainer")
+    c.add_argument("--steps", type=int, default=30)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--mini-batch-size", type=int, default=8)
+    c.add_argument("--lr", type=float, default=2e-5)
+    c.add_argument("--warmup-ratio", type=float, default=0.1)
+    c.add_argument("--max-seq-length", type=int, default=256)
+    c.add_argument("--layers-from", type=int, default=0)
+    c.add_argument("--freeze-embeddings", action="store_true")
+    c.add_argument("--seed", type=int, default=12)
+    c.add_argument("--data", help="data folder (default: gemma_np.train.data's in the cache)")
+    c.add_argument("--model", help="model folder (default: the fetched snapshot)")
+    c.add_argument("--no-eval", action="store_true", help="skip the test split's NDCG@10")
+    c.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    c.add_argument("--json", help="write the result here")
+    f = sub.add_parser("figure", help="the README's figure from a training_log.json")
+    f.add_argument("--log", required=True)
+    f.add_argument("--compare", help="a compare --json file: adds both sides' loss curves")
+    f.add_argument("--out", default=str(ROOT / "docs" / "figures" / "fine-tuning.png"))
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.work_file)))
+        return 0
+    if args.command == "figure":
+        figure(Path(args.log), Path(args.compare) if args.compare else None, Path(args.out))
+        return 0
+    if args.command != "compare":
+        ap.print_help()
+        return 2
+
+    from gemma_np.model import default_model_dir
+    from gemma_np.train.data import default_dir
+    from gemma_np.train.fit import TrainConfig, config_dict
+
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
+                      lr=args.lr, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
+                      layers_from=args.layers_from, freeze_embeddings=args.freeze_embeddings, seed=args.seed)
+    conf = config_dict(cfg)
+    warmup = conf.pop("warmup_steps")
+    work = {"config": conf, "data": str(args.data or default_dir()), "model": str(args.model or default_model_dir()),
+            "eval": not args.no_eval, "threads": args.threads}
+    result = {"config": conf, "warmup_steps": warmup, "machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        work_file = Path(tmp) / "work.json"
+        work_file.write_text(json.dumps(work))
+        for side in SIDES:
+            log(f"{side}: {cfg.steps} steps")
+            t = time.perf_counter()
+            r = spawn(side, str(work_file), args.threads)
+            if r is None:
+                return 1
+            r["wall_s"] = time.perf_counter() - t
+            result[side] = r
+    text = report(result)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
