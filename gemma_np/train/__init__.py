@@ -7,7 +7,10 @@
     step.py   one step's gradients: the model forward with a cache, the loss, the backward; plain and cached
               (GradCache); which parameters train (parameters(), the frozen-table option)
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
+    data.py   a code-retrieval data set (docstring summary -> the function's code) built from the standard
+              library's sources into the cache, split by package; load_train and load_ir read it
 
-Imports: NumPy, the standard library and gemma_np.nn only. Like nn/, nothing here reads a file; the caller
-hands these functions arrays (embeddings, gradients, parameters).
+Imports: NumPy, the standard library and gemma_np.nn only; data.py the standard library alone. data.py is the
+one module here that reads files (the standard library's sources, the data set it writes); like nn/, the others
+read none: the caller hands them arrays (embeddings, gradients, parameters).
 """
