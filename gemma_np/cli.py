@@ -324,7 +324,8 @@ def cmd_train(args) -> int:
     eval_set, test_set = load_ir(data, "eval"), load_ir(data, "test")
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
                       lr=args.lr, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
-                      freeze_embeddings=args.freeze_embeddings, layers_from=args.layers_from, seed=args.seed)
+                      freeze_embeddings=args.freeze_embeddings, layers_from=args.layers_from, seed=args.seed,
+                      query_prompt_name=args.query_prompt_name, document_prompt_name=args.document_prompt_name)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise FileExistsError(f"{out}: exists and is not empty; pass --overwrite to replace the model saved there")
@@ -351,7 +352,7 @@ def cmd_train(args) -> int:
 
     def progress(record: dict) -> None:
         if "eval" in record:
-            bar.write(f"step {record['step']}: eval ndcg@10 {record['eval'][key]:.4f}")
+            bar.write(f"step {record['step']}: eval ndcg@10 {record['eval'][key]:.4f}", file=sys.stderr)
         else:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{1 / record['seconds']:.3f}")
@@ -544,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=positive_int, metavar="N", help="evaluate on the eval split every N steps")
     p.add_argument("--eval-batch-size", type=positive_int, default=32, metavar="N", help="texts per forward (32)")
     p.add_argument("--seed", type=int, default=12, help="seed of the batch order (12)")
+    p.add_argument("--query-prompt-name", default="InstructionRetrieval", metavar="NAME",
+                   help="the model's prompt for queries (InstructionRetrieval: 'task: code retrieval | query: ')")
+    p.add_argument("--document-prompt-name", default="document", metavar="NAME",
+                   help="the model's prompt for documents (document: 'title: none | text: ')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train, parser=p, dtype="float32", truncate_dim=None)
     return parser

@@ -154,3 +154,57 @@ def test_fit_in_float32_stays_near_the_float64_run(tiny_folder):
     assert EMBED_TABLE in parameters(m32)
     assert forward(m32, m32.tokenize(["a planet"])[0]).dtype == np.float32
     assert_below("fit: float32 last loss against float64", abs(l32[-1] - l64[-1]) / 20, bound)
+
+
+def _write_jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+
+
+def tiny_data(folder):
+    """A data folder in gemma_np.train.data's format, from the tiny pairs: 16 training pairs, 4 queries per split."""
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", [{"query": q, "document": d, "module": "m", "qualname": f"f{i}", "line": i}
+                                          for i, (q, d) in enumerate(PAIRS)])
+    for split, rows in (("eval", PAIRS[:4]), ("test", PAIRS[4:8])):
+        _write_jsonl(folder / f"{split}_queries.jsonl", [{"id": f"{split}{i}", "text": q} for i, (q, _) in enumerate(rows)])
+        _write_jsonl(folder / f"{split}_corpus.jsonl", [{"id": f"{split}{i}", "text": d} for i, (_, d) in enumerate(rows)])
+        _write_jsonl(folder / f"{split}_qrels.jsonl", [{"query_id": f"{split}{i}", "corpus_id": f"{split}{i}"}
+                                                       for i in range(len(rows))])
+    return folder
+
+
+def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
+    import json
+
+    from gemma_np.cli import main
+
+    data, out = tiny_data(tmp_path / "data"), tmp_path / "tuned"
+    args = ["train", "--model", str(tiny_folder), "--data", str(data), "--out", str(out), "--steps", "3",
+            "--batch-size", "4", "--mini-batch-size", "2", "--lr", "1e-3", "--max-seq-length", "24",
+            "--eval-every", "2", "--query-prompt-name", "query", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "test before: ndcg@10" in err and "test after: ndcg@10" in err and "step 2: eval ndcg@10" in err
+    log = json.loads((out / "training_log.json").read_text())
+    assert [r["step"] for r in log["history"] if "loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in log["history"] if "eval" in r] == [0, 2, 3]
+    assert set(log["test_before"]) == set(log["test_after"]) and "test_cosine_ndcg@10" in log["test_after"]
+    assert log["config"]["warmup_steps"] == 1 and log["peak_rss_mb"] > 0
+    tuned = EmbeddingGemma.from_pretrained(out)
+    assert not np.array_equal(np.asarray(tuned.params["norm.weight"]),
+                              np.asarray(EmbeddingGemma.from_pretrained(tiny_folder).params["norm.weight"]))
+    # A second run refuses to overwrite without --overwrite, and a foreign folder even with it.
+    assert main(args) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--steps", "1"]) == 0
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main([*args, "--out", str(foreign), "--overwrite"]) == 1
+    assert "holds no config.json" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--layers-from", "9"]) == 1
+    assert "--layers-from 9: the model has 4 layers" in capsys.readouterr().err
+    assert main([*args[:4], str(tmp_path / "nowhere"), *args[5:]]) == 1
+    assert "build the data set" in capsys.readouterr().err
