@@ -208,3 +208,33 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
     assert "--layers-from 9: the model has 4 layers" in capsys.readouterr().err
     assert main([*args[:4], str(tmp_path / "nowhere"), *args[5:]]) == 1
     assert "build the data set" in capsys.readouterr().err
+
+
+def test_a_fine_tuned_real_model_loads_in_sentence_transformers_with_the_same_vectors(real_dir, tmp_path):
+    """The real model after one step (the last layer, the norm and the Dense layers trained), saved: the
+    library's vectors for that folder equal gemma_np's within the parity bar, and it loads back bit for bit."""
+    from sentence_transformers import SentenceTransformer
+
+    model = EmbeddingGemma.from_pretrained(real_dir)
+    pairs = [("Return the larger of two numbers.", "def larger(a, b):\n    return a if a > b else b"),
+             ("Read a file and return its lines.", ("def lines(path):\n    with open(path) as f:\n"
+                                                   "        return f.read().splitlines()")),
+             ("Add one to every item.", "def inc(xs):\n    return [x + 1 for x in xs]"),
+             ("Join words with spaces.", "def join(words):\n    return ' '.join(words)")]
+    cfg = TrainConfig(steps=1, batch_size=4, mini_batch_size=4, lr=1e-4, warmup_ratio=0.0,
+                      layers_from=model.config.num_hidden_layers - 1)
+    fit(model, pairs, cfg)
+    out = model.save_pretrained(tmp_path / "tuned")
+    back = EmbeddingGemma.from_pretrained(out)
+    for name, a in parameters(model, layers_from=cfg.layers_from).items():
+        b = back.params.get(name)
+        if b is None:
+            b = back.dense_weights[[dense_name(f) for f in back.head.dense_folders].index(name)]
+        np.testing.assert_array_equal(np.asarray(b), a, err_msg=name)
+    texts = [t for pair in pairs for t in pair]
+    got = back.encode(texts, prompt_name="document")
+    want = SentenceTransformer(str(out), device="cpu").encode(texts, prompt_name="document", convert_to_numpy=True)
+    assert_below("fit: fine-tuned real folder, gemma_np against sentence-transformers", np.max(np.abs(got - want)),
+                 parity_bar(got.shape[1]))
+    base = EmbeddingGemma.from_pretrained(real_dir).encode(texts, prompt_name="document")
+    assert np.max(np.abs(got - base)) > 1e-5  # the step changed the vectors: the comparison is of new weights
