@@ -29,8 +29,8 @@ the first step (same weights on both sides) is compared as a check that both com
 Workers get OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = N, and torch.set_num_threads(N);
 N defaults to the number of cores. --unset-openblas-env removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from
 the workers' environment. Other processes' use of the CPUs during each timed step is measured (from
-/proc/stat) and shown; before each worker the run waits, up to --wait-idle seconds, for the machine to be
-quiet. --quick (a smoke run: batch 4 x 32 tokens, 1 step after the warm-up, cached mini-batch 2, 1 repeat,
+/proc/stat) and shown; before each worker and each step the run waits, up to --wait-idle seconds, for the
+machine to be quiet (the wait is not timed). --quick (a smoke run: batch 4 x 32 tokens, 1 step after the warm-up, cached mini-batch 2, 1 repeat,
 no waiting) never fails on speed or on the loss check: the exit status is non-zero only when a worker
 crashed. Progress goes to stderr, the table to stdout.
 """
@@ -208,7 +208,7 @@ def others_share(busy0: float | None, own0: float, wall: float) -> float | None:
     return max(0.0, (busy1 - busy0) - own) / (wall * (os.cpu_count() or 1))
 
 
-def wait_until_idle(limit_s: float, share: float = 0.1, window_s: float = 5.0) -> float:
+def wait_until_idle(limit_s: float, share: float = 0.1, window_s: float = 3.0) -> float:
     """Wait until other processes use less than `share` of the CPUs over `window_s`, for at most limit_s;
     returns the seconds waited (0 where /proc/stat cannot be read)."""
     start = time.perf_counter()
@@ -237,6 +237,9 @@ def run_worker(side: str, work_file: str, row: int, threads: int) -> dict:
     log(f"{tag} loaded in {out['load_s']:.1f} s, {count:,} trainable parameters")
     losses, times, others = [], [], []
     for i in range(1 + work["steps"]):
+        waited = wait_until_idle(work["wait_idle"]) if work["wait_idle"] > 0 else 0.0
+        if waited > 10:
+            log(f"{tag} waited {waited:.0f} s for the other processes")
         busy, own, t = busy_seconds(), sum(os.times()[:2]), time.perf_counter()
         losses.append(step())
         times.append(time.perf_counter() - t)
@@ -340,8 +343,8 @@ def main(argv=None) -> int:
                     help="add a row 'frozen, cached M' (GradCache, mini-batches of M texts); repeatable; "
                          "0 for none (default: one row, M = 4; 2 with --quick)")
     ap.add_argument("--wait-idle", type=float, default=None, metavar="S",
-                    help="before each worker, wait up to S seconds until other processes use under 10%% of the "
-                         "CPUs (default 600; 0 with --quick)")
+                    help="before each worker and each step, wait up to S seconds until other processes use under "
+                         "10%% of the CPUs (default 600; 0 with --quick)")
     ap.add_argument("--unset-openblas-env", action="store_true",
                     help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the workers' environment")
     ap.add_argument("--model", default=None, help="model folder (default: the fetch cache)")
@@ -371,6 +374,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     log(f"building the batch from {folder} ...")
     work = build_workload(folder, args.quick, args.steps, variants, cached)
+    work["wait_idle"] = args.wait_idle
     runs = {(i, side): [] for i in range(len(work["rows"])) for side in SIDES}
     with tempfile.TemporaryDirectory(prefix="gemma_np_training_") as tmp:
         work_file = os.path.join(tmp, "work.json")
