@@ -624,12 +624,14 @@ for label, m, lo, hi in (("before", before, before_lo, before_hi), ("after", aft
 # the gradients; the test assumes that this moves the trained model's vectors no more than another float32
 # forward would.)
 #
-# The real run, a hundred steps of 32 pairs drawn from the whole train split, is a command:
+# The real run, batches of 32 pairs drawn from the whole train split, is a command (README, Fine-tuning,
+# where its results are):
 #
-#     gemma-np train --out finetuned/ --steps 100 --batch-size 32 --freeze-embeddings
+#     gemma-np train --out runs/code-top6 --steps 30 --batch-size 32 --mini-batch-size 8 --lr 5e-5 \
+#                    --freeze-embeddings --layers-from 18 --eval-every 10
 #
 # It evaluates the eval split during training and the whole test split before and after, and writes
-# `finetuned/training_log.json` beside the model.
+# `runs/code-top6/training_log.json` beside the model.
 
 # %%
 first = {"before": int(np.sum(before_lo == 1)), "after": int(np.sum(after_lo == 1))}
@@ -688,4 +690,5 @@ plt.show()
 # - Every layer has its backward beside its forward; layer 23's, on real hidden states with the real upstream
 #   gradient, equals autograd through transformers' own layer in float64 for all 13 weights and the input.
 # - A few AdamW steps on one batch drive its loss down quickly, mostly by pushing its documents apart; on
-#   other modules' code they change little. The full run (`gemma-np train`) is where retrieval is measured.
+#   other modules' code they change little. Retrieval after a real run (`gemma-np train`) is measured in the
+#   README's Fine-tuning section.
