@@ -218,7 +218,7 @@ assert not next(r for r in rows_window if r.name == "sentence_embedding").ok
 # inside a `with` block (`unittest.mock.patch.object` puts the original back on the way out).
 
 # %%
-def embed_without_scale(input_ids, table, dtype, scale=None):
+def embed_without_scale(input_ids, table, dtype, scale=None, cache=None):
     """The bug: the table rows, not multiplied by sqrt(D) (whatever `scale` says).  [B, S] -> [B, S, D]"""
     return np.asarray(table[input_ids], dtype=dtype)
 

@@ -163,7 +163,7 @@ FAULTS = {
         "layers.0.self_attn.probs"),
     "no embedding scale": (
         lambda mp, m, n: mp.setattr(encoder_mod, "embed_tokens",
-                                 lambda ids, table, dtype, scale=None: np.asarray(table[ids], dtype=dtype)),
+                                 lambda ids, table, dtype, scale=None, cache=None: np.asarray(table[ids], dtype=dtype)),
         "embed_tokens"),
     "interleaved rotary": (lambda mp, m, n: mp.setattr(attention_mod, "apply_rope", _interleaved_rope),
                            "layers.0.self_attn.q_rope"),
