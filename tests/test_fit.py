@@ -16,6 +16,7 @@ from gemma_np.train.step import EMBED_TABLE, dense_name, forward, parameters
 
 from bounds import U32, assert_below, gradient_bound, parity_bar
 from tiny_models import CORPUS, SPECS, build
+from tiny_models import st_param_name as torch_name
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")  # sentence-transformers' trainer needs its [train] extras
@@ -26,13 +27,6 @@ WORDS = " ".join(CORPUS).split()
 PAIRS = [(" ".join(WORDS[i:i + 3]), " ".join(WORDS[i + 3:i + 9 + i % 5])) for i in range(0, 80, 5)]
 CONFIG = TrainConfig(steps=5, batch_size=4, mini_batch_size=3, lr=1e-3, warmup_ratio=0.2, max_seq_length=24,
                      query_prompt_name="query", seed=3)
-
-
-def torch_name(name: str) -> str:
-    if name.startswith("0."):
-        return name.split(".", 2)[2]
-    index, rest = name.split(".", 1)
-    return f"{index}_Dense/{rest}"
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from gemma_np.train.step import (
 )
 
 from bounds import U32, assert_below, gradient_bound
+from tiny_models import st_param_name as torch_name
 
 torch = pytest.importorskip("torch")
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
@@ -59,14 +60,6 @@ def columns(model: EmbeddingGemma, triples=TRIPLES) -> list[list[list[int]]]:
 def features(column: list[list[int]]) -> dict:
     input_ids, mask = pad(column)
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
-
-
-def torch_name(name: str) -> str:
-    """sentence-transformers' parameter name ("0.auto_model.layers.0...", "2.linear.weight") as gemma_np's."""
-    if name.startswith("0."):
-        return name.split(".", 2)[2]
-    index, rest = name.split(".", 1)
-    return f"{index}_Dense/{rest}"
 
 
 def library_gradients(st, cols, symmetric: bool = False, freeze_embeddings: bool = False):
@@ -100,6 +93,22 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     scale = np.max(np.abs(want))
     assert scale > 0, "the reference gradient is all zero: the comparison checks nothing"
     return float(np.max(np.abs(got.astype(np.float64) - want)) / scale)
+
+
+def check_float32_gradients(label: str, grads32: dict, torch32: dict, exact: dict, bound: float) -> None:
+    """gemma_np's and the library's float32 gradients, each against the exact (float64) ones: gemma_np's within
+    `bound` tensor by tensor; the library's worst within it too (else the rule, not gemma_np, is wrong); and
+    gemma_np's worst no more than ten times the library's own (the same operations in the same precision; ten:
+    the policy's factor for comparing two measured figures)."""
+    worst = {"gemma_np": 0.0, "torch": 0.0}
+    for name, want in exact.items():
+        assert grads32[name].dtype == np.float32, name
+        ours, theirs = rel_err(grads32[name], want), rel_err(torch32[name], want)
+        assert_below(f"{label}: float32 gradient of {name}", ours, bound)
+        worst["gemma_np"], worst["torch"] = max(worst["gemma_np"], ours), max(worst["torch"], theirs)
+    assert_below(f"{label}: the library's float32 gradients, worst tensor", worst["torch"], bound)
+    assert_below(f"{label}: float32 gradient error, gemma_np over the library's", worst["gemma_np"],
+                 10 * worst["torch"])
 
 
 @pytest.fixture
@@ -143,18 +152,7 @@ def test_mnrl_gradients_in_float32_are_within_the_derived_bound(tiny, torch_in_f
     loss32, grads32 = mnrl_gradients(model32, cols)
     torch_loss, torch32 = library_gradients(copy.deepcopy(st32), cols)
     bound = gradient_bound(depth(model64), n_sum(cols), U32) / 2
-    worst = {"gemma_np": 0.0, "torch": 0.0}
-    for name in exact:
-        assert grads32[name].dtype == np.float32, name
-        ours, theirs = rel_err(grads32[name], exact[name]), rel_err(torch32[name], exact[name])
-        assert_below(f"train: float32 MNRL gradient of {name}", ours, bound)
-        worst["gemma_np"], worst["torch"] = max(worst["gemma_np"], ours), max(worst["torch"], theirs)
-    # The bound holds for the reference's own float32 error too (else the rule, not gemma_np, is wrong) ...
-    assert_below("train: the library's float32 MNRL gradients, worst tensor", worst["torch"], bound)
-    # ... and gemma_np's float32 is no worse than ten times the library's own (the same operations in the
-    # same precision; ten: the policy's factor for comparing two measured figures).
-    assert_below("train: float32 gradient error, gemma_np over the library's", worst["gemma_np"],
-                 10 * worst["torch"])
+    check_float32_gradients("train: MNRL", grads32, torch32, exact, bound)
     assert_below("train: float32 MNRL loss", abs(loss32 - loss64) / 20, bound)
     assert_below("train: the library's float32 MNRL loss", abs(torch_loss - loss64) / 20, bound)
 
@@ -474,15 +472,7 @@ def test_one_step_on_the_real_weights_with_the_table_frozen(real_dir):
     assert EMBED_TABLE not in grads32 and len(grads32) == 24 * 13 + 1 + 2  # 13 tensors a layer, the norm, 2 Dense
     assert_below("train real: loss against the library's", abs(loss32 - torch_loss), 1e-6)
     bound = gradient_bound(depth(model32), n_sum(cols), U32) / 2
-    worst = {"gemma_np": 0.0, "torch": 0.0}
-    for name in exact:
-        assert grads32[name].dtype == np.float32, name
-        ours, theirs = rel_err(grads32[name], exact[name]), rel_err(torch32[name], exact[name])
-        assert_below(f"train real: float32 gradient of {name}", ours, bound)
-        worst["gemma_np"], worst["torch"] = max(worst["gemma_np"], ours), max(worst["torch"], theirs)
-    assert_below("train real: the library's float32 gradients, worst tensor", worst["torch"], bound)
-    assert_below("train real: float32 gradient error, gemma_np over the library's", worst["gemma_np"],
-                 10 * worst["torch"])
+    check_float32_gradients("train real", grads32, torch32, exact, bound)
     assert_below("train real: float32 loss against float64", abs(loss32 - loss64) / 20, bound)
 
 

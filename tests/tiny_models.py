@@ -43,6 +43,15 @@ SPECS = [
 ]
 
 
+def st_param_name(name: str) -> str:
+    """A SentenceTransformer parameter's name as gemma_np.train names it: "0.auto_model.layers.0.mlp.up_proj.weight"
+    -> "layers.0.mlp.up_proj.weight", "2.linear.weight" -> "2_Dense/linear.weight" (train.step.dense_name)."""
+    if name.startswith("0."):
+        return name.split(".", 2)[2]
+    index, rest = name.split(".", 1)
+    return f"{index}_Dense/{rest}"
+
+
 def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
