@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .io.tokenizer import TOKENIZERS
 from .model import DTYPES, EmbeddingGemma, default_model_dir
 
 PROG = "gemma-np"
@@ -82,7 +83,8 @@ def load_model(args) -> EmbeddingGemma:
     folder = args.model if args.model is not None else default_model_dir()
     print(f"loading model from {folder}", file=sys.stderr)
     # model_dir None keeps from_pretrained's own message on how to fetch the weights.
-    return EmbeddingGemma.from_pretrained(args.model, dtype=args.dtype, truncate_dim=args.truncate_dim)
+    return EmbeddingGemma.from_pretrained(args.model, dtype=args.dtype, truncate_dim=args.truncate_dim,
+                                          tokenizer=args.tokenizer)
 
 
 def encode_options(args) -> dict:
@@ -403,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", metavar="DIR",
                         help="model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
     common.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default float32)")
+    common.add_argument("--tokenizer", choices=list(TOKENIZERS), default="tokenizers",
+                        help="tokenizers: the Rust library (default); python: gemma_np.io.bpe, the same ids")
     common.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="texts per forward pass (32)")
     common.add_argument("--truncate-dim", type=positive_int, metavar="K",
                         help="keep the first K coordinates (Matryoshka: 512, 256, 128)")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError, ModelFolderError, WeightsError
 from .io.config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json_object
-from .io.tokenizer import encode_texts, load_tokenizer, pad_batch
+from .io.tokenizer import check_tokenizer_kind, encode_texts, load_tokenizer, pad_batch
 from .io.weights import check_finite, expected_encoder_tensors, load_checked, save_model_folder
 from .nn.encoder import encoder_forward
 from .nn.head import dense, l2_normalize, matryoshka, mean_pool
@@ -117,13 +117,16 @@ class EmbeddingGemma:
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike | None = None, dtype="float32",
-                        truncate_dim: int | None = None) -> EmbeddingGemma:
+                        truncate_dim: int | None = None, tokenizer: str = "tokenizers") -> EmbeddingGemma:
         """Load a sentence-transformers folder of EmbeddingGemma (the published snapshot's layout).
 
         model_dir None: $GEMMA_NP_MODEL_DIR, else the cache that `python -m weights_tools.fetch` fills.
         dtype: "float32" (default; parity with PyTorch float32) or "float64" (the more exact reference).
+        tokenizer: "tokenizers" (default, the Rust library) or "python" (gemma_np.io.bpe: the same ids, in
+        plain Python, slower).
         """
         np_dtype = resolve_dtype(dtype)
+        check_tokenizer_kind(tokenizer)
         if model_dir is None:
             folder = default_model_dir()
             if not (folder / "config.json").is_file():
@@ -151,12 +154,12 @@ class EmbeddingGemma:
         for sub, shape in zip(head.dense_folders, head.dense_shapes):
             w = load_checked(folder / sub / "model.safetensors", {"linear.weight": shape}, np_dtype)
             dense_weights.append(w["linear.weight"])
-        tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
+        tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length, tokenizer)
         return cls(folder, config, head, params, dense_weights, tokenizer, np_dtype, truncate_dim)
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                  dtype="float32", truncate_dim: int | None = None) -> EmbeddingGemma:
+                  dtype="float32", truncate_dim: int | None = None, tokenizer: str = "tokenizers") -> EmbeddingGemma:
         """Load the weights and configuration from a GGUF file as llama.cpp's converter writes it
         (convert_hf_to_gguf.py --sentence-transformers-dense-modules; any type gguf.quants dequantizes).
 
@@ -175,6 +178,7 @@ class EmbeddingGemma:
         from .io.gguf import check_against_config, load_gguf_tensors, read_gguf_header
 
         np_dtype = resolve_dtype(dtype)
+        check_tokenizer_kind(tokenizer)
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a path to a .gguf file, got {type(path).__name__}")
         if tokenizer_dir is None:
@@ -202,7 +206,7 @@ class EmbeddingGemma:
                                f"{[list(s) for s in head.dense_shapes]}")
         if truncate_dim is not None:
             truncate_dim = _check_int("truncate_dim", truncate_dim, 1, head.embedding_dim)
-        tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
+        tokenizer = load_tokenizer(folder / "tokenizer.json", head.max_seq_length, tokenizer)
         model = cls(folder, config, head, params, dense_weights, tokenizer, np_dtype, truncate_dim)
         model.weights_file = path
         return model
