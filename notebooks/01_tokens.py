@@ -366,6 +366,216 @@ assert ids_2048[0] == kept and truncated_2048 == [False]
 print(f"{len(at_limit)} characters -> {len(ids_2048[0])} tokens, truncated={truncated_2048[0]}")
 
 # %% [markdown]
+# ## 6. Inside the tokenizer: byte-pair encoding in plain Python
+#
+# So far `model.tokenizer` was the Rust library `tokenizers`: fast, and closed to a reader. The same
+# tokenizer.json can be read by `gemma_np.io.bpe`, about a hundred lines of Python that give the very same
+# ids (the tests hold them equal on every text the project has, on over a megabyte of text in dozens of
+# scripts, and on random Unicode). `EmbeddingGemma.from_pretrained(tokenizer="python")` and
+# `gemma-np embed --tokenizer python` use it. Here it is, one rule at a time.
+
+# %%
+import unicodedata
+
+from gemma_np.io.bpe import BPETokenizer
+
+bpe = BPETokenizer(model.folder / "tokenizer.json")
+print(f"{len(bpe.vocab):,} pieces, {len(bpe.merges):,} merges, {len(bpe.added):,} added tokens")
+for text in list(parallel.values()) + probes.MULTILINGUAL:
+    assert bpe.encode(text)[0] == tok.encode(text).ids  # the same ids, no tolerance
+assert (len(bpe.vocab), len(bpe.merges), len(bpe.added)) == (262_144, 514_906, 6_415)
+
+# %% [markdown]
+# **Rule 1: added tokens first.** 6,415 strings are cut out of the raw text before anything else, the
+# longest one that starts at each position: the special tokens, `<unused0>` to `<unused6241>`, HTML tags
+# such as `<b>`, runs of newlines, tabs and `▁`. A literal `<eos>` typed in a text becomes the real `<eos>`
+# token (id 1), exactly as `tokenizers` does; a service that embeds user text may want to know that.
+
+# %%
+text = "Mars is <b>red</b>.\n\nThe end <eos> or not"
+parts = bpe.split_added(text)
+print(parts)
+assert parts[1] == bpe.token_to_id("<b>") and bpe.token_to_id("<eos>") == 1 and 1 in parts
+assert bpe.token_to_id("\n\n") in parts  # two newlines: one added token
+
+# %% [markdown]
+# **Rules 2 and 3: spaces, then one symbol per character.** Between added tokens, every space becomes `▁`
+# (nothing else is normalized, and no `▁` is put in front of the text). Each character whose piece is in
+# the vocabulary starts as that piece; any other character starts as its UTF-8 bytes, the pieces `<0x00>`
+# to `<0xFF>` (*byte fallback*). The ninja emoji is not a piece, so it becomes four bytes, and no merge
+# joins bytes: it stays four tokens.
+
+# %%
+word = "\u2581unbelievable"  # " unbelievable" after rule 2
+ninja = "\U0001F977"
+print([bpe.id_to_token(i) for i in bpe.bpe(ninja)], list(ninja.encode("utf-8")))
+assert ninja not in bpe.vocab
+assert [bpe.id_to_token(i) for i in bpe.bpe(ninja)] == [f"<0x{b:02X}>" for b in ninja.encode("utf-8")]
+assert bpe.decode(bpe.encode(ninja)[0]) == ninja  # decoding joins the bytes again
+
+# %% [markdown]
+# **Rule 4: merges, lowest rank first, from a heap.** Each of the 514,906 merges joins two pieces into one;
+# its *rank* is its place in the list, and a lower rank is applied first. All adjacent pairs that have a
+# merge go into a priority queue (a heap) keyed by (rank, position). The loop pops the best entry, merges
+# the pair, and pushes the pairs the new symbol makes with its two neighbours; entries whose pair no longer
+# exists are skipped when popped. For `▁unbelievable`, these are the thirteen characters' twelve pairs and
+# their ranks (a dash: no merge for that pair):
+
+# %%
+symbols = [bpe.vocab[c] for c in word]
+for a, b in zip(symbols, symbols[1:]):
+    rank = bpe.merges.get((a, b), ("-",))[0]
+    print(f"{bpe.id_to_token(a) + ' + ' + bpe.id_to_token(b):>8}  rank {rank}")
+
+# %% [markdown]
+# `bpe(word, steps)` records each merge it makes: its rank, the two pieces, and how many entries were left in
+# the heap. Twelve merges turn thirteen symbols into one piece. The ranks rise: the cheap, frequent pairs
+# (`l`+`e`, `e`+`l`) go first, the whole word (rank 169,397) last.
+
+# %%
+steps = []
+ids = bpe.bpe(word, steps)
+for rank, pos, left, right, new, heap_left in steps:
+    print(f"rank {rank:>7,}  at {pos:2d}  {bpe.id_to_token(left):>10} + {bpe.id_to_token(right):<6} "
+          f"-> {bpe.id_to_token(new):<14} heap: {heap_left} entries")
+assert [bpe.id_to_token(i) for i in ids] == ["\u2581unbelievable"] and len(steps) == 12
+assert [r for r, *_ in steps] == sorted(r for r, *_ in steps)  # here the ranks come out in order
+
+# %% [markdown]
+# The same merges as a picture: each row is the word after one more merge, each box a symbol.
+
+# %%
+def segmentation(word, steps):
+    """The symbols' (start, end) character spans after each merge, replaying `steps`."""
+    spans = {i: (i, i + 1) for i in range(len(word))}
+    rows = [sorted(spans.values())]
+    for _, pos, *_ in steps:
+        start, end = spans[pos]
+        right = next(k for k, (s, _) in spans.items() if s == end)
+        spans[pos] = (start, spans.pop(right)[1])
+        rows.append(sorted(spans.values()))
+    return rows
+
+
+rows = segmentation(word, steps)
+fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+for r, spans in enumerate(rows):
+    for start, end in spans:
+        ax.add_patch(plt.Rectangle((start + 0.05, r + 0.1), end - start - 0.1, 0.8,
+                                   color="tab:blue" if end - start > 1 else "lightsteelblue"))
+        ax.text((start + end) / 2, r + 0.5, word[start:end], ha="center", va="center", fontsize=9,
+                color="white" if end - start > 1 else "black")
+ax.set_xlim(0, len(word))
+ax.set_ylim(len(rows), 0)
+ax.set_yticks([r + 0.5 for r in range(len(rows))],
+              ["start"] + [f"rank {rank:,}" for rank, *_ in steps], fontsize=9)
+ax.set_xticks([])
+ax.set_xlabel("characters of the word")
+ax.set_ylabel("merge applied (lowest rank first)")
+ax.set_title("Byte-pair encoding of \u201c\u2581unbelievable\u201d: the symbols after each merge")
+plt.show()
+
+# %% [markdown]
+# **Emoji.** The folded hands with a skin tone are two characters and one merge; three "tears of joy" show
+# the tie rule: the pair at position 0 and the pair at position 1 have the same rank, the heap pops the
+# leftmost first, and the entry for position 1 is then stale (its left symbol was merged away) and skipped.
+
+# %%
+for emoji in ["\U0001F64F\U0001F3FB", "\U0001F602" * 3]:
+    steps = []
+    ids = bpe.bpe(emoji, steps)
+    print(repr(emoji), "->", [bpe.id_to_token(i) for i in ids],
+          " merges:", [(rank, pos, bpe.id_to_token(new)) for rank, pos, _, _, new, _ in steps])
+    assert bpe.encode(emoji)[0] == tok.encode(emoji).ids
+assert [bpe.id_to_token(i) for i in bpe.bpe("\U0001F602" * 3)] == ["\U0001F602" * 2, "\U0001F602"]
+
+# %% [markdown]
+# **Why a heap, and not "merge every copy of the best pair, then look again".** That simpler loop (minbpe's)
+# gives the same result only if the merge list is in the order its pieces were made. This one is not:
+# thousands of merges use a piece that a later merge first makes. The smallest case is "a", 32 spaces, "b":
+# the heap (and `tokenizers`) give `a`, 31 `▁`, `▁b`; merging every copy of the best pair gives `a`,
+# 16 `▁`, 16 `▁`, `b`, another input for the model.
+
+# %%
+def rescanning_bpe(symbols):
+    """minbpe's loop: merge every occurrence of the lowest-ranked pair, rescan. Not this file's rule."""
+    while True:
+        ranked = [(bpe.merges[p][0], p) for p in zip(symbols, symbols[1:]) if p in bpe.merges]
+        if not ranked:
+            return symbols
+        pair, out, i = min(ranked)[1], [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+                out, i = out + [bpe.merges[pair][1]], i + 2
+            else:
+                out, i = out + [symbols[i]], i + 1
+        symbols = out
+
+
+spaced = "a" + " " * 32 + "b"
+heap_ids = bpe.encode(spaced)[0][1:-1]
+rescan_ids = rescanning_bpe([bpe.vocab[c] for c in spaced.replace(" ", "\u2581")])
+show = lambda ids: [p if set(p) != {"\u2581"} else f"\u2581x{len(p)}" for p in map(bpe.id_to_token, ids)]  # noqa: E731
+print("heap:      ", show(heap_ids))
+print("rescanning:", show(rescan_ids))
+assert heap_ids == tok.encode(spaced).ids[1:-1] and heap_ids != rescan_ids
+made_at = {}
+for rank, new in bpe.merges.values():
+    made_at[new] = min(rank, made_at.get(new, rank))
+late = sum(1 for (a, b), (rank, _) in bpe.merges.items() if max(made_at.get(a, -1), made_at.get(b, -1)) > rank)
+print(f"{late:,} of {len(bpe.merges):,} merges use a piece that a later merge makes")
+assert late > 1000
+
+# %% [markdown]
+# **How much work each word takes.** A word of n symbols that ends as k tokens took n - k merges. Common
+# words take many merges and end as one piece; a rare word stops early in several pieces; a character
+# with no piece falls back to bytes and takes no merge at all. (There is no splitting into words before
+# BPE: the whole text between added tokens is one sequence. Each merge is counted for the word its left
+# symbol starts in.)
+
+# %%
+sentence = "Tokenizers turn an unbelievably long sentence, 火星 included, into pieces \U0001F977 quickly."
+normalized = sentence.replace(" ", "\u2581")
+steps = []
+ids = bpe.bpe(normalized, steps)
+assert [bpe.vocab[bpe.id_to_token(i)] for i in ids] == tok.encode(sentence).ids[1:-1]
+# word w covers characters [starts[w], starts[w + 1]); a word starts at each "▁"
+starts = [0] + [i for i, c in enumerate(normalized) if c == "\u2581"]
+words = [normalized[a:b] for a, b in zip(starts, starts[1:] + [len(normalized)])]
+symbol_char = []  # the character where each starting symbol begins (bytes of one character share it)
+for i, c in enumerate(normalized):
+    symbol_char += [i] * (1 if c in bpe.vocab else len(c.encode("utf-8")))
+merges_per_word = [0] * len(words)
+for _, pos, *_ in steps:
+    merges_per_word[np.searchsorted(starts, symbol_char[pos], side="right") - 1] += 1
+symbols_per_word = [sum(1 if c in bpe.vocab else len(c.encode("utf-8")) for c in w) for w in words]
+tokens_per_word = [n - m for n, m in zip(symbols_per_word, merges_per_word)]
+for w, n, m, k in zip(words, symbols_per_word, merges_per_word, tokens_per_word):
+    print(f"{w:>16}  {n:2d} symbols  {m:2d} merges  {k} token{'s' if k > 1 else ''}")
+assert sum(tokens_per_word) == len(ids)
+assert merges_per_word[words.index("\u2581\U0001F977")] == 0  # the ninja: a space and four bytes, no merge
+
+fig, ax = plt.subplots(figsize=(10, 4.5), layout="constrained")
+x = np.arange(len(words))
+ax.bar(x - 0.2, merges_per_word, width=0.4, label="merges", color="tab:blue")
+ax.bar(x + 0.2, tokens_per_word, width=0.4, label="tokens at the end", color="tab:orange")
+# words outside the plot font's glyphs are labelled by their characters' Unicode names: 火星 -> "CJK CJK"
+labels = [w.replace("\u2581", "\u2423") if w.isascii() or w[1:].isascii()
+          else "\u2423" + " ".join(unicodedata.name(c).split()[0] for c in w[1:]) for w in words]
+ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=10)
+ax.set_xlabel("word of the sentence (\u2423: the space, \u2581, in front of it)")
+ax.set_ylabel("count")
+ax.set_title("Merges each word takes, and the tokens it ends as")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# `▁unbelievably` took the most merges and ended as one piece; the ninja's word took none: its space and
+# four bytes are five tokens. The Rust library gives these ids much faster and stays the default;
+# `benchmarks/tokenizer.py` measures both (tokens per second on the model card, and the memory that loading
+# tokenizer.json takes).
+
+# %% [markdown]
 # ## Summary
 #
 # - A prompt is text in front of the text; the same sentence under another prompt is another vector
@@ -376,5 +586,8 @@ print(f"{len(at_limit)} characters -> {len(ids_2048[0])} tokens, truncated={trun
 # - A batch is right-padded with id 0; the attention mask (1 real, 0 padding) makes padding invisible: a
 #   text's vector is the same alone or in a batch (within 1e-6).
 # - Past 2048 tokens the end of a text is dropped, keeping `<bos>` and `<eos>`.
+# - The tokenizer itself is byte-pair encoding: added tokens cut out first, spaces to `▁`, one symbol per
+#   character (or per byte), then merges lowest rank first from a heap. `gemma_np.io.bpe` writes it in
+#   Python with the same ids as `tokenizers`.
 #
 # The next notebooks follow these ids into the encoder.

@@ -99,8 +99,10 @@ class BPETokenizer:
             parts.append(text[start:])
         return parts
 
-    def bpe(self, word: str) -> list[int]:
-        """One word (spaces already "▁") to ids: byte fallback, then merges by rank from a heap."""
+    def bpe(self, word: str, steps: list | None = None) -> list[int]:
+        """One word (spaces already "▁") to ids: byte fallback, then merges by rank from a heap. With a
+        `steps` list, each merge is appended to it as (rank, position, left id, right id, merged id, number
+        of entries left in the heap)."""
         ids: list[int | None] = []
         for ch in word:  # 3. a character's own piece, else its UTF-8 bytes
             piece = self.vocab.get(ch)
@@ -118,6 +120,8 @@ class BPETokenizer:
             # since this entry was pushed (symbols only grow, so a changed pair never gives the same merge).
             if ids[p] is None or q == n or self.merges.get((ids[p], ids[q])) != (rank, new):
                 continue
+            if steps is not None:
+                steps.append((rank, p, ids[p], ids[q], new, len(heap)))
             ids[p], ids[q] = new, None  # the right symbol joins the left one
             nxt[p] = nxt[q]
             if nxt[p] < n:
