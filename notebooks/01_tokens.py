@@ -375,6 +375,7 @@ print(f"{len(at_limit)} characters -> {len(ids_2048[0])} tokens, truncated={trun
 # `gemma-np embed --tokenizer python` use it. Here it is, one rule at a time.
 
 # %%
+import itertools
 import unicodedata
 
 from gemma_np.io.bpe import BPETokenizer
@@ -423,7 +424,7 @@ assert bpe.decode(bpe.encode(ninja)[0]) == ninja  # decoding joins the bytes aga
 
 # %%
 symbols = [bpe.vocab[c] for c in word]
-for a, b in zip(symbols, symbols[1:]):
+for a, b in itertools.pairwise(symbols):
     rank = bpe.merges.get((a, b), ("-",))[0]
     print(f"{bpe.id_to_token(a) + ' + ' + bpe.id_to_token(b):>8}  rank {rank}")
 
@@ -500,7 +501,7 @@ assert [bpe.id_to_token(i) for i in bpe.bpe("\U0001F602" * 3)] == ["\U0001F602" 
 def rescanning_bpe(symbols):
     """minbpe's loop: merge every occurrence of the lowest-ranked pair, rescan. Not this file's rule."""
     while True:
-        ranked = [(bpe.merges[p][0], p) for p in zip(symbols, symbols[1:]) if p in bpe.merges]
+        ranked = [(bpe.merges[p][0], p) for p in itertools.pairwise(symbols) if p in bpe.merges]
         if not ranked:
             return symbols
         pair, out, i = min(ranked)[1], [], 0
@@ -515,7 +516,7 @@ def rescanning_bpe(symbols):
 spaced = "a" + " " * 32 + "b"
 heap_ids = bpe.encode(spaced)[0][1:-1]
 rescan_ids = rescanning_bpe([bpe.vocab[c] for c in spaced.replace(" ", "\u2581")])
-show = lambda ids: [p if set(p) != {"\u2581"} else f"\u2581x{len(p)}" for p in map(bpe.id_to_token, ids)]  # noqa: E731
+show = lambda ids: [p if set(p) != {"\u2581"} else f"\u2581x{len(p)}" for p in map(bpe.id_to_token, ids)]
 print("heap:      ", show(heap_ids))
 print("rescanning:", show(rescan_ids))
 assert heap_ids == tok.encode(spaced).ids[1:-1] and heap_ids != rescan_ids

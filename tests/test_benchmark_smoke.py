@@ -32,3 +32,21 @@ def test_speed_benchmark_quick(real_dir, tmp_path):
     assert result["parity_max_abs_diff"] >= 0
     assert_below("speed benchmark: parity of (a)", result["parity_max_abs_diff"], 1e-6)  # the parity bar
     assert "sent-transf" in proc.stdout and "parity" in proc.stdout
+
+
+@pytest.mark.real
+def test_tokenizer_benchmark(real_dir, tmp_path):
+    """benchmarks/tokenizer.py: both tokenizers in their own processes, the same ids, every figure reported."""
+    out = tmp_path / "tokenizer.json"
+    script = SCRIPT.parent / "tokenizer.py"
+    proc = subprocess.run([sys.executable, str(script), "--repeats", "1", "--model", str(real_dir), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["same_ids"] is True
+    for side in ("rust", "python"):
+        r = result[side]
+        assert r["card"]["tokens"] > 4000 and r["batch"]["tokens"] > r["card"]["tokens"]
+        for value in (r["load_s"], r["load_rss"], r["peak_rss"], r["card"]["tokens_per_s"], r["batch"]["tokens_per_s"]):
+            assert math.isfinite(value) and value > 0, (side, value)
+    assert "| card, 1 text: tokens/s |" in proc.stdout
