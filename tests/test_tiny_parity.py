@@ -124,7 +124,7 @@ def test_blocked_attention_path_matches_sentence_transformers(tiny, monkeypatch)
     folder, st = tiny
     model = EmbeddingGemma.from_pretrained(folder)
     monkeypatch.setattr(attention, "BLOCKED_FROM", 4)
-    monkeypatch.setattr(attention.attend_blocked, "__defaults__", (3,))
+    monkeypatch.setattr(attention.attend_blocked, "__defaults__", (3, *attention.attend_blocked.__defaults__[1:]))  # block=3
     want = st.encode(TEXTS, prompt_name="query", batch_size=5)
     assert_close("tiny: blocked attention path", model.encode(TEXTS, prompt_name="query", batch_size=5), want,
                  EMB_ATOL_F32)

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linear import linear
 from .norms import rms_norm, rms_norm_backward
 from .rope import apply_rope, apply_rope_backward
-from .trace import record
+from .trace import record, stores_arrays
 
 # Texts longer than this take attend_blocked() (when nothing is traced): the same result as attend(), with
 # each block of queries scored only against the keys the mask lets it see (a sliding layer's band), and the
@@ -115,9 +116,9 @@ def self_attention(
     H, K = n_heads, n_kv_heads
     E = q_proj.shape[0] // H
     rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)
-    q = rec("q_proj", (x @ q_proj.T).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
-    k = rec("k_proj", (x @ k_proj.T).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
-    v = rec("v_proj", (x @ v_proj.T).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
+    q = rec("q_proj", linear(x, q_proj).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
+    k = rec("k_proj", linear(x, k_proj).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
+    v = rec("v_proj", linear(x, v_proj).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
 
     # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
     q = rec("q_norm", rms_norm(q, q_norm, eps, sub_cache(cache, "q_norm")))  # [B, S, H, E]
@@ -125,15 +126,15 @@ def self_attention(
     q = rec("q_rope", apply_rope(q, cos, sin))  # [B, S, H, E]
     k = rec("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
 
-    if trace is None and cache is None and S > BLOCKED_FROM:
-        out = attend_blocked(q, k, v, allowed, scaling)  # same result, less work and memory
+    if not stores_arrays(trace) and cache is None and S > BLOCKED_FROM:
+        out = attend_blocked(q, k, v, allowed, scaling, rec=rec)  # same result, less work and memory
     else:
         out = attend(q, k, v, allowed, scaling, rec, cache=sub_cache(cache, "attend"))
     out = rec("attn_output", out)  # [B, S, H*E]
     if cache is not None:
         cache.update(x=x, cos=cos, sin=sin, attn_output=out,
                      q_proj=q_proj, k_proj=k_proj, v_proj=v_proj, o_proj=o_proj)
-    return rec("o_proj", out @ o_proj.T)  # [B, S, H*E] -> [B, S, D]
+    return rec("o_proj", linear(out, o_proj))  # [B, S, H*E] -> [B, S, D]
 
 
 def self_attention_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -217,7 +218,7 @@ def attend_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarr
 
 
 def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
-                   block: int = 128) -> np.ndarray:
+                   block: int = 128, rec=lambda name, value: value) -> np.ndarray:
     """attend(), one block of queries at a time, each against only the span of keys the mask lets it see.
 
     The span of queries q0..q1-1 is read off `allowed`: from the first to the last key any of them sees.
@@ -225,7 +226,8 @@ def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndar
     tokens; on a full layer every key, but only [block, T] scores are alive at a time instead of [S, T].
     Whatever the mask (a model's band, a fault's wider one), keys left out have probability exactly 0 in
     attend(), so the result differs from it only in the order of float32 sums. Shapes as attend():
-    -> [B, S, H*E]. tests/test_layers.py checks the two agree.
+    -> [B, S, H*E]. tests/test_layers.py checks the two agree. `rec` sees each block's scores and probs (an
+    OpTimer times them; a storing trace never takes this path).
     """
     B, S, H, E = q.shape
     out = np.empty((B, S, H * E), dtype=q.dtype)
@@ -236,5 +238,5 @@ def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndar
             out[:, q0:q1] = 0
             continue
         k0, k1 = seen[0], seen[-1] + 1
-        out[:, q0:q1] = attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], allowed[:, q0:q1, k0:k1], scaling)
+        out[:, q0:q1] = attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], allowed[:, q0:q1, k0:k1], scaling, rec)
     return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .trace import record
+from .linear import linear
+from .trace import record, stores_arrays
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -51,19 +52,20 @@ def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np
     unchunked.
     """
     B, S, D = x.shape
-    if trace is None and cache is None and B * S > CHUNK_TOKENS:
+    if not stores_arrays(trace) and cache is None and B * S > CHUNK_TOKENS:
         rows = x.reshape(B * S, D)  # [B*S, D]
         out = np.empty_like(rows)
         for r0 in range(0, B * S, CHUNK_TOKENS):
-            out[r0 : r0 + CHUNK_TOKENS] = mlp(rows[None, r0 : r0 + CHUNK_TOKENS], gate_proj, up_proj, down_proj)[0]
+            out[r0 : r0 + CHUNK_TOKENS] = mlp(rows[None, r0 : r0 + CHUNK_TOKENS], gate_proj, up_proj, down_proj,
+                                              trace, prefix)[0]
         return out.reshape(B, S, D)
-    gate = record(trace, prefix, "mlp.gate_proj", x @ gate_proj.T)  # [B, S, D] -> [B, S, F]
-    up = record(trace, prefix, "mlp.up_proj", x @ up_proj.T)  # [B, S, D] -> [B, S, F]
+    gate = record(trace, prefix, "mlp.gate_proj", linear(x, gate_proj))  # [B, S, D] -> [B, S, F]
+    up = record(trace, prefix, "mlp.up_proj", linear(x, up_proj))  # [B, S, D] -> [B, S, F]
     g = gelu_tanh(gate)  # [B, S, F]
     act = record(trace, prefix, "mlp.act", g * up)  # [B, S, F]
     if cache is not None:
         cache.update(x=x, gate=gate, up=up, g=g, act=act, gate_proj=gate_proj, up_proj=up_proj, down_proj=down_proj)
-    return record(trace, prefix, "mlp.down_proj", act @ down_proj.T)  # [B, S, F] -> [B, S, D]
+    return record(trace, prefix, "mlp.down_proj", linear(act, down_proj))  # [B, S, F] -> [B, S, D]
 
 
 def mlp_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:

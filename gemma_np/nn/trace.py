@@ -21,6 +21,9 @@ probabilities are [B, H, S, T] (T the key positions). Rows of padding tokens are
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 
 LAYER_OPS = (
@@ -76,6 +79,39 @@ class Trace(dict):
     def tap(self, name: str, value: np.ndarray) -> np.ndarray:
         self.store(name, value)
         return value
+
+
+class OpTimer(Trace):
+    """Seconds per op, for profiling (benchmarks/speed.py --profile). The time from the previous record() (or
+    from start()) to this one is charged to this one's name, its "layers.{i}." prefix dropped: the seconds of
+    `q_proj` are all 24 layers' q projections. Stores no array, and the forward takes the same paths as with
+    no trace at all (blocked attention, chunked MLP), so that timing does not change what is timed; on the
+    blocked path each block's probs @ v is charged to the next block's `scores` (both matrix products).
+    """
+
+    stores_arrays = False
+
+    def __init__(self):
+        super().__init__(keep=())
+        self.seconds: dict[str, float] = {}
+        self.start()
+
+    def start(self) -> None:
+        """Start the clock (before each forward: the time between forwards is not an op's)."""
+        self._t = time.perf_counter()
+
+    def tap(self, name: str, value: np.ndarray) -> np.ndarray:
+        now = time.perf_counter()
+        op = re.sub(r"^layers\.\d+\.", "", name)
+        self.seconds[op] = self.seconds.get(op, 0.0) + now - self._t
+        self._t = now
+        return value
+
+
+def stores_arrays(trace: dict | None) -> bool:
+    """Whether a trace wants the intermediates themselves (a dict, a Trace), which needs the forward's plain
+    paths (full [S, T] attention scores, unchunked MLP); None and an OpTimer do not."""
+    return trace is not None and getattr(trace, "stores_arrays", True)
 
 
 def record(trace: dict | None, prefix: str, name: str, value: np.ndarray) -> np.ndarray:
