@@ -26,6 +26,21 @@ from .nn.trace import record
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
 MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see encode
+WORKERS_ENV = "GEMMA_NP_WORKERS"
+
+
+def default_workers() -> int:
+    """$GEMMA_NP_WORKERS, else one worker per core (at most 8): see EmbeddingGemma.workers."""
+    value = os.environ.get(WORKERS_ENV)
+    if value is None:
+        return max(1, min(8, os.cpu_count() or 1))
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"${WORKERS_ENV} must be a whole number of workers, 1 or more; got {value!r}")
+    return n
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
     "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
@@ -97,6 +112,41 @@ def _check_encodable(text: str, what: str) -> None:
                          "valid Unicode text; decode the source with errors='replace' or remove it") from None
 
 
+class _worker_pool:
+    """`with _worker_pool(n) as pool: pool.map(f, parts)`. n > 1: n threads; while more than one part runs,
+    BLAS is limited to one thread (process-wide, through threadpoolctl: OpenBLAS's thread count has no NumPy
+    API), so that the parts share the cores instead of each asking BLAS for all of them. A single part (one
+    text, or n == 1) runs in the calling thread with BLAS as it was set."""
+
+    _controller = None  # threadpoolctl's view of the loaded BLAS libraries, found once
+
+    def __init__(self, n: int):
+        self.n = n
+        self._pool = None
+
+    def __enter__(self):
+        if self.n > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.n, thread_name_prefix="gemma_np")
+        return self
+
+    def map(self, f, parts: list) -> list:
+        if len(parts) == 1 or self._pool is None:
+            return [f(p) for p in parts]
+        if _worker_pool._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _worker_pool._controller = ThreadpoolController()
+        with _worker_pool._controller.limit(limits=1, user_api="blas"):
+            return list(self._pool.map(f, parts))
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown()
+        return False
+
+
 class EmbeddingGemma:
     """A loaded EmbeddingGemma model folder. State: the configuration, the weights and the tokenizer."""
 
@@ -111,6 +161,10 @@ class EmbeddingGemma:
         self.tokenizer = tokenizer
         self.dtype = dtype
         self.truncate_dim = truncate_dim
+        # encode() splits each forward's texts over this many threads, each running BLAS on one core: NumPy
+        # releases the GIL in matrix products and large ufuncs, so the norms, GELU and softmax, which NumPy
+        # runs on one core, run on every core too. 1: one forward per batch, BLAS on every core.
+        self.workers = default_workers()
         self.embed_scale: float | None = None  # sqrt(D) in the weights' precision; None: in self.dtype
         self._warned_truncation = False
 
@@ -343,17 +397,24 @@ class EmbeddingGemma:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="Batches", unit="batch")
-        for start in starts:
-            batch = order[start : start + batch_size]
-            # Each text is computed alone, so a batch may run as several forwards: at most MAX_BATCH_TOKENS
-            # padded tokens each, which bounds the activations' memory without changing any result.
-            per_forward = max(1, MAX_BATCH_TOKENS // len(ids[batch[0]]))
-            for f0 in range(0, len(batch), per_forward):
-                rows = batch[f0 : f0 + per_forward]
-                input_ids, mask = pad_batch([ids[r] for r in rows])
-                emb = self.forward(input_ids, mask)["sentence_embedding"]  # [b, 768]
-                out[rows] = matryoshka(emb, k, renormalize=normalize_embeddings)  # [b, k]
+        workers = _check_int("workers", self.workers, 1)
+        with _worker_pool(workers if len(texts) > 1 else 1) as pool:
+            for start in starts:
+                batch = order[start : start + batch_size]
+                # Each text is computed alone, so a batch may run as several forwards: at most MAX_BATCH_TOKENS
+                # padded tokens each, which bounds the activations' memory without changing any result.
+                per_forward = max(1, MAX_BATCH_TOKENS // len(ids[batch[0]]))
+                for f0 in range(0, len(batch), per_forward):
+                    rows = batch[f0 : f0 + per_forward]
+                    # The rows (longest first) dealt out in turn, so that every worker gets similar lengths.
+                    parts = [rows[w::workers] for w in range(min(workers, len(rows)))]
+                    for part, emb in zip(parts, pool.map(self._sentence_embeddings, [[ids[r] for r in p] for p in parts])):
+                        out[part] = matryoshka(emb, k, renormalize=normalize_embeddings)  # [b, k]
         return out[0] if single else out
+
+    def _sentence_embeddings(self, ids: list[list[int]]) -> np.ndarray:
+        """One padded forward of these token ids.  -> [b, 768]"""
+        return self.forward(*pad_batch(ids))["sentence_embedding"]
 
     def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:
         """encode() with the "query" prompt ("task: search result | query: ") unless another is given."""

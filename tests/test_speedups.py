@@ -1,0 +1,103 @@
+"""The speed-ups of encode() and the profiler beside them: each equal to the plain form within the parity bar.
+
+- EmbeddingGemma.workers: a forward's texts split over threads, BLAS on one thread each;
+- gemma_np.nn.linear.linear: the projections as one [B*S, in] product instead of B per-text products;
+- gemma_np.nn.trace.OpTimer: seconds per op, taking the same paths as no trace (blocked attention, chunked MLP).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gemma_np import EmbeddingGemma
+from gemma_np.errors import InputError
+from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn import attention, linear, mlp
+from gemma_np.nn.trace import LAYER_OPS, OpTimer, Trace, stores_arrays
+
+from bounds import assert_close, parity_bar
+from tiny_models import CORPUS, SPECS, build
+
+pytest.importorskip("torch")  # tiny_models builds the models with transformers
+
+TEXTS = [CORPUS[0], CORPUS[1][:20], CORPUS[2], "mars", CORPUS[1], CORPUS[0][:9], "a b c", CORPUS[2][:31]]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> EmbeddingGemma:
+    folder = tmp_path_factory.mktemp("speedups")
+    build(SPECS[0], folder)
+    return EmbeddingGemma.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_workers_equal_one_forward_within_the_parity_bar(tiny_model, workers, monkeypatch):
+    tiny_model.workers = 1
+    want = tiny_model.encode(TEXTS, batch_size=5)
+    tiny_model.workers = workers
+    got = tiny_model.encode(TEXTS, batch_size=5)
+    # Two float32 forwards of the same texts in batches of other shapes: the project's parity bar between two
+    # float32 implementations (docs/tolerances.md), scaled to the tiny model's 24 coordinates.
+    assert_close(f"tiny: {workers} workers against 1", got, want, parity_bar(24))
+    # One text never goes to the pool: the same forward as with one worker, bit for bit.
+    alone = tiny_model.encode(TEXTS[:1])
+    tiny_model.workers = 1
+    np.testing.assert_array_equal(tiny_model.encode(TEXTS[:1]), alone)
+
+
+def test_workers_leave_the_blas_thread_count_as_it_was(tiny_model):
+    from threadpoolctl import threadpool_info
+
+    before = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+    tiny_model.workers = 2
+    tiny_model.encode(TEXTS, batch_size=8)
+    assert [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"] == before
+
+
+def test_bad_worker_counts_are_named(tiny_model, monkeypatch):
+    from gemma_np.model import default_workers
+
+    tiny_model.workers = 0
+    with pytest.raises(InputError, match="workers"):
+        tiny_model.encode(TEXTS)
+    monkeypatch.setenv("GEMMA_NP_WORKERS", "two")
+    with pytest.raises(InputError, match=r"\$GEMMA_NP_WORKERS must be a whole number of workers.*'two'"):
+        default_workers()
+    monkeypatch.setenv("GEMMA_NP_WORKERS", "3")
+    assert default_workers() == 3
+    tiny_model.workers = 2
+
+
+def test_flattened_projection_is_the_same_product(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 7, 16)).astype(np.float32)
+    w = rng.standard_normal((5, 16)).astype(np.float32)
+    want = np.einsum("bsi,oi->bso", x.astype(np.float64), w.astype(np.float64))
+    got = linear.linear(x, w)
+    assert got.shape == (3, 7, 5) and got.dtype == np.float32
+    # 16-term float32 dot products: within 16 u of the sum of |terms| (the standard bound, n u sum |x w|)
+    scale = np.einsum("bsi,oi->bso", np.abs(x), np.abs(w))
+    assert np.all(np.abs(got - want) <= 16 * 2.0**-24 * scale)
+    monkeypatch.setattr(linear, "FLATTEN", False)
+    np.testing.assert_array_equal(linear.linear(x, w), x @ w.T)  # the per-text form is NumPy's own
+
+
+def test_op_timer_takes_the_untraced_paths_and_changes_nothing(tiny_model, monkeypatch):
+    monkeypatch.setattr(attention, "BLOCKED_FROM", 4)  # the tiny texts take the blocked attention path ...
+    monkeypatch.setattr(mlp, "CHUNK_TOKENS", 8)  # ... and the chunked MLP
+    ids, mask = pad_batch(tiny_model.tokenize(TEXTS)[0])
+    plain = tiny_model.forward(ids, mask)["sentence_embedding"]
+    timer = OpTimer()
+    timed = tiny_model.forward(ids, mask, trace=timer)["sentence_embedding"]
+    np.testing.assert_array_equal(timed, plain)  # the same paths: the same bits
+    assert len(timer) == 0 and not stores_arrays(timer) and stores_arrays(Trace()) and stores_arrays({})
+    ops = set(timer.seconds)
+    assert {"self_attn.scores", "self_attn.probs", "mlp.act", "embed_tokens", "norm"} <= ops
+    assert ops - {"embed_tokens", "norm", "pooled", "dense.0", "dense.1", "sentence_embedding"} \
+        - {f"rope.{t}.{f}" for t in ("full_attention", "sliding_attention") for f in ("cos", "sin")} <= set(LAYER_OPS)
+    assert all(v >= 0 for v in timer.seconds.values())
+    # A storing trace still takes the plain paths: it holds the [B, H, S, T] scores of every layer.
+    trace = {}
+    tiny_model.forward(ids, mask, trace=trace)
+    assert trace["layers.0.self_attn.scores"].shape[-1] == ids.shape[1]
