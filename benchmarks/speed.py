@@ -1,7 +1,7 @@
 """Speed of gemma_np (NumPy float32) next to sentence-transformers (torch float32, CPU) on the same inputs.
 
     python benchmarks/speed.py [--quick] [--json FILE] [--threads N] [--repeats R] [--unset-openblas-env]
-                               [--model DIR]
+                               [--workers W] [--no-flatten] [--profile] [--model DIR]
 
 Each side runs in its own fresh process (this file with the hidden `--worker gemma_np|torch` mode, which
 prints one JSON line), alternating gemma_np, torch, gemma_np, torch ... for R repeats (default 2); the table
@@ -10,10 +10,22 @@ shows the best repeat of each measure per side:
   (a) 256 documents of 100 to 300 tokens (seeded lengths, cut from the model card), encode_document, batch 32
   (b) 8 documents of 2048 tokens, encode_document, batch 8
   (c) the latency of encode_query("Which planet is known as the Red Planet?"), median of 20 after 2 warm-ups
+  (d) 128 documents of mixed lengths, 16 to 1024 tokens (log-uniform, seeded), encode_document, batch 32
   load time, peak RSS, achieved GFLOP/s on (a) and (b) against NumPy's float32 matmul peak in the same run,
   and the largest difference between the two sides' embeddings of the first 8 documents of (a).
 
-Tokens are counted as the tokenizer gives them: prompt, <bos> and <eos> included, padding excluded.
+Tokens are counted as the tokenizer gives them: prompt, <bos> and <eos> included, padding excluded; the
+padding each workload costs gemma_np (encode's batching: longest first, forwards of at most 8192 padded
+tokens, each split over the workers) is reported beside it.
+
+gemma_np's speed-ups, each reported as on or off so that a reader can see its gain:
+  --workers W     EmbeddingGemma.workers (default: one per core): each forward's texts split over W threads,
+                  BLAS on one thread each ($GEMMA_NP_WORKERS in the worker); --workers 1: one forward per
+                  batch, BLAS on every thread
+  --no-flatten    the projections as NumPy's per-text [B, S, in] @ [in, out] instead of one [B*S, in] product
+                  (gemma_np.nn.linear.FLATTEN)
+  --profile       also time (a), (b) and (d) op by op (gemma_np.nn.trace.OpTimer, one more untimed pass each):
+                  matrix products against everything else
 Workers get OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = N, and torch.set_num_threads(N);
 N defaults to the number of cores. --unset-openblas-env removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from
 both workers' environment. --quick (for CI: 16 documents, 1 of 2048 tokens, 5 latency calls, 1 repeat)
@@ -47,6 +59,7 @@ MEASURES = {
     "a_tokens_per_s": ("(a) docs of 100-300 tokens, tokens/s", "higher"),
     "b_tokens_per_s": ("(b) 2048-token docs, tokens/s", "higher"),
     "c_latency_ms": ("(c) query latency, ms (median)", "lower"),
+    "d_tokens_per_s": ("(d) mixed 16-1024-token docs, tokens/s", "higher"),
     "a_gflops": ("(a) GFLOP/s", "higher"),
     "b_gflops": ("(b) GFLOP/s", "higher"),
     "load_s": ("load time, s", "lower"),
@@ -90,8 +103,21 @@ def forward_flops(n: int, config, dense_shapes) -> int:
 
 
 # ------------------------------------------------------------------------------------------- workload
-def build_workload(folder: Path, quick: bool) -> dict:
-    """Texts, token counts and FLOPs of (a) and (b), and the run's counts; the same file feeds both workers."""
+def padded_tokens(counts: list[int], batch: int, workers: int, max_batch_tokens: int = 8192) -> int:
+    """Tokens gemma_np's encode() computes, padding included: its batching of texts of these lengths."""
+    order = sorted(counts, reverse=True)
+    total = 0
+    for b0 in range(0, len(order), batch):
+        rows = order[b0 : b0 + batch]
+        per_forward = max(1, max_batch_tokens // rows[0])
+        for f0 in range(0, len(rows), per_forward):
+            fw = rows[f0 : f0 + per_forward]
+            total += sum(max(part) * len(part) for part in (fw[w::workers] for w in range(min(workers, len(fw)))))
+    return total
+
+
+def build_workload(folder: Path, quick: bool, workers: int) -> dict:
+    """Texts, token counts and FLOPs of (a), (b), (d), and the run's counts; the same file feeds both workers."""
     from gemma_np.io.config import parse_gemma_config, read_head_config, read_json
     from gemma_np.io.tokenizer import encode_texts, load_tokenizer
     from gemma_np.verify.probes import DOC_PROMPT, text_of_length
@@ -101,13 +127,17 @@ def build_workload(folder: Path, quick: bool) -> dict:
     lengths = np.random.default_rng(0).integers(100, 301, size=16 if quick else 256)
     texts_a = [text_of_length(folder, int(n)) for n in lengths]
     texts_b = [text_of_length(folder, 2048)] * (1 if quick else 8)
+    rng = np.random.default_rng(1)
+    lengths_d = np.exp(rng.uniform(np.log(16), np.log(1024), size=8 if quick else 128)).astype(int)
+    texts_d = [text_of_length(folder, int(n)) for n in lengths_d]
     tok = load_tokenizer(folder / "tokenizer.json", head.max_seq_length)
-    work = {"model": str(folder), "batch_a": 32, "batch_b": 8, "latency_calls": 5 if quick else 20,
+    work = {"model": str(folder), "batch_a": 32, "batch_b": 8, "batch_d": 32, "latency_calls": 5 if quick else 20,
             "matmul_repeats": 3 if quick else 5, "parity_docs": 8}
-    for name, texts in (("a", texts_a), ("b", texts_b)):
+    for name, texts in (("a", texts_a), ("b", texts_b), ("d", texts_d)):
         counts = [len(x) for x in encode_texts(tok, [DOC_PROMPT + t for t in texts])[0]]
+        padded = padded_tokens(counts, work[f"batch_{name}"], workers)
         work[name] = {"texts": texts, "docs": len(texts), "tokens": sum(counts), "min_tokens": min(counts),
-                      "max_tokens": max(counts),
+                      "max_tokens": max(counts), "padded_tokens": padded, "padding": 1 - sum(counts) / padded,
                       "gflop": sum(forward_flops(n, config, head.dense_shapes) for n in counts) / 1e9}
     return work
 
@@ -137,16 +167,45 @@ def matmul_peak(repeats: int) -> float:
     return 2 * 2048**3 / best / 1e9
 
 
-def run_worker(side: str, work_file: str, save: str, threads: int) -> dict:
+# The op names of gemma_np.nn.trace, in the groups the profile reports; matrix products first.
+PROFILE_GROUPS = {
+    "projections q k v o (matmul)": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
+    "MLP gate up down (matmul)": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    "attention q.k and probs@v (matmul)": ("self_attn.scores", "self_attn.attn_output"),
+    "softmax (masked)": ("self_attn.probs",),
+    "RMSNorm (4 per layer, q/k norms, final)": ("input_layernorm", "post_attention_layernorm",
+                                                "pre_feedforward_layernorm", "post_feedforward_layernorm",
+                                                "self_attn.q_norm", "self_attn.k_norm", "norm"),
+    "rotary": ("self_attn.q_rope", "self_attn.k_rope"),
+    "GELU(gate) * up": ("mlp.act",),
+    "residual adds": ("attn_residual", "output"),
+}
+MATMUL_GROUPS = tuple(g for g in PROFILE_GROUPS if g.endswith("(matmul)"))
+
+
+def profile_groups(seconds: dict[str, float]) -> dict[str, float]:
+    """OpTimer seconds per op -> seconds per PROFILE_GROUPS group, the rest (embedding lookup, masks, rotary
+    tables, pooling, Dense, normalization) as one more group."""
+    out = {g: sum(seconds.get(op, 0.0) for op in ops) for g, ops in PROFILE_GROUPS.items()}
+    named = {op for ops in PROFILE_GROUPS.values() for op in ops}
+    out["embedding, masks, tables, head"] = sum(v for op, v in seconds.items() if op not in named)
+    return out
+
+
+def run_worker(side: str, work_file: str, save: str, threads: int, profile: bool = False,
+               flatten: bool = True) -> dict:
     """Load one side, time (c), (a), (b) on the workload, save (a)'s first embeddings; returns the figures."""
     work = json.loads(Path(work_file).read_text())
     out = {"side": side, "pid": os.getpid(), "env": {k: os.environ.get(k) for k in OPENBLAS_ENV}}
     if side == "gemma_np":
         from gemma_np import EmbeddingGemma
+        from gemma_np.nn import linear
 
+        linear.FLATTEN = flatten
         t = time.perf_counter()
         model = EmbeddingGemma.from_pretrained(work["model"], dtype="float32")
         out["load_s"] = time.perf_counter() - t
+        out["options"] = {"workers": model.workers, "flatten": linear.FLATTEN}
         encode = lambda texts, bs: model.encode_document(texts, batch_size=bs, show_progress_bar=False)  # noqa: E731
         query = lambda: model.encode_query(QUERY)  # noqa: E731
     else:
@@ -175,7 +234,7 @@ def run_worker(side: str, work_file: str, save: str, threads: int) -> dict:
         times.append(time.perf_counter() - t)
     out["c_latency_ms"] = 1e3 * statistics.median(times)
     log(f"  [{side}] (c) latency {out['c_latency_ms']:.1f} ms")
-    for name in ("a", "b"):
+    for name in ("a", "b", "d"):
         t = time.perf_counter()
         emb = np.asarray(encode(work[name]["texts"], work[f"batch_{name}"]))
         out[f"{name}_s"] = time.perf_counter() - t
@@ -185,6 +244,23 @@ def run_worker(side: str, work_file: str, save: str, threads: int) -> dict:
         if name == "a":
             np.save(save, emb[: work["parity_docs"]].astype(np.float32))
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
+    if side == "gemma_np" and profile:
+        from gemma_np.nn.trace import OpTimer
+
+        forward = model.forward
+        for name in ("a", "b", "d"):
+            timer = OpTimer()
+
+            def timed_forward(input_ids, mask, timer=timer):
+                timer.start()  # the time between forwards (tokenizing, padding) is no op's
+                return forward(input_ids, mask, trace=timer)
+
+            model.forward = timed_forward
+            t = time.perf_counter()
+            model.encode_document(work[name]["texts"], batch_size=work[f"batch_{name}"], show_progress_bar=False)
+            out[f"profile_{name}"] = {"total_s": time.perf_counter() - t, "ops": timer.seconds}
+            log(f"  [{side}] ({name}) profiled: {out[f'profile_{name}']['total_s']:.2f} s")
+        model.forward = forward
     if side == "gemma_np":
         out["matmul_peak_gflops"] = matmul_peak(work["matmul_repeats"])
         log(f"  [{side}] NumPy float32 matmul peak {out['matmul_peak_gflops']:.1f} GFLOP/s")
@@ -192,10 +268,10 @@ def run_worker(side: str, work_file: str, save: str, threads: int) -> dict:
     return out
 
 
-def spawn(side: str, work_file: str, save: str, threads: int, env: dict) -> dict | None:
+def spawn(side: str, work_file: str, save: str, threads: int, env: dict, extra: tuple = ()) -> dict | None:
     """Run one worker process; its stderr streams through (prefixed); None (after showing it) if it failed."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--work-file", work_file, "--save", save,
-           "--threads", str(threads)]
+           "--threads", str(threads), *extra]
     with tempfile.TemporaryFile("w+") as stdout:
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
         lines = []
@@ -244,7 +320,8 @@ def best(runs: list[dict], key: str) -> float:
 def report(result: dict) -> str:
     m, s, g, t = result["machine"], result["settings"], result["sides"]["gemma_np"], result["sides"]["torch"]
     peak = result["numpy_matmul_peak_gflops"]
-    wa, wb = result["workloads"]["a"], result["workloads"]["b"]
+    wa, wb, wd = result["workloads"]["a"], result["workloads"]["b"], result["workloads"]["d"]
+    opts = g["runs"][0]["options"]
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores; numpy {m['numpy']}, torch {m['torch']}, transformers "
         f"{m['transformers']}, sentence-transformers {m['sentence_transformers']}",
@@ -256,7 +333,12 @@ def report(result: dict) -> str:
         f"attention {t['torch']['attn_implementation']}); loaded: {'; '.join(t['blas'])}",
         f"workloads: (a) {wa['docs']} docs of {wa['min_tokens']}-{wa['max_tokens']} tokens, {wa['tokens']} tokens, "
         f"batch {s['batch_a']}, {wa['gflop']:.0f} GFLOP; (b) {wb['docs']} x {wb['max_tokens']} tokens, batch "
-        f"{s['batch_b']}, {wb['gflop']:.0f} GFLOP; (c) {s['latency_calls']} calls after 2 warm-ups",
+        f"{s['batch_b']}, {wb['gflop']:.0f} GFLOP; (c) {s['latency_calls']} calls after 2 warm-ups; (d) {wd['docs']} "
+        f"docs of {wd['min_tokens']}-{wd['max_tokens']} tokens, {wd['tokens']} tokens, batch {s['batch_d']}, "
+        f"{wd['gflop']:.0f} GFLOP",
+        f"gemma_np options: workers {opts['workers']} (--workers), flattened projections "
+        f"{'on' if opts['flatten'] else 'off (--no-flatten)'}; padding computed by gemma_np: "
+        + ", ".join(f"({k}) {100 * result['workloads'][k]['padding']:.1f}%" for k in ("a", "b", "d")),
         f"NumPy float32 matmul peak (2048^3, best of {s['matmul_repeats']}): {peak:.1f} GFLOP/s; "
         f"best of {s['repeats']} repeat(s) per side",
         "",
@@ -270,6 +352,27 @@ def report(result: dict) -> str:
         lines.append(f"{f'({k}) % of NumPy matmul peak':<38} {100 * g[k + '_gflops'] / peak:>11.1f}% "
                      f"{100 * t[k + '_gflops'] / peak:>11.1f}%")
     lines.append(f"{'parity: max |diff| of (a) docs 0-7':<38} {result['parity_max_abs_diff']:>12.2e}  (expect <= 1e-6)")
+    profiles = [k for k in ("a", "b", "d") if f"profile_{k}" in g["runs"][0]]
+    if profiles:
+        lines += ["", "gemma_np profile (one pass each, gemma_np.nn.trace.OpTimer): seconds and share of the pass",
+                  f"{'group':<42}" + "".join(f"{f'({k})':>16}" for k in profiles)]
+        runs = {k: g["runs"][0][f"profile_{k}"] for k in profiles}
+        groups = {k: profile_groups(runs[k]["ops"]) for k in profiles}
+        outside = {k: runs[k]["total_s"] - sum(runs[k]["ops"].values()) for k in profiles}
+        for name in list(groups[profiles[0]]) + ["outside the forward (tokenize, pad)"]:
+            cells = []
+            for k in profiles:
+                v = outside[k] if name.startswith("outside") else groups[k][name]
+                cells.append(f"{v:>8.2f} {100 * v / runs[k]['total_s']:>5.1f}%")
+            lines.append(f"{name:<42}" + "".join(f"{c:>16}" for c in cells))
+        for label, pick in (("matrix products", True), ("everything else", False)):
+            cells = []
+            for k in profiles:
+                v = sum(t for n, t in groups[k].items() if (n in MATMUL_GROUPS) == pick)
+                v += 0 if pick else outside[k]
+                cells.append(f"{v:>8.2f} {100 * v / runs[k]['total_s']:>5.1f}%")
+            lines.append(f"{label:<42}" + "".join(f"{c:>16}" for c in cells))
+        lines.append(f"{'total (profiled pass)':<42}" + "".join(f"{runs[k]['total_s']:>8.2f} {'':>6}" for k in profiles))
     return "\n".join(lines)
 
 
@@ -282,12 +385,17 @@ def main(argv=None) -> int:
     ap.add_argument("--unset-openblas-env", action="store_true",
                     help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from both workers' environment")
     ap.add_argument("--model", default=None, help="model folder (default: the fetch cache)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="gemma_np's EmbeddingGemma.workers (default: one per core, at most 8)")
+    ap.add_argument("--no-flatten", action="store_true", help="gemma_np's projections as per-text products")
+    ap.add_argument("--profile", action="store_true", help="also time gemma_np op by op on (a), (b), (d)")
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--work-file", help=argparse.SUPPRESS)
     ap.add_argument("--save", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.work_file, args.save, args.threads)), flush=True)
+        print(json.dumps(run_worker(args.worker, args.work_file, args.save, args.threads, args.profile,
+                                    not args.no_flatten)), flush=True)
         return 0
 
     from gemma_np.model import default_model_dir
@@ -299,10 +407,16 @@ def main(argv=None) -> int:
     if args.unset_openblas_env:
         for k in OPENBLAS_ENV:
             env.pop(k, None)
+    from gemma_np.model import WORKERS_ENV, default_workers
+
+    if args.workers is not None:
+        env[WORKERS_ENV] = str(args.workers)
+    workers = args.workers or default_workers()
+    extra = (("--profile",) if args.profile else ()) + (("--no-flatten",) if args.no_flatten else ())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gemma_np_speed_") as tmp:
         log(f"building the workload from {folder} ...")
-        work = build_workload(folder, args.quick)
+        work = build_workload(folder, args.quick, workers)
         work_file = os.path.join(tmp, "work.json")
         Path(work_file).write_text(json.dumps(work))
         runs = {side: [] for side in SIDES}
@@ -311,7 +425,7 @@ def main(argv=None) -> int:
             for side in SIDES:
                 log(f"repeat {r + 1}/{repeats}: {side} worker")
                 save = os.path.join(tmp, f"{side}_{r}.npy")
-                out = spawn(side, work_file, save, args.threads, env)
+                out = spawn(side, work_file, save, args.threads, env, extra if side == "gemma_np" else ())
                 if out is None:
                     return 1
                 runs[side].append(out)
@@ -323,10 +437,11 @@ def main(argv=None) -> int:
     result = {
         "machine": machine(),
         "settings": {"quick": args.quick, "threads": args.threads, "repeats": repeats,
-                     "unset_openblas_env": args.unset_openblas_env,
-                     **{k: work[k] for k in ("batch_a", "batch_b", "latency_calls", "matmul_repeats", "parity_docs")}},
+                     "unset_openblas_env": args.unset_openblas_env, "profile": args.profile,
+                     **{k: work[k] for k in ("batch_a", "batch_b", "batch_d", "latency_calls", "matmul_repeats",
+                                             "parity_docs")}},
         "worker_env": {k: env.get(k) for k in OPENBLAS_ENV},
-        "workloads": {k: {f: v for f, v in work[k].items() if f != "texts"} for k in ("a", "b")},
+        "workloads": {k: {f: v for f, v in work[k].items() if f != "texts"} for k in ("a", "b", "d")},
         "numpy_matmul_peak_gflops": max(r["matmul_peak_gflops"] for r in runs["gemma_np"]),
         "sides": sides,
         "ratios": {k: sides["gemma_np"][k] / sides["torch"][k] for k in MEASURES},
