@@ -16,7 +16,8 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, cache: dict | None =
     and float32 matches torch's float32.
     With a `cache` dict, stores what rms_norm_backward reads (x, rstd, weight); the output is the same.
     """
-    ms = np.mean(np.square(x), axis=-1, keepdims=True)  # [..., 1]
+    # np.mean's own arithmetic (a sum, then one division by N), without its Python wrapper: bit for bit the same
+    ms = np.add.reduce(np.square(x), axis=-1, keepdims=True) / x.shape[-1]  # [..., 1]
     rstd = 1.0 / np.sqrt(ms + x.dtype.type(eps))  # [..., 1]
     if cache is not None:
         cache.update(x=x, rstd=rstd, weight=weight)
