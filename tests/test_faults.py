@@ -10,7 +10,7 @@ from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.head import l2_normalize, mean_pool
 from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
-from gemma_np.verify.faults import FAULTS, fault_embeddings
+from gemma_np.verify.faults import FAULTS, fault_embeddings, plain_text_ids
 from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
 
 from bounds import assert_above
@@ -88,6 +88,31 @@ def test_cut_512(model):
         fault_embeddings(model, [long], DOC_PROMPT, "truncated_512+cut_512")
 
 
+# llama-cpp-python 0.3.36's tokenize(prompt + text, add_bos=True, special=False) on the GGUF of llama.cpp's own
+# converter (the issue's example): "<bos>" and "<eos>" split into "▁<", "bos"/"eos", ">".
+LLAMA_CPP_PLAIN = [2, 8071, 236787, 3927, 1354, 1109, 7609, 236787, 655, 46757, 236813, 37087, 655, 211827, 236813, 1]
+
+
+@pytest.mark.parametrize("tokenizer", ["tokenizers", "python"])
+def test_special_as_text_reads_special_tokens_as_llama_cpp_does(real_dir, model, tokenizer):
+    """Only control tokens' strings become plain text; other added tokens (<b>) are still matched, texts without
+    either keep the reference's ids, and the fault's vector is the forward on those ids."""
+    m = model if tokenizer == "tokenizers" else EmbeddingGemma.from_pretrained(real_dir, tokenizer="python")
+    query = m.resolve_prompt(prompt_name="query")
+    assert plain_text_ids(m, query + "<bos> literal <eos>") == LLAMA_CPP_PLAIN
+    assert m.tokenize([query + "<bos> literal <eos>"])[0][0][9:13] == [2, 37087, 236743, 1]  # the reference: ids
+    bold = plain_text_ids(m, "Is <eos> <b>bold</b>? <unused5>")
+    assert 1 not in bold[1:-1] and m.tokenizer.token_to_id("<b>") in bold
+    assert m.tokenizer.token_to_id("<unused5>") not in bold  # llama.cpp's converter makes <unusedN> control too
+    for text in (PLANETS[0], text_of_length(m.folder, 300)):
+        assert plain_text_ids(m, DOC_PROMPT + text) == m.tokenize([DOC_PROMPT + text])[0][0]
+    if tokenizer == "tokenizers":
+        got = fault_embeddings(m, ["<bos> literal <eos>"], query, "special_as_text+unnormalized")[0]
+        trace = {}
+        m.forward(*pad_batch([LLAMA_CPP_PLAIN]), trace=trace)
+        np.testing.assert_allclose(got, trace["dense.1"][0], rtol=0, atol=1e-6 * np.linalg.norm(got))
+
+
 def test_precision_faults(model, texts):
     right = model.encode(texts[:2], prompt=DOC_PROMPT)
     assert np.all(np.isnan(fault_embeddings(model, texts[:2], DOC_PROMPT, "float16")))  # overflow in layer 22
@@ -106,7 +131,7 @@ def test_unknown_fault(model):
         fault_embeddings(model, ["x"], "", "causal+")
     with pytest.raises(ValueError, match=r"faults window_512 and no_window change the same step"):
         fault_embeddings(model, ["x"], "", "window_512+no_window")
-    assert len(FAULTS) == 9
+    assert len(FAULTS) == 10
 
 
 def test_faults_combine(model, texts):
@@ -122,7 +147,7 @@ def test_faults_combine(model, texts):
     both = fault_embeddings(model, texts[2:], DOC_PROMPT, "window_512+bfloat16")[0]  # 600 tokens
     window = fault_embeddings(model, texts[2:], DOC_PROMPT, "window_512")[0]
     bf16 = fault_embeddings(model, texts[2:], DOC_PROMPT, "bfloat16")[0]
-    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     # bfloat16 noise around the window fault's vector (precision level: CLOSE), not around bfloat16's own
     assert_above("faults: window_512+bfloat16 cosine to window_512", cos(both, window), CLOSE)
     assert cos(both, bf16) < CLOSE

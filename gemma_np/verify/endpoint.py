@@ -1,9 +1,11 @@
 """Check a served EmbeddingGemma against gemma_np, and say what is wrong with it: `gemma-np verify-endpoint`.
 
-The probe texts (queries and documents, short and long) go to the server; each vector that comes back is
-compared with gemma_np's, by cosine and by length. Where they disagree, the vector is compared with what
-the model gives under each common deployment fault (gemma_np.verify.faults, and the wrong prompts), and the one it
-matches is named. Two APIs:
+The probe texts (queries and documents, short and long, and one holding the strings "<bos>" and "<eos>") go to
+the server twice: one text per request, and all in one request (one per prompt with tei). Each vector sent alone
+is compared with gemma_np's, by cosine and by length; where they disagree, with what the model gives under each
+common deployment fault (gemma_np.verify.faults, and the wrong prompts), and every fault it matches is named.
+Each text's two vectors are compared with each other: a server whose output moves with the request it comes in
+is named too (batch-dependent outputs). Two APIs:
 
     openai  POST {url}/v1/embeddings  {"input": [...], "model": ..., "dimensions": k}
             The OpenAI API has no prompts: as a client must, the checker writes the prompt before each text.
@@ -57,6 +59,13 @@ class Probe:
     text: str
     prompt: str = ""
     tokens: int = 0
+    special: bool = False  # the text holds special tokens' strings ("<bos>"), which the reference parses as such
+
+
+# verify-endpoint's own probe beyond probes() (whose texts tests/data/llamacpp_probes.npz and the quantization
+# notebook record): the reference tokenizer makes the literal "<bos>" and "<eos>" of a text ids 2 and 1, while
+# llama.cpp's embed() (tokenize(..., special=False)) reads them as plain text.
+SPECIAL_TEXT = "The markers <bos> and <eos> begin and end every text the model reads."
 
 
 def probes(model) -> list[Probe]:
@@ -71,6 +80,14 @@ def probes(model) -> list[Probe]:
         p.prompt = query if p.kind == "query" else document
         p.tokens = len(x)
     return out
+
+
+def special_probes(model) -> list[Probe]:
+    """The probe whose text holds special tokens' strings: verify-endpoint sends it after probes()."""
+    p = Probe("document: <bos> <eos> text", "document", SPECIAL_TEXT, special=True)
+    p.prompt = model.resolve_prompt(prompt_name="document")
+    p.tokens = len(model.tokenize([p.prompt + p.text])[0][0])
+    return [p]
 
 
 # ------------------------------------------------------------------------------------------------ talking
@@ -154,6 +171,7 @@ class Finding:
     norm: float = math.nan
     verdicts: list[str] = field(default_factory=list)  # empty: it matches
     quantized: tuple[float, float] = (math.nan, math.nan)  # cosines: file expectation to reference, vector to it
+    batch: float = math.nan  # cosine of the vector sent alone to the same text's in one request with the others
 
     @property
     def ok(self) -> bool:
@@ -161,8 +179,8 @@ class Finding:
 
     @property
     def direction_ok(self) -> bool:
-        """Its direction matches (it may still be the wrong length)."""
-        return all(v in _LENGTH for v in self.verdicts)
+        """Its direction matches (it may still be the wrong length, or move with its batch)."""
+        return all(v in _APART for v in self.verdicts)
 
     @property
     def precision_level(self) -> bool:
@@ -204,6 +222,13 @@ DIAGNOSES = {
                "does this when a text is longer than its batch (n_batch/n_ubatch default 512): attention is "
                "bidirectional, so a whole text must fit one micro-batch; set n_ctx, n_batch and n_ubatch to at "
                "least the longest input (2048: -c 2048 -b 2048 -ub 2048).",
+    "special_as_text": "special tokens parsed as plain text: the text holding the strings \"<bos>\" and "
+                       "\"<eos>\" disagrees ({names}: cosine {low:.6f}), and what the server gives is what the "
+                       "model gives when they are split as text (\"<\", \"bos\", \">\"); the reference "
+                       "tokenizer (tokenizer.json, as sentence-transformers reads it) makes them the special ids 2 "
+                       "and 1. Texts holding such strings get other vectors than sentence-transformers gives; "
+                       "parse special tokens as the reference does, or remove these strings from texts on both "
+                       "sides.",
     "unnormalized": "no normalization: {n} of {total} vectors are not unit length (norms {norms}); apply L2 "
                     "normalization (the model's Normalize module), or the OpenAI-style "
                     "dot products are not cosines.",
@@ -219,6 +244,14 @@ DIAGNOSES = {
                  "reaches {quant} to the float32 model, and the runtime is nearer that (cosine {runtime}); the "
                  "rest is the runtime's arithmetic on quantized weights (llama.cpp rounds activations to 8 bits "
                  "in quantized matmuls). A wider type (Q8_0, F16, F32) comes closer.",
+    "batch_dependent": "batch-dependent outputs: {n} of {total} texts change with the request they come in: a "
+                       "text sent alone and the same text in one request with the others agree only to cosine "
+                       "{batch_low:.7f} (1 - cos {batch_gap:.1e}; {batch_names}), past the {batch_bar:.0e} a "
+                       "float32 server keeps. The same text gets another vector, and other scores, depending on "
+                       "what is embedded with it. llama.cpp does this on quantized weights (Q8_0: 1 - cos up to "
+                       "3e-4; F32: 2e-8): a batch changes the order of its sums, and rounding activations to 8 "
+                       "bits magnifies that. Serve float weights (F32) for vectors that stay put, or send one "
+                       "text per request.",
     "unexplained": "{n} of {total} texts differ (lowest cosine {low:.6f}: {names}) in a way none of the known "
                    "faults explains.",
 }
@@ -251,19 +284,24 @@ def check(model, url: str, api: str = "openai", model_name: str | None = None, d
           min_cosine: float = MIN_COSINE, timeout: float = TIMEOUT) -> tuple[list[Finding], list[str]]:
     """Ask the server for every probe's vector and judge it: (per-text findings, diagnoses).
 
-    No diagnoses means the endpoint matches gemma_np.
+    Every probe goes once alone (one text per request: the vectors judged against gemma_np) and once with the
+    others in one request (openai: all texts; tei: one request per prompt name), and each text's two vectors are
+    compared: a server whose vectors move with their neighbours is named. No diagnoses: it matches gemma_np.
     """
     if api not in ("openai", "tei"):
         raise ValueError(f"api must be 'openai' or 'tei', got {api!r}")
     _check_dimensions(model, dimensions)
-    items = probes(model)
-    got: dict[str, np.ndarray] = {}
-    for kind in ("query", "document"):
-        group = [p for p in items if p.kind == kind]
-        sent = [p.prompt + p.text for p in group] if api == "openai" else [p.text for p in group]
-        vectors = fetch(url, api, sent, kind, model_name, dimensions, timeout)
-        got.update({p.name: v for p, v in zip(group, vectors)})
-    return judge(model, items, [got[p.name] for p in items], dimensions, min_cosine, api=api)
+    items = probes(model) + special_probes(model)
+    sent = [p.prompt + p.text if api == "openai" else p.text for p in items]
+    alone = [fetch(url, api, [t], p.kind, model_name, dimensions, timeout)[0] for p, t in zip(items, sent)]
+    together: list[np.ndarray | None] = [None] * len(items)
+    groups = [None] if api == "openai" else ["query", "document"]  # openai: prompts are written, kinds can mix
+    for kind in groups:
+        index = [i for i, p in enumerate(items) if kind is None or p.kind == kind]
+        vectors = fetch(url, api, [sent[i] for i in index], kind or "document", model_name, dimensions, timeout)
+        for i, v in zip(index, vectors):
+            together[i] = v
+    return judge(model, items, alone, dimensions, min_cosine, api=api, together=together)
 
 
 def _check_dimensions(model, dimensions: int | None) -> None:
@@ -274,7 +312,7 @@ def _check_dimensions(model, dimensions: int | None) -> None:
 
 def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int | None = None,
           min_cosine: float = MIN_COSINE, api: str = "vectors", expected: list[np.ndarray] | None = None,
-          weights: str = "") -> tuple[list[Finding], list[str]]:
+          weights: str = "", together: list[np.ndarray] | None = None) -> tuple[list[Finding], list[str]]:
     """Judge one vector per probe (vectors[i] for items[i], from a server or a file): (findings, diagnoses).
 
     Each vector is compared with gemma_np's for the probe's prompt + text, first `dimensions` coordinates
@@ -285,6 +323,10 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
     `expected`: for quantized weights, gemma_np's vector of each probe on the file's own dequantized weights
     (`weights` names their types). A vector that this explains (_explained_by_file) is "quantized": the loss is
     the weight format's, and what is left the runtime's arithmetic (gemma_np.verify.llamacpp splits the two).
+
+    `together`: the same texts' vectors from one request holding them all (check sends both). A text whose two
+    vectors agree less than `min_cosine` is "batch_dependent": a vector may differ from itself no more than from
+    gemma_np's (MIN_COSINE by default: what a float32 server keeps, 1 - cos at most 1e-5).
     """
     if len(vectors) != len(items):
         raise ValueError(f"judge: {len(vectors)} vectors for {len(items)} probes")
@@ -322,18 +364,29 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
             full = float(np.linalg.norm(ref[:want]))
             slice_norm = dimensions is not None and f.cosine >= CLOSE and abs(f.norm - full) < NORM_TOLERANCE
             f.verdicts.append("truncated_unnormalized" if slice_norm else "unnormalized")
+        # The third axis, also on every text: the vector against itself in another request.
+        w = None if together is None else np.asarray(together[items.index(f.probe)], np.float64)
+        if w is not None and w.shape == v.shape and np.all(np.isfinite(w)):
+            f.batch = _cos(v, w)
+            if f.batch < min_cosine:
+                f.verdicts.append("batch_dependent")
     # Every text off by a little and no fault behind any of them: a runtime that computes in low precision
-    # everywhere (int8 ONNX: 0.93-0.99), not a fault, which leaves some texts exact or has a pattern.
+    # everywhere (int8 ONNX: 0.93-0.99), not a fault, which leaves some texts exact or has a pattern. A text
+    # whose special tokens were read as text has a fault of its own, which says nothing of the others.
     judged = [f for f in findings if f.verdicts and f.verdicts[0] in ("precision", "unexplained")]
-    if len(judged) == len(findings) and all(f.cosine >= PRECISION_FLOOR for f in judged):
+    rest = [f for f in findings if "special_as_text" not in f.verdicts]
+    if len(judged) == len(rest) and all(f.cosine >= PRECISION_FLOOR for f in judged):
         for f in judged:
             f.verdicts[0] = "precision"
     details = {}
     named = [f.quantized for f in findings if "quantized" in f.verdicts]
     if named:
-        span = lambda xs: f"{min(xs):.6f}-{max(xs):.6f}"  # noqa: E731
-        details = {"weights": weights or "quantized", "quant": span([q for q, _ in named]),
-                   "runtime": span([r for _, r in named])}
+        details = {"weights": weights or "quantized", "quant": _cosines([q for q, _ in named]),
+                   "runtime": _cosines([r for _, r in named])}
+    moved = sorted((f for f in findings if "batch_dependent" in f.verdicts), key=lambda f: f.batch)
+    if moved:
+        details.update(batch_low=moved[0].batch, batch_gap=1 - moved[0].batch, batch_bar=1 - min_cosine,
+                       batch_names=", ".join(f.probe.name for f in moved[:3]) + (", ..." if len(moved) > 3 else ""))
     return findings, diagnose(findings, api, want, **details)
 
 
@@ -363,16 +416,26 @@ def _explain(model, f: Finding, want: int) -> list[str]:
         return ["precision"]  # closer than any fault below gets (a wrong window at 400 tokens: 0.9962)
     query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
     other = document if p.kind == "query" else query
+    prompts = (("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
+               ("double_prompt", document + p.prompt))
     candidates = []  # (labels, vector), computed only until one matches
-    for label, prompt in (("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
-                          ("double_prompt", document + p.prompt)):
+    if p.special:  # the special tokens read as text: alone first, with a wrong prompt after the prompts
+        candidates.append((["special_as_text"], lambda: fault_embeddings(model, [p.text], p.prompt,
+                                                                         "special_as_text")[0]))
+    for label, prompt in prompts:
         candidates.append(([label], lambda prompt=prompt: model.encode(p.text, prompt=prompt)))
+    if p.special:
+        for label, prompt in prompts:
+            candidates.append(([label, "special_as_text"],
+                               lambda prompt=prompt: fault_embeddings(model, [p.text], prompt, "special_as_text")[0]))
     faults = [["dense_skipped"], ["causal"]]
     if p.tokens > WINDOW_EDGE:
         faults += [["window_512"], ["no_window"]]
     if p.tokens > 512:  # a long text can be both cut and wrongly windowed: each alone, then the pairs
         faults += [["truncated_512"], ["cut_512"]]
         faults += [[w, t] for w in ("window_512", "no_window") for t in ("truncated_512", "cut_512")]
+    if p.special:  # and a model fault on top of the special tokens read as text (a GGUF without Dense)
+        faults += [fault + ["special_as_text"] for fault in faults]
     for fault in faults:
         candidates.append((fault, lambda fault=fault: fault_embeddings(model, [p.text], p.prompt, "+".join(fault))[0]))
     nearest, best = None, f.cosine  # a fault must be nearer than the reference itself
@@ -388,6 +451,7 @@ def _explain(model, f: Finding, want: int) -> list[str]:
 
 
 _LENGTH = ("unnormalized", "truncated_unnormalized")  # judged apart from direction: never covered by a pattern
+_APART = _LENGTH + ("batch_dependent",)  # the length and the batch: neither says anything of the direction
 
 
 def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: str, want: int, **details) -> list[str]:
@@ -400,17 +464,19 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
     # The window pattern: texts up to 257 tokens agree exactly, longer ones do not. Short texts that agree only to
     # precision (a quantized or bfloat16 runtime) say nothing about a window, and a long text at the precision
     # level (cosine >= CLOSE) counts neither way: precision noise grows with length on its own.
+    # (A short text whose special tokens were read as text is off for that reason alone.)
     beyond = [f for f in findings if not f.direction_ok and not f.precision_level]
-    short_ok = all(f.direction_ok for f in findings if f.probe.tokens <= WINDOW_EDGE)
+    short_ok = all(f.direction_ok or "special_as_text" in f.verdicts
+                   for f in findings if f.probe.tokens <= WINDOW_EDGE)
     covered: set[int] = set()
-    if short_ok and beyond and all(f.probe.tokens > WINDOW_EDGE and f.cosine >= WINDOW_FLOOR for f in beyond):
-        if not any(c in causes for c in ("window_512", "no_window", "truncated_512", "cut_512")):
-            out.append(DIAGNOSES["window"].format(low=min(f.cosine for f in beyond)))
-            covered = {id(f) for f in beyond}  # the pattern names these texts
+    if (short_ok and beyond and all(f.probe.tokens > WINDOW_EDGE and f.cosine >= WINDOW_FLOOR for f in beyond)
+            and not any(c in causes for c in ("window_512", "no_window", "truncated_512", "cut_512"))):
+        out.append(DIAGNOSES["window"].format(low=min(f.cosine for f in beyond)))
+        covered = {id(f) for f in beyond}  # the pattern names these texts
     for label in ("float16", "dimensions", "no_prompt", "other_prompt", "double_prompt", "dense_skipped", "causal",
-                  "window_512", "no_window", "truncated_512", "cut_512", "unnormalized", "truncated_unnormalized",
-                  "quantized", "precision", "unexplained"):
-        fs = [f for f in causes.get(label, ()) if id(f) not in covered or label in _LENGTH]
+                  "window_512", "no_window", "truncated_512", "cut_512", "special_as_text", "unnormalized",
+                  "truncated_unnormalized", "quantized", "precision", "batch_dependent", "unexplained"):
+        fs = [f for f in causes.get(label, ()) if id(f) not in covered or label in _APART]
         if not fs:
             continue
         low = min((f.cosine for f in fs if not math.isnan(f.cosine)), default=math.nan)
@@ -426,6 +492,10 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
     return out
 
 
+def _cosines(xs: list[float]) -> str:
+    return f"{min(xs):.6f}-{max(xs):.6f}"
+
+
 def _span(values) -> str:
     """'0.83' or '156-898': the range of some norms, three significant digits."""
     vs = sorted(values)
@@ -436,12 +506,19 @@ def _span(values) -> str:
 def format_report(findings: list[Finding], diagnoses: list[str], target: str, command: str = "verify-endpoint",
                   subject: str = "the endpoint") -> str:
     """The per-text table, the DIAGNOSIS lines and the RESULT line; `subject` matches or does not match."""
-    lines = [f"{command}: {target}", f"{'text':<28} {'tokens':>6} {'cosine':>10} {'norm':>8}  verdict"]
+    batched = [f for f in findings if not math.isnan(f.batch)]  # only check() sends each text twice
+    batch_head = f" {'batch':>10}" if batched else ""
+    lines = [f"{command}: {target}", f"{'text':<28} {'tokens':>6} {'cosine':>10} {'norm':>8}{batch_head}  verdict"]
     for f in findings:
         verdict = "ok" if f.ok else ", ".join(f.verdicts)
         cos = "-" if math.isnan(f.cosine) else f"{f.cosine:.7f}"
         norm = "-" if math.isnan(f.norm) else f"{f.norm:.4f}"
-        lines.append(f"{f.probe.name:<28} {f.probe.tokens:>6} {cos:>10} {norm:>8}  {verdict}")
+        batch = (" " + ("-" if math.isnan(f.batch) else f"{f.batch:.7f}").rjust(10)) if batched else ""
+        lines.append(f"{f.probe.name:<28} {f.probe.tokens:>6} {cos:>10} {norm:>8}{batch}  {verdict}")
+    if batched:
+        worst = min(batched, key=lambda f: f.batch)
+        lines.append(f"batch: each text alone against itself in one request with the others, lowest cosine "
+                     f"{worst.batch:.10f} (1 - cos {1 - worst.batch:.1e}, {worst.probe.name})")
     if diagnoses:
         lines += [f"DIAGNOSIS: {d}" for d in diagnoses]
         lines.append(f"RESULT: {subject} does NOT match gemma-np ({sum(not f.ok for f in findings)} of "

@@ -14,6 +14,8 @@ tests serve them from local fake servers.
     truncated_512       inputs truncated to 512 tokens, not 2048        the ids cut to 511 + <eos>
     cut_512             the first 512 ids, <eos> lost (llama.cpp when   the ids cut to 512
                         a text is longer than n_batch/n_ubatch)
+    special_as_text     "<bos>", "<eos>" ... in a text tokenized as     the special tokens left out of the
+                        plain text (llama.cpp's special=False)          added-token match (plain_text_ids)
     float16             activations in float16                          every op's output rounded to float16
     bfloat16            weights and activations in bfloat16             gemma_np.verify.precision's emulation
 
@@ -24,16 +26,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import numpy as np
 
+from ..io.bpe import SPACE, WORD_SPACE, BPETokenizer
 from ..io.tokenizer import pad_batch
 from ..nn.head import l2_normalize
 from ..nn.trace import Trace
 from .precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
 
 FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", "truncated_512", "cut_512",
-          "float16", "bfloat16")
+          "special_as_text", "float16", "bfloat16")
 
 
 class _CausalScores(Trace):
@@ -70,6 +74,50 @@ def parse_faults(fault: str) -> tuple[str, ...]:
     return parts
 
 
+def _control(content: str, special: bool) -> bool:
+    """An added token llama.cpp's converter writes as CONTROL (read from the GGUF it makes of this model)."""
+    return special or content == "<mask>" or re.fullmatch(r"<unused\d+>", content) is not None
+
+
+def _model_bpe(tok):
+    """tokenizers' BPE model alone: one word (spaces already "▁") to ids, no added tokens matched."""
+    return lambda word: [t.id for t in tok.model.tokenize(word)]
+
+
+def plain_text_ids(model, text: str) -> list[int]:
+    """The ids of <bos> + text + <eos> with the special tokens' strings in the text read as plain text.
+
+    The reference (tokenizers) matches every added token in the raw text first, so a literal "<eos>" in a text
+    becomes id 1. llama.cpp's tokenize(..., special=False), which llama-cpp-python's embed() and its server
+    call, skips the tokens its converter marks CONTROL in that match (those tokenizer.json calls "special":
+    <bos>, <eos>, <pad>, <start_of_turn>, ...; and <mask> and the <unusedN> placeholders), and their strings go
+    to BPE with the text around them; other added tokens (<b>, runs of "\n") are still matched. Checked on
+    llama-cpp-python 0.3.36 (its tokenize on the converter's GGUF): the same ids on every probe text.
+    """
+    tok = model.tokenizer
+    if isinstance(tok, BPETokenizer):
+        added = {s: i for s, i in tok.added.items() if not _control(s, i in tok.special_ids)}
+        bpe, bos, eos = tok.bpe, tok.bos, tok.eos
+    else:  # tokenizers: the same rules through its BPE model, which matches no added token on its own
+        added = {t.content: i for i, t in tok.get_added_tokens_decoder().items() if not _control(t.content, t.special)}
+        bpe, bos, eos = _model_bpe(tok), tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
+    lengths = sorted({len(s) for s in added}, reverse=True)
+    ids, start, i = [], 0, 0
+    while i < len(text):  # leftmost-longest, as tokenizers' and bpe.py's added-token match
+        n = next((n for n in lengths if text[i:i + n] in added), 0)
+        if n:
+            if start < i:
+                ids += bpe(text[start:i].replace(SPACE, WORD_SPACE))
+            ids.append(added[text[i:i + n]])
+            start = i = i + n
+        else:
+            i += 1
+    if start < len(text):
+        ids += bpe(text[start:].replace(SPACE, WORD_SPACE))
+    keep = model.head.max_seq_length - 2  # the reference's truncation: room for <bos> and <eos>
+    return [bos] + ids[:keep] + [eos]
+
+
 def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.ndarray:
     """[n, 768] float32: the sentence embedding of each prompt + text under `fault` (see FAULTS).
 
@@ -86,7 +134,10 @@ def fault_embeddings(model, texts: list[str], prompt: str, fault: str) -> np.nda
     if "bfloat16" in faults:
         m = bfloat16_weights(m)
     keep = ("pooled", f"dense.{len(model.dense_weights) - 1}")  # the mean, and the last Dense's output
-    ids, _ = model.tokenize([prompt + t for t in texts])
+    if "special_as_text" in faults:
+        ids = [plain_text_ids(model, prompt + t) for t in texts]
+    else:
+        ids, _ = model.tokenize([prompt + t for t in texts])
     rows = []
     for x in ids:
         if "truncated_512" in faults and len(x) > 512:
