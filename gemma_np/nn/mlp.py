@@ -61,8 +61,9 @@ def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np
         return out.reshape(B, S, D)
     gate = record(trace, prefix, "mlp.gate_proj", linear(x, gate_proj))  # [B, S, D] -> [B, S, F]
     up = record(trace, prefix, "mlp.up_proj", linear(x, up_proj))  # [B, S, D] -> [B, S, F]
-    g = gelu_tanh(gate)  # [B, S, F]
-    act = record(trace, prefix, "mlp.act", g * up)  # [B, S, F]
+    g = gelu_tanh(gate)  # [B, S, F], a new array
+    # g * up, into g unless the backward needs g kept: the same product, one [B, S, F] temporary fewer
+    act = record(trace, prefix, "mlp.act", np.multiply(g, up, out=g if cache is None else None))  # [B, S, F]
     if cache is not None:
         cache.update(x=x, gate=gate, up=up, g=g, act=act, gate_proj=gate_proj, up_proj=up_proj, down_proj=down_proj)
     return record(trace, prefix, "mlp.down_proj", linear(act, down_proj))  # [B, S, F] -> [B, S, D]

@@ -22,6 +22,7 @@ probabilities are [B, H, S, T] (T the key positions). Rows of padding tokens are
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import numpy as np
@@ -84,9 +85,10 @@ class Trace(dict):
 class OpTimer(Trace):
     """Seconds per op, for profiling (benchmarks/speed.py --profile). The time from the previous record() (or
     from start()) to this one is charged to this one's name, its "layers.{i}." prefix dropped: the seconds of
-    `q_proj` are all 24 layers' q projections. Stores no array, and the forward takes the same paths as with
-    no trace at all (blocked attention, chunked MLP), so that timing does not change what is timed; on the
-    blocked path each block's probs @ v is charged to the next block's `scores` (both matrix products).
+    `q_proj` are all 24 layers' q projections. Each thread keeps its own clock, so with encode's workers the
+    seconds are thread-seconds, summed over the threads. Stores no array, and the forward takes the same paths
+    as with no trace at all (blocked attention, chunked MLP), so that timing does not change what is timed; on
+    the blocked path each block's probs @ v is charged to the next block's `scores` (both matrix products).
     """
 
     stores_arrays = False
@@ -94,17 +96,20 @@ class OpTimer(Trace):
     def __init__(self):
         super().__init__(keep=())
         self.seconds: dict[str, float] = {}
+        self._clock = threading.local()
+        self._lock = threading.Lock()
         self.start()
 
     def start(self) -> None:
-        """Start the clock (before each forward: the time between forwards is not an op's)."""
-        self._t = time.perf_counter()
+        """Start this thread's clock (before each forward: the time between forwards is not an op's)."""
+        self._clock.t = time.perf_counter()
 
     def tap(self, name: str, value: np.ndarray) -> np.ndarray:
         now = time.perf_counter()
         op = re.sub(r"^layers\.\d+\.", "", name)
-        self.seconds[op] = self.seconds.get(op, 0.0) + now - self._t
-        self._t = now
+        with self._lock:
+            self.seconds[op] = self.seconds.get(op, 0.0) + now - getattr(self._clock, "t", now)
+        self._clock.t = now
         return value
 
 
