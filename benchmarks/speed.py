@@ -354,25 +354,24 @@ def report(result: dict) -> str:
     lines.append(f"{'parity: max |diff| of (a) docs 0-7':<38} {result['parity_max_abs_diff']:>12.2e}  (expect <= 1e-6)")
     profiles = [k for k in ("a", "b", "d") if f"profile_{k}" in g["runs"][0]]
     if profiles:
-        lines += ["", "gemma_np profile (one pass each, gemma_np.nn.trace.OpTimer): seconds and share of the pass",
-                  f"{'group':<42}" + "".join(f"{f'({k})':>16}" for k in profiles)]
+        # With several workers the op seconds are thread-seconds (each worker thread's own clock, summed): the
+        # shares are of their sum, the time the forwards' threads spent, not of the wall-clock pass.
+        lines += ["", f"gemma_np profile (one pass each, gemma_np.nn.trace.OpTimer, {opts['workers']} worker(s)): "
+                  "thread-seconds per group and share of all",
+                  f"{'group':<42}" + "".join(f"{f'({k})':>15}" for k in profiles)]
         runs = {k: g["runs"][0][f"profile_{k}"] for k in profiles}
         groups = {k: profile_groups(runs[k]["ops"]) for k in profiles}
-        outside = {k: runs[k]["total_s"] - sum(runs[k]["ops"].values()) for k in profiles}
-        for name in list(groups[profiles[0]]) + ["outside the forward (tokenize, pad)"]:
-            cells = []
-            for k in profiles:
-                v = outside[k] if name.startswith("outside") else groups[k][name]
-                cells.append(f"{v:>8.2f} {100 * v / runs[k]['total_s']:>5.1f}%")
-            lines.append(f"{name:<42}" + "".join(f"{c:>16}" for c in cells))
-        for label, pick in (("matrix products", True), ("everything else", False)):
-            cells = []
-            for k in profiles:
-                v = sum(t for n, t in groups[k].items() if (n in MATMUL_GROUPS) == pick)
-                v += 0 if pick else outside[k]
-                cells.append(f"{v:>8.2f} {100 * v / runs[k]['total_s']:>5.1f}%")
-            lines.append(f"{label:<42}" + "".join(f"{c:>16}" for c in cells))
-        lines.append(f"{'total (profiled pass)':<42}" + "".join(f"{runs[k]['total_s']:>8.2f} {'':>6}" for k in profiles))
+        total = {k: sum(groups[k].values()) for k in profiles}
+        rows = [(name, {k: groups[k][name] for k in profiles}) for name in groups[profiles[0]]]
+        rows += [("matrix products", {k: sum(v for n, v in groups[k].items() if n in MATMUL_GROUPS) for k in profiles}),
+                 ("everything else", {k: sum(v for n, v in groups[k].items() if n not in MATMUL_GROUPS)
+                                      for k in profiles})]
+        for name, values in rows:
+            lines.append(f"{name:<42}" + "".join(f"{values[k]:>8.2f} {100 * values[k] / total[k]:>5.1f}%"
+                                                 for k in profiles))
+        lines.append(f"{'thread-seconds in the forwards':<42}" + "".join(f"{total[k]:>8.2f} {'':>6}" for k in profiles))
+        lines.append(f"{'wall-clock seconds of the pass':<42}" + "".join(f"{runs[k]['total_s']:>8.2f} {'':>6}"
+                                                                          for k in profiles))
     return "\n".join(lines)
 
 
