@@ -41,6 +41,8 @@ def default_workers() -> int:
     if n < 1:
         raise InputError(f"${WORKERS_ENV} must be a whole number of workers, 1 or more; got {value!r}")
     return n
+
+
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
     "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
