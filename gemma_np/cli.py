@@ -554,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--document-prompt-name", default="document", metavar="NAME",
                    help="the model's prompt for documents (document: 'title: none | text: ')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tokenizer", choices=list(TOKENIZERS), default="tokenizers",
+                   help="tokenizers: the Rust library (default); python: gemma_np.io.bpe, the same ids")
     p.set_defaults(func=cmd_train, parser=p, dtype="float32", truncate_dim=None)
     return parser
 
