@@ -14,7 +14,6 @@ llama-cpp-python in its time; the fake servers of tests/test_endpoint.py reprodu
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import socket
 import subprocess
@@ -24,13 +23,15 @@ import urllib.request
 
 import pytest
 
-from gemma_np import EmbeddingGemma
+# The opt-in switch and its skip-or-fail rule are test_llamacpp.py's; the real model with its encode and the
+# faults cached (the configurations judge the same texts) is test_llamacpp_recorded.py's fixture.
+from test_llamacpp import REQUIRE, _missing
+from test_llamacpp_recorded import _cache_faults, model  # noqa: F401  (fixtures)
+
 from gemma_np.verify import endpoint
-from gemma_np.verify.faults import fault_embeddings
 
 pytestmark = pytest.mark.real
 
-REQUIRE = os.environ.get("GEMMA_NP_REQUIRE_LLAMA_CPP") == "1"
 
 # name: (GGUF file as weights_tools.gguf_convert names it, n_batch = n_ubatch, the DIAGNOSIS lines in order)
 SERVED = {
@@ -42,12 +43,6 @@ SERVED = {
     "f32_nbatch512": ("f32", 512, ["inputs cut to their first 512 tokens, <eos> lost",
                                    "special tokens parsed as plain text", "no normalization: 11 of 11 vectors"]),
 }
-
-
-def _missing(reason):
-    if REQUIRE:
-        pytest.fail(reason + " (GEMMA_NP_REQUIRE_LLAMA_CPP=1 turns this skip into a failure)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -68,34 +63,6 @@ def gguf_dir():
     return folder
 
 
-@pytest.fixture(scope="module")
-def model(real_dir):
-    """The real model with its encode cached: the four configurations judge the same texts."""
-    m = EmbeddingGemma.from_pretrained(real_dir)
-    plain = m.encode
-
-    @functools.cache
-    def encode(texts, prompt):
-        return plain(list(texts), prompt=prompt)
-
-    def cached(texts, prompt=None, **kw):
-        assert not kw, kw
-        if isinstance(texts, str):
-            return encode((texts,), prompt)[0].copy()
-        return encode(tuple(texts), prompt).copy()
-
-    m.encode = cached  # this instance only
-    return m
-
-
-@functools.cache
-def _fault(model, texts, prompt, fault):
-    return fault_embeddings(model, list(texts), prompt, fault)
-
-
-@pytest.fixture(autouse=True)
-def _cache_faults(monkeypatch):
-    monkeypatch.setattr(endpoint, "fault_embeddings", lambda m, t, p, f: _fault(m, tuple(t), p, f).copy())
 
 
 def _free_port() -> int:
@@ -138,7 +105,7 @@ def llama_server(path, n_batch: int, timeout: float = 300.0):
 
 
 @pytest.mark.parametrize("name", list(SERVED))
-def test_verify_endpoint_names_every_fault_of_a_real_server(model, gguf_dir, name, capsys):
+def test_verify_endpoint_names_every_fault_of_a_real_server(model, gguf_dir, name, capsys):  # noqa: F811
     kind, n_batch, want = SERVED[name]
     path = gguf_dir / f"embeddinggemma-300m-{kind}.gguf"
     with llama_server(path, n_batch) as url:
