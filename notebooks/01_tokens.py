@@ -573,7 +573,7 @@ plt.show()
 # %% [markdown]
 # `▁unbelievably` took the most merges and ended as one piece; the ninja's word took none: its space and
 # four bytes are five tokens. The Rust library gives these ids much faster and stays the default;
-# `benchmarks/tokenizer.py` measures both (tokens per second on the model card, and the memory that loading
+# `benchmarks/bench_tokenizer.py` measures both (tokens per second on the model card, and the memory that loading
 # tokenizer.json takes).
 
 # %% [markdown]

@@ -63,7 +63,7 @@ u, u64 = UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF["float64"]  # 2^-24, 2^-53
 def gradient_bound(depth: int, n: int, u: float = u64) -> float:
     """2 (n + depth) n u: the largest |ours - reference| / max|reference| allowed for a gradient.
 
-    Copied from tests/bounds.py (docs/tolerances.md, "a float64 gradient against PyTorch autograd"): each
+    Copied from tests/support_bounds.py (docs/tolerances.md, "a float64 gradient against PyTorch autograd"): each
     element is a chain of at most `depth` rounded steps, the longest a sum of at most `n` terms; both sides err.
     """
     return 2 * (n + depth) * n * u

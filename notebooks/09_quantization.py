@@ -59,7 +59,7 @@ u = UNIT_ROUNDOFF["float32"]  # 2^-24
 #
 # The probes of `gemma-np verify-endpoint` (`gemma_np.verify.endpoint.probes`): three queries and the four
 # planet documents, each 18 to 25 tokens with its prompt, and three documents of 200, 400 and 800 tokens cut
-# from the model card. llama.cpp cannot be built in CI, so `tests/llamacpp_outputs.py` ran it once on these
+# from the model card. llama.cpp cannot be built in CI, so `tests/support_llamacpp_outputs.py` ran it once on these
 # very texts (llama-cpp-python 0.3.36, GGUF files made by llama.cpp's own converter and quantizer) and kept
 # its vectors in `tests/data/llamacpp_probes.npz`; the hash of the texts proves they are the same ones.
 
@@ -443,7 +443,7 @@ put("ONNX Runtime int8 (live)",
     np.concatenate([onnxrt.run_vectors(session, io, *pad_batch(model.tokenize([t])[0])) for t in texts]))
 
 # %% [markdown]
-# `tests/llamacpp_outputs.py` also recorded gemma_np's own vectors on the dequantized weights of llama.cpp's
+# `tests/support_llamacpp_outputs.py` also recorded gemma_np's own vectors on the dequantized weights of llama.cpp's
 # Q8_0 file ("expected/q8_0"): weights only, no activation quantization. Our NumPy Q8_0 gives the file's
 # tensors bit for bit, so on the short texts those vectors are ours up to float32 rounding, and for the long
 # texts they stand in for a weights-only run we skip here.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import SPECS, build
+from support_tiny_models import SPECS, build
 
 REQUIRE_WEIGHTS = os.environ.get("GEMMA_NP_REQUIRE_WEIGHTS") == "1"
 
@@ -68,7 +68,7 @@ def real_dir() -> Path:
 def onnx_dir(real_dir):
     """The ONNX export folder in the cache (float32 and int8; made here, in minutes, if .ci/run has not made
     it; reused per weights hash)."""
-    from optional import need
+    from support_optional import need
 
     need("onnxruntime", "onnx")
     need("onnx", "onnx")

@@ -49,7 +49,7 @@ from gemma_np.nn.mlp import gelu_tanh, gelu_tanh_backward, mlp, mlp_backward
 from gemma_np.nn.norms import rms_norm, rms_norm_backward
 from gemma_np.nn.rope import apply_rope, apply_rope_backward, rope_tables, rotate_half
 
-from bounds import assert_below, gradient_bound
+from support_bounds import assert_below, gradient_bound
 
 torch = pytest.importorskip("torch")
 

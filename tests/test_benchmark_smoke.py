@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bounds import assert_below
+from support_bounds import assert_below
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_speed.py"
 FIGURES = ("a_tokens_per_s", "b_tokens_per_s", "c_latency_ms", "a_gflops", "b_gflops", "load_s", "rss_mb")
 
 
@@ -36,9 +36,9 @@ def test_speed_benchmark_quick(real_dir, tmp_path):
 
 @pytest.mark.real
 def test_tokenizer_benchmark(real_dir, tmp_path):
-    """benchmarks/tokenizer.py: both tokenizers in their own processes, the same ids, every figure reported."""
+    """benchmarks/bench_tokenizer.py: both tokenizers in their own processes, the same ids, every figure reported."""
     out = tmp_path / "tokenizer.json"
-    script = SCRIPT.parent / "tokenizer.py"
+    script = SCRIPT.parent / "bench_tokenizer.py"
     proc = subprocess.run([sys.executable, str(script), "--repeats", "1", "--model", str(real_dir), "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -1,7 +1,7 @@
 """gemma_np.io.bpe, the tokenizer in plain Python: the same ids as `tokenizers`, with no tolerance.
 
 Each rule of tokenizer.json has its own test on the real file; then equality on every text the project has,
-on a multilingual corpus of over 1 MiB from files installed on the machine (tests/tokenizer_corpus.py), and
+on a multilingual corpus of over 1 MiB from files installed on the machine (tests/support_tokenizer_corpus.py), and
 by hypothesis over arbitrary Unicode. Decoding is checked against `tokenizers`' decode the same way.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tokenizer_corpus
+import support_tokenizer_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,11 +205,11 @@ def test_every_project_text(py_all, rust_all, real_dir):
 
 
 def test_multilingual_corpus_of_installed_files(py_all, rust_all):
-    docs, info = tokenizer_corpus.corpus()
-    assert info["bytes"] >= tokenizer_corpus.MIN_BYTES, (
+    docs, info = support_tokenizer_corpus.corpus()
+    assert info["bytes"] >= support_tokenizer_corpus.MIN_BYTES, (
         f"the corpus from installed files holds {info['bytes']} bytes, under 1 MiB: {info}")
-    assert info["catalog_locales"] >= 150 and info["catalog_bytes"] >= tokenizer_corpus.MIN_BYTES // 2, info
-    scripts = tokenizer_corpus.scripts(docs)
+    assert info["catalog_locales"] >= 150 and info["catalog_bytes"] >= support_tokenizer_corpus.MIN_BYTES // 2, info
+    scripts = support_tokenizer_corpus.scripts(docs)
     for script in ("CYRILLIC", "ARABIC", "HEBREW", "DEVANAGARI", "CJK", "HANGUL", "THAI", "GREEK", "ETHIOPIC"):
         assert scripts[script] > 1000, script
     assert assert_same(py_all, rust_all, docs, "corpus") > 400_000
@@ -329,7 +329,7 @@ def test_unsupported_or_damaged_file_is_refused_by_name(tmp_path, spec, words):
 
 def test_tiny_test_tokenizer_is_refused_with_the_fix(tmp_path):
     """The tiny models' tokenizer (Metaspace, no normalizer) is read differently: named, not misread."""
-    from tiny_models import build_tokenizer
+    from support_tiny_models import build_tokenizer
 
     build_tokenizer().save_pretrained(tmp_path)
     with pytest.raises(ModelFolderError, match="normalizer.*tokenizer='tokenizers'"):

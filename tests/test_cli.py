@@ -14,7 +14,7 @@ from gemma_np.cli import demo_documents, main
 from gemma_np.model import EmbeddingGemma
 from gemma_np.verify.probes import PLANETS
 
-from tiny_models import PROMPTS, SPECS, build
+from support_tiny_models import PROMPTS, SPECS, build
 
 TEXTS = ["the quick brown fox", "mars is red", "a planet orbits a star and has cleared its orbit"]
 DOCS = ["mars is red", "the lazy dog", "jupiter has a great red spot", "saturn has rings", "a fox jumps"]

@@ -1,6 +1,6 @@
 """gemma-np verify-endpoint against small local servers: one faithful, one for each fault it must name.
 
-The servers (tests/fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
+The servers (tests/support_fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
 exactly one thing wrong (gemma_np.verify.faults, or the prompts). Each test runs the command line and asserts the
 exit status and the diagnosis. The model's vectors are cached across tests, text by text (the same texts recur in
 every check, each sent alone and in one request; the results are deterministic, so a cache changes nothing but
@@ -23,8 +23,8 @@ from gemma_np.verify import endpoint
 from gemma_np.verify.faults import fault_embeddings
 from gemma_np.verify.probes import text_of_length
 
-from bounds import assert_above
-from fake_endpoints import FakeEndpoint
+from support_bounds import assert_above
+from support_fake_endpoints import FakeEndpoint
 
 pytestmark = pytest.mark.real
 

@@ -13,7 +13,7 @@ import pytest
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import ModelFolderError, WeightsError
 
-from damage import (  # noqa: F401
+from support_damage import (  # noqa: F401
     Hostile,
     copy_model_folder,
     edit_json,

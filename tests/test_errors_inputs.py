@@ -4,7 +4,7 @@ or a NaN.
 
 Most cases run on the real EmbeddingGemma-300m (one model for the module; they cost a tokenization at
 most). The odd-but-valid texts are compared with sentence-transformers in one batched call. A tiny random
-model (tests/tiny_models.py) serves where a second loaded model is needed.
+model (tests/support_tiny_models.py) serves where a second loaded model is needed.
 """
 
 import warnings
@@ -14,8 +14,8 @@ import pytest
 
 from gemma_np import EmbeddingGemma, GemmaNPError, InputError
 
-from bounds import PARITY_BAR, parity_bar
-from tiny_models import SPECS, build
+from support_bounds import PARITY_BAR, parity_bar
+from support_tiny_models import SPECS, build
 
 ATOL = PARITY_BAR  # two float32 forwards or code paths of the real model (docs/tolerances.md)
 METHODS = ["encode", "encode_query", "encode_document"]

@@ -17,7 +17,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.errors import WeightsError
 from gemma_np.io.safetensors import load_safetensors
 
-from damage import (  # noqa: F401
+from support_damage import (  # noqa: F401
     INF32,
     NAN32,
     copy_model_folder,

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from gemma_np.train import evaluate as ev
 from gemma_np.train.evaluate import evaluate, ir_metrics, primary_metric, top_hits
 
-from bounds import assert_close
+from support_bounds import assert_close
 
 BAR = 1e-6  # the issue's: every key within 1e-6 of the library's
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,7 +13,7 @@ from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
 from gemma_np.verify.faults import FAULTS, fault_embeddings, plain_text_ids
 from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
 
-from bounds import assert_above
+from support_bounds import assert_above
 
 pytestmark = pytest.mark.real
 

@@ -14,9 +14,9 @@ from gemma_np import EmbeddingGemma
 from gemma_np.train.fit import TrainConfig, batch_order, fit
 from gemma_np.train.step import EMBED_TABLE, dense_name, forward, parameters
 
-from bounds import U32, assert_below, gradient_bound, parity_bar
-from tiny_models import CORPUS, SPECS, build
-from tiny_models import st_param_name as torch_name
+from support_bounds import U32, assert_below, gradient_bound, parity_bar
+from support_tiny_models import CORPUS, SPECS, build
+from support_tiny_models import st_param_name as torch_name
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")  # sentence-transformers' trainer needs its [train] extras

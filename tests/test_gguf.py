@@ -1,5 +1,5 @@
 """EmbeddingGemma.from_gguf on GGUF files of the real model, laid out as llama.cpp's converter writes them
-(tests/gguf_files.py says how): an f32 file gives from_pretrained's embeddings bit for bit; a quantized file
+(tests/support_gguf_files.py says how): an f32 file gives from_pretrained's embeddings bit for bit; a quantized file
 gives gemma_np's forward on exactly what gguf.quants dequantizes; damaged or mis-converted files are refused
 with the missing tensor or the disagreeing key named.
 
@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from gguf_files import write_gguf
+from support_gguf_files import write_gguf
 
 gguf = pytest.importorskip("gguf")
 

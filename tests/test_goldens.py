@@ -12,7 +12,7 @@ from gemma_np.verify.compare import first_failure, format_table, verify_against_
 from gemma_np.verify.goldens import choose_positions, compute_goldens, load_goldens, save_goldens
 from gemma_np.verify.probes import probe_set
 
-from bounds import assert_close
+from support_bounds import assert_close
 
 pytestmark = pytest.mark.real
 

@@ -10,7 +10,7 @@ from gemma_np.nn.mlp import gelu_tanh
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope, rope_frequencies, rope_tables, rotate_half
 
-from bounds import U32
+from support_bounds import U32
 
 
 def test_sliding_mask_is_a_symmetric_band_with_padding_keys_masked():

@@ -1,6 +1,6 @@
 """`gemma-np verify --against-gguf` with llama.cpp running: the README's llama.cpp command, not CI.
 
-CI cannot build llama-cpp-python in its time (tests/llamacpp_outputs.py says why, and
+CI cannot build llama-cpp-python in its time (tests/support_llamacpp_outputs.py says why, and
 tests/test_llamacpp_recorded.py judges llama.cpp's recorded outputs in every run). These tests run llama.cpp
 itself on the GGUF files of `python -m weights_tools.gguf_convert`, about six minutes on 2 cores. They run with
 GEMMA_NP_REQUIRE_LLAMA_CPP=1, and then fail, naming what is missing, where llama-cpp-python or the files are
@@ -16,7 +16,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
 from gemma_np.verify.llamacpp import check_gguf
 
-from llamacpp_outputs import CONFIGS, load
+from support_llamacpp_outputs import CONFIGS, load
 
 pytestmark = pytest.mark.real
 

@@ -1,4 +1,4 @@
-"""The diagnosis on real llama.cpp output: vectors llama.cpp computed for the probes (tests/llamacpp_outputs.py
+"""The diagnosis on real llama.cpp output: vectors llama.cpp computed for the probes (tests/support_llamacpp_outputs.py
 recorded them from llama-cpp-python 0.3.36, GGUF files made by llama.cpp's own converter and quantizer),
 judged as `gemma-np verify --against-gguf` judges a live run. Each configuration shows one fault users
 meet, or two at once, and every one must be named.
@@ -15,8 +15,8 @@ from gemma_np.verify.endpoint import CLOSE, MIN_COSINE, probes
 from gemma_np.verify.faults import fault_embeddings
 from gemma_np.verify.llamacpp import judge_runtime
 
-from bounds import assert_above, assert_below
-from llamacpp_outputs import CONFIGS, QUANTIZED, load, probe_key
+from support_bounds import assert_above, assert_below
+from support_llamacpp_outputs import CONFIGS, QUANTIZED, load, probe_key
 
 pytestmark = pytest.mark.real
 
@@ -57,7 +57,7 @@ def recorded(model):
     meta, data = load()
     assert meta["probes_sha256"] == probe_key(model), (
         "the probe texts changed since llama.cpp's outputs were recorded: re-record them with "
-        "`python tests/llamacpp_outputs.py` (needs the llama-cpp extra and the GGUF files)")
+        "`python tests/support_llamacpp_outputs.py` (needs the llama-cpp extra and the GGUF files)")
     return meta, data
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from gemma_np.train.loss import mnrl_backward, mnrl_loss
 
-from bounds import assert_below, gradient_bound
+from support_bounds import assert_below, gradient_bound
 
 torch = pytest.importorskip("torch")
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")

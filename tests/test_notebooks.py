@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("execute", ROOT / "notebooks" / "execute.py")
+spec = importlib.util.spec_from_file_location("nb_execute", ROOT / "notebooks" / "nb_execute.py")
 execute_mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(execute_mod)
 

@@ -23,8 +23,8 @@ from gemma_np.verify import endpoint
 from gemma_np.verify.endpoint import CLOSE, MIN_COSINE, probes
 from gemma_np.verify.faults import fault_embeddings
 
-from bounds import PARITY_BAR, assert_above, assert_below
-from optional import REQUIRE, need
+from support_bounds import PARITY_BAR, assert_above, assert_below
+from support_optional import REQUIRE, need
 
 pytestmark = pytest.mark.real
 TRANSFORMERS_JS = Path(__file__).resolve().parents[1] / "examples" / "transformersjs"

@@ -22,7 +22,7 @@ import pytest
 
 from gemma_np.train.optim import AdamW
 
-from bounds import assert_below
+from support_bounds import assert_below
 
 torch = pytest.importorskip("torch")
 

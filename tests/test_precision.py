@@ -10,7 +10,7 @@ from gemma_np.verify.endpoint import CLOSE
 from gemma_np.verify.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
 from gemma_np.verify.probes import DOC_PROMPT, text_of_length
 
-from bounds import assert_above, assert_below
+from support_bounds import assert_above, assert_below
 
 torch = pytest.importorskip("torch")
 

@@ -1,6 +1,6 @@
 """Properties of encode that must hold for any input, checked with hypothesis on one tiny random model.
 
-The tiny model (tests/tiny_models.py, spec "mqa-like-real") has a 40-token limit, so long texts exercise
+The tiny model (tests/support_tiny_models.py, spec "mqa-like-real") has a 40-token limit, so long texts exercise
 truncation, and a 60-token vocabulary, so most of arbitrary Unicode becomes <unk>: the texts are drawn
 from arbitrary Unicode (st.text() excludes lone surrogates, which encode refuses by name), from control
 characters and combining marks, and from the words the tokenizer was trained on.
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from gemma_np import EmbeddingGemma
 
-from bounds import parity_bar
-from tiny_models import CORPUS, SPECS, build
+from support_bounds import parity_bar
+from support_tiny_models import CORPUS, SPECS, build
 
 pytest.importorskip("torch")  # tiny_models builds the model with transformers
 

@@ -35,9 +35,9 @@ from gemma_np.verify import quant as Q
 from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
 from gemma_np.verify.precision import UNIT_ROUNDOFF
 
-from bounds import PARITY_BAR, U32, assert_above, assert_below, assert_close
-from optional import need
-from tiny_models import CORPUS
+from support_bounds import PARITY_BAR, U32, assert_above, assert_below, assert_close
+from support_optional import need
+from support_tiny_models import CORPUS
 
 U16 = UNIT_ROUNDOFF["float16"]  # 2^-11
 FORMATS = ("Q8_0", "Q4_0", "Q5_0")
@@ -610,7 +610,7 @@ def q8_0(model, strings):
 
 @pytest.fixture(scope="module")
 def recorded(model):
-    from llamacpp_outputs import load, probe_key
+    from support_llamacpp_outputs import load, probe_key
 
     meta, data = load()
     assert meta["probes_sha256"] == probe_key(model), "the probes changed: re-record tests/data/llamacpp_probes.npz"

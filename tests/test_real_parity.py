@@ -12,7 +12,7 @@ import pytest
 from gemma_np import EmbeddingGemma
 from gemma_np.verify.probes import DOC_PROMPT, LONG_LENGTHS, MULTILINGUAL, PLANETS, QUERY, long_documents
 
-from bounds import assert_below, assert_close
+from support_bounds import assert_below, assert_close
 
 torch = pytest.importorskip("torch")
 ATOL = 1e-6  # the parity bar (docs/tolerances.md): two float32 forwards, each within ~2.4e-7 of float64

@@ -16,8 +16,8 @@ from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn import attention, linear, mlp
 from gemma_np.nn.trace import LAYER_OPS, OpTimer, Trace, stores_arrays
 
-from bounds import assert_close, parity_bar
-from tiny_models import CORPUS, SPECS, build
+from support_bounds import assert_close, parity_bar
+from support_tiny_models import CORPUS, SPECS, build
 
 pytest.importorskip("torch")  # tiny_models builds the models with transformers
 

@@ -10,7 +10,7 @@ import pytest
 from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 
-from bounds import U32, assert_below, assert_close, parity_bar
+from support_bounds import U32, assert_below, assert_close, parity_bar
 
 torch = pytest.importorskip("torch")
 

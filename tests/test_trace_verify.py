@@ -23,7 +23,7 @@ from gemma_np.verify.compare import compare, first_failure, format_table, merge,
 from gemma_np.verify.precision import Float16Emulation
 from gemma_np.verify.probes import DOC_PROMPT, text_of_length
 
-from bounds import assert_below
+from support_bounds import assert_below
 
 torch = pytest.importorskip("torch")
 from gemma_np.verify.torch_trace import TorchReference  # noqa: E402

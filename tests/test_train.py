@@ -32,8 +32,8 @@ from gemma_np.train.step import (
     parameters,
 )
 
-from bounds import U32, assert_below, gradient_bound
-from tiny_models import st_param_name as torch_name
+from support_bounds import U32, assert_below, gradient_bound
+from support_tiny_models import st_param_name as torch_name
 
 torch = pytest.importorskip("torch")
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")

@@ -273,7 +273,7 @@ def export_fp32(model_dir: Path, out: Path, key: str) -> dict:
 def float16_copy(out: Path) -> Path:
     """OUT/onnx/model_fp16.onnx (Transformers.js' "fp16" name), converted from the float32 graph by
     onnxruntime.transformers.float16 (inputs and outputs kept as they are), made once and reused; ~30 s.
-    Not part of the default export: only benchmarks/quantization.py's fp16 row reads it."""
+    Not part of the default export: only benchmarks/bench_quantization.py's fp16 row reads it."""
     path = out / FP16_FILE
     if not path.is_file():
         _need("onnx", "the float16 conversion")

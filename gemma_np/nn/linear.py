@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# False: NumPy's own [B, S, in] @ [in, out], one product per text (benchmarks/speed.py --no-flatten measures it).
+# False: NumPy's own [B, S, in] @ [in, out], one product per text (benchmarks/bench_speed.py --no-flatten measures it).
 FLATTEN = True
 
 
@@ -13,7 +13,7 @@ def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     NumPy computes a [B, S, in] @ [in, out] product as B separate products of [S, in] @ [in, out]. Every row
     is independent, so flattening the leading axes gives one [B*S, in] @ [in, out] product: the same math in
-    one BLAS call, which keeps the CPU's matrix kernel busier on short texts (benchmarks/speed.py measures it).
+    one BLAS call, which keeps the CPU's matrix kernel busier on short texts (benchmarks/bench_speed.py measures it).
     w.T is a view: BLAS reads the stored [out, in] layout transposed, with no copy. BLAS may order the sums
     differently for the two shapes, so results can differ from the per-text form in the last bit.
     """

@@ -83,7 +83,7 @@ class Trace(dict):
 
 
 class OpTimer(Trace):
-    """Seconds per op, for profiling (benchmarks/speed.py --profile). The time from the previous record() (or
+    """Seconds per op, for profiling (benchmarks/bench_speed.py --profile). The time from the previous record() (or
     from start()) to this one is charged to this one's name, its "layers.{i}." prefix dropped: the seconds of
     `q_proj` are all 24 layers' q projections. Each thread keeps its own clock, so with encode's workers the
     seconds are thread-seconds, summed over the threads. Stores no array, and the forward takes the same paths

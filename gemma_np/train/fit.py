@@ -13,7 +13,7 @@ What the transformers Trainer does that is reproduced: AdamW over the trainable 
 exempt from weight decay (trainer_no_decay), the linear schedule with warm-up (the first step at rate 0 when
 there is warm-up), clipping by global norm before each step. What it is not: no mixed precision, no gradient
 accumulation, no dropout (EmbeddingGemma has none). The batch order is gemma_np's own (NumPy's generator);
-benchmarks/fine_tuning.py hands the very same order to sentence-transformers' trainer to compare the two.
+benchmarks/bench_fine_tuning.py hands the very same order to sentence-transformers' trainer to compare the two.
 
 Like the rest of train/, nothing here reads a file: `model` is an EmbeddingGemma (or anything with its
 attributes), `evaluate` a callable given the model, and `progress` a callable the CLI draws a bar with.

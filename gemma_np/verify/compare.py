@@ -20,7 +20,7 @@ import numpy as np
 # Tolerance policy (docs/tolerances.md): float32 against a float32 reference (gemma_np float32 against torch
 # float32, or against a golden file written by either). Relative to scale unless the name is in ABSOLUTE.
 # Per name, from gemma_np/data/tolerances.json: ten times the larger error that gemma_np float32 and torch
-# float32 showed against the float64 oracle on the probe set (benchmarks/precision_table.py writes it).
+# float32 showed against the float64 oracle on the probe set (benchmarks/bench_precision_table.py writes it).
 # The group defaults below serve names the table does not hold.
 GROUP_TOLERANCES = {
     "embed_tokens": 1e-6,  # a table lookup and one multiply: exact up to one rounding

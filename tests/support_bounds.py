@@ -3,7 +3,7 @@
 Every bound of the suite comes from docs/tolerances.md ("Bounds in tests and notebooks"), never from one
 machine's measurement. To see how close each bound comes on a given BLAS kernel, set GEMMA_NP_BOUNDS_LOG to a
 file: each check below appends one JSON line {"name", "measured", "bound"} to it, and
-`python benchmarks/kernels.py` gathers them over every kernel into the largest value each bound saw.
+`python benchmarks/bench_kernel_sweep.py` gathers them over every kernel into the largest value each bound saw.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The notebooks are stored as jupytext percent-format .py files (they diff as code
 notebook, executes it in a fresh Python kernel with nbclient, fails on the first cell that raises, and can
 write the executed .ipynb and every figure as a PNG for looking at:
 
-    python notebooks/execute.py notebooks/03_attention.py --out executed/
-    python notebooks/execute.py notebooks/*.py --out executed/
+    python notebooks/nb_execute.py notebooks/03_attention.py --out executed/
+    python notebooks/nb_execute.py notebooks/*.py --out executed/
 
 The test suite (tests/test_notebooks.py) calls `execute` for each notebook.
 """

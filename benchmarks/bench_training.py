@@ -1,6 +1,6 @@
 """One training step of gemma_np (NumPy float32) next to sentence-transformers (torch float32, CPU) on the same ids.
 
-    python benchmarks/training.py [--quick] [--json FILE] [--threads N] [--repeats R] [--steps K]
+    python benchmarks/bench_training.py [--quick] [--json FILE] [--threads N] [--repeats R] [--steps K]
                                   [--variants frozen,full] [--cached M]... [--wait-idle S] [--unset-openblas-env]
                                   [--model DIR]
 
@@ -50,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # The script's own folder is on sys.path when it runs as a script (as its workers do).
-from speed import OPENBLAS_ENV, blas_info, forward_flops, log, machine
+from bench_speed import OPENBLAS_ENV, blas_info, forward_flops, log, machine
 
 SIDES = ("gemma_np", "torch")
 SCALE, LR, WEIGHT_DECAY, MAX_NORM = 20.0, 1e-4, 0.01, 1.0

@@ -11,7 +11,7 @@ Two sources, read in sorted order so that the same machine gives the same texts:
 Texts are cut into documents of up to DOC_BYTES bytes at message or line boundaries, so the tab, newline and
 space runs of the sources stay in them.
 
-`python tests/tokenizer_corpus.py` prints its size, sources and scripts.
+`python tests/support_tokenizer_corpus.py` prints its size, sources and scripts.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Speed of gemma_np (NumPy float32) next to sentence-transformers (torch float32, CPU) on the same inputs.
 
-    python benchmarks/speed.py [--quick] [--json FILE] [--threads N] [--repeats R] [--unset-openblas-env]
+    python benchmarks/bench_speed.py [--quick] [--json FILE] [--threads N] [--repeats R] [--unset-openblas-env]
                                [--workers W] [--no-flatten] [--profile] [--model DIR]
 
 Each side runs in its own fresh process (this file with the hidden `--worker gemma_np|torch` mode, which

@@ -1,6 +1,6 @@
 """Run the numerics-sensitive tests under every OpenBLAS kernel this CPU can run, at 1 and 2 BLAS threads.
 
-    python benchmarks/kernels.py [--kernels unset,Haswell,SkylakeX,Sandybridge,Prescott] [--threads 1,2]
+    python benchmarks/bench_kernel_sweep.py [--kernels unset,Haswell,SkylakeX,Sandybridge,Prescott] [--threads 1,2]
                                  [--tests tests/test_x.py ...] [--log-dir DIR] [-- PYTEST ARGS]
 
 Machines of this project's kind sum float32 in different orders: OpenBLAS picks its kernel from the CPU (or
@@ -12,7 +12,7 @@ Each run is `python -m pytest` on the numerics-sensitive tests (tiny and real pa
 precision, faults, endpoint, goldens, notebooks, layers, properties, the benchmark's smoke test) in a child
 process with OPENBLAS_CORETYPE set (or, for "unset", OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed) and
 OPENBLAS_NUM_THREADS set. The child reports the kernel OpenBLAS actually chose (threadpoolctl), and every
-bound checked through tests/bounds.py is logged (GEMMA_NP_BOUNDS_LOG). The script prints one line per run,
+bound checked through tests/support_bounds.py is logged (GEMMA_NP_BOUNDS_LOG). The script prints one line per run,
 then, for every bound, the largest value it saw over all runs (the smallest, for lower bounds) and its
 margin. A kernel the CPU lacks the instructions for (SkylakeX needs AVX-512) is reported and skipped: forced
 on such a CPU, OpenBLAS dies of an illegal instruction.

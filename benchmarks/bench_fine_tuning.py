@@ -1,9 +1,9 @@
 """Fine-tuning: gemma_np's run next to sentence-transformers' trainer, and the README's figure.
 
-    python benchmarks/fine_tuning.py compare [--steps 30] [--batch-size 32] [--mini-batch-size 8] [--lr 2e-5]
+    python benchmarks/bench_fine_tuning.py compare [--steps 30] [--batch-size 32] [--mini-batch-size 8] [--lr 2e-5]
                                              [--layers-from N] [--freeze-embeddings] [--max-seq-length 256]
                                              [--data DIR] [--model DIR] [--no-eval] [--json FILE]
-    python benchmarks/fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
+    python benchmarks/bench_fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
 
 compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
 the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.st_trainer.st_fit (SentenceTransformerTrainer,
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 # The script's own folder is on sys.path when it runs as a script (as its workers do).
-from speed import blas_info, log, machine
+from bench_speed import blas_info, log, machine
 
 SIDES = ("gemma_np", "torch")
 ROOT = Path(__file__).resolve().parent.parent

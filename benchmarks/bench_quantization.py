@@ -1,6 +1,6 @@
 """What each shipped weight format costs EmbeddingGemma: the README's "Quantized weights" table.
 
-    python benchmarks/quantization.py [--model DIR] [--formats NAME,...] [--quick] [--json FILE]
+    python benchmarks/bench_quantization.py [--model DIR] [--formats NAME,...] [--quick] [--json FILE]
 
 For every format people ship (GGUF files made by llama.cpp's own quantizer, ONNX int8 as Transformers.js
 makes its "q8", ONNX fp16 converted from the float32 export by onnxruntime's float16 tool) and two variants

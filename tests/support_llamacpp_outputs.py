@@ -5,7 +5,7 @@ vectors for the probes (gemma_np.verify.endpoint.probes) once, under the setting
 tests/data/llamacpp_probes.npz (about 300 KB), and tests/test_llamacpp_recorded.py judges them in every CI run.
 tests/test_llamacpp.py runs llama.cpp live where it is installed (the README's llama.cpp command).
 
-    python tests/llamacpp_outputs.py          # re-record: needs the llama-cpp extra and the GGUF files of
+    python tests/support_llamacpp_outputs.py          # re-record: needs the llama-cpp extra and the GGUF files of
                                               # python -m weights_tools.gguf_convert --types f32,q8_0,q4_k_m
                                               # and --types f32 --no-dense
 

@@ -1,6 +1,6 @@
 """The Python tokenizer (gemma_np.io.bpe) next to `tokenizers` (Rust): speed and the memory of loading.
 
-    python benchmarks/tokenizer.py [--repeats R] [--json FILE] [--model DIR]
+    python benchmarks/bench_tokenizer.py [--repeats R] [--json FILE] [--model DIR]
 
 Each side runs in its own fresh process (this file with the hidden `--worker rust|python` mode, printing one
 JSON line), so that its memory is its own:
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from speed import log, machine
+from bench_speed import log, machine
 
 UNLIMITED = 10**7
 

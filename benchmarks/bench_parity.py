@@ -1,6 +1,6 @@
 """Measure gemma_np against sentence-transformers on the real weights: the largest deviation per text.
 
-    python benchmarks/parity.py [--model DIR] [--json FILE]
+    python benchmarks/bench_parity.py [--model DIR] [--json FILE]
 
 Runs sentence-transformers (torch float32, CPU) and gemma_np in float32 and float64 on the probe texts
 (the planet example, twelve texts in several scripts, documents of 256 to 2048 tokens and one truncated

@@ -1,6 +1,6 @@
 """The float64 oracle: per-layer error of gemma_np float32 and of torch float32 against gemma_np float64.
 
-    python benchmarks/precision_table.py [--model DIR] [--out FILE.md]
+    python benchmarks/bench_precision_table.py [--model DIR] [--out FILE.md]
 
 gemma_np float64 is float64 throughout (torch's "float64" still runs RMSNorm, rotary angles and softmax in
 float32), so it is the most exact forward available. For each traced name (gemma_np.nn.trace) and each probe
@@ -99,7 +99,7 @@ def write_tolerances(path, err, names, lengths) -> None:
         tol = max(FLOOR, FACTOR * e)
         digits = 10 ** (math.floor(math.log10(tol)) - 1)
         table[name] = math.ceil(tol / digits) * digits
-    meta = {"_how": "benchmarks/precision_table.py --write-tolerances: max(%g, %d x the larger float32 error "
+    meta = {"_how": "benchmarks/bench_precision_table.py --write-tolerances: max(%g, %d x the larger float32 error "
                     "against gemma_np float64, relative to scale; sentence_embedding absolute)" % (FLOOR, FACTOR),
             "_probe_tokens": lengths}
     with open(path, "w") as f:
