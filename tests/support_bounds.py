@@ -69,3 +69,28 @@ def assert_close(name: str, got, want, atol: float) -> None:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     _log(name, float(np.max(np.abs(got - want), initial=0.0)), atol, "max")
     np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=name)
+
+
+def redraw_bound(live, recorded, expected) -> np.ndarray:
+    """The most 1 - cos(live, recorded) two runs of a quantized runtime on two machines may part by, one per row:
+    the quantization's own spread, (1 - cos(live, expected)) + (1 - cos(recorded, expected)), times 1 + 4 s.
+
+    A runtime that quantizes activations (llama.cpp rounds every matrix product's input to 8-bit blocks) moves
+    each vector away from the file's exact output `expected` (gemma_np on the file's dequantized weights) by its
+    rounding error e = v - x (unit vectors), of size 1 - cos(v, x) = |e|^2 / 2. Another CPU sums float32 in
+    another order; a last-bit change puts some values on the other side of a rounding boundary, and those
+    roundings, and everything downstream of them, are drawn again. The roundings not redrawn the two runs share,
+    so their errors correlate (e1 . e2 >= 0) and
+        1 - cos(live, recorded) = |e1 - e2|^2 / 2 <= (|e1|^2 + |e2|^2) / 2 = the spread,
+    with equality, up to chance, when every rounding is redrawn. That chance: independent errors have e1 . e2 = 0
+    with a standard deviation s |e1| |e2|, s = sqrt(sum_i e1_i^2 e2_i^2) / (|e1| |e2|) (about 0.04 for these
+    errors, spread over ~250 coordinates); the bound allows four of them. float32's bar is not the bound: the
+    roundings' own size sets it, per text and per file. Anything further apart computes something else.
+    """
+    live, recorded, expected = (np.asarray(x, np.float64) for x in (live, recorded, expected))
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    x = unit(expected)
+    e1, e2 = unit(live) - x, unit(recorded) - x  # [N, d]
+    n1, n2 = np.sum(e1 ** 2, -1), np.sum(e2 ** 2, -1)  # [N]
+    s = np.sqrt(np.sum(e1 ** 2 * e2 ** 2, -1) / np.maximum(n1 * n2, np.finfo(np.float64).tiny))  # [N]
+    return (n1 + n2) / 2 * (1 + 4 * s)

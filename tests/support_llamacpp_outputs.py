@@ -81,7 +81,7 @@ def record(path: Path = DATA) -> None:
         out[f"weights/{kind}"] = np.array(llamacpp.file_weights(default_out_dir() / f"embeddinggemma-300m-{kind}.gguf"))
     out["meta"] = np.array(json.dumps({
         "probes_sha256": probe_key(model), "llama_cpp_python": llama_cpp.__version__,
-        "build": "CMAKE_ARGS=-DGGML_NATIVE=ON", "cpu": cpu_name(), "configs": CONFIGS}))
+        "build": f"CMAKE_ARGS={llamacpp.BUILD_FLAGS}", "cpu": cpu_name(), "configs": CONFIGS}))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **out)
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} KB)", file=sys.stderr)

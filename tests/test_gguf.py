@@ -10,6 +10,7 @@ embedding table included, as the converter's --outtype q8_0 does.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,7 @@ gguf = pytest.importorskip("gguf")
 
 from gemma_np import EmbeddingGemma, WeightsError
 from gemma_np.io.gguf import gguf_tensor_names, is_shifted
+from gemma_np.verify import llamacpp
 
 pytestmark = pytest.mark.real
 
@@ -138,3 +140,47 @@ def test_a_file_that_is_not_gguf_is_named(real_dir, tmp_path):
     path.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(WeightsError, match="model.gguf: not a readable GGUF file"):
         EmbeddingGemma.from_gguf(path, tokenizer_dir=real_dir)
+
+
+# ------------------------------------------------------------------ llama.cpp builds with AMX-INT8 kernels
+
+
+class _FakeLlamaCpp:
+    """Stands in for llama_cpp: its system info, and a Llama that records that it was built."""
+
+    def __init__(self, info: bytes):
+        self.info, self.built = info, []
+
+    def llama_print_system_info(self):
+        return self.info
+
+    def Llama(self, **kwargs):  # llama_cpp's own name
+        self.built.append(kwargs)
+        return kwargs
+
+
+@pytest.mark.parametrize("info, weights, allow, refused", [
+    (b"CPU : AVX512 = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 |", "Q8_0", None, True),
+    (b"CPU : AVX512 = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 |", "Q8_0", "1", False),  # asked for
+    (b"CPU : AVX512 = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 |", "F32", None, False),  # no AMX path
+    (b"CPU : AVX512 = 1 | AVX512_BF16 = 1 | LLAMAFILE = 1 |", "Q4_K (120), Q6_K (12)", None, False),  # built without
+])
+def test_a_build_whose_amx_kernels_crash_is_refused_before_it_runs(tmp_path, monkeypatch, info, weights, allow,
+                                                                    refused):
+    """ggml's AMX-INT8 kernels crash the process on quantized files on this project's Intel Xeon machines
+    (llama.cpp #20824): such a build is named, with the flags that build without them, before llama.cpp runs."""
+    fake = _FakeLlamaCpp(info)
+    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+    monkeypatch.setattr(llamacpp, "file_weights", lambda path: weights)
+    if allow is None:
+        monkeypatch.delenv(llamacpp.ALLOW_AMX, raising=False)
+    else:
+        monkeypatch.setenv(llamacpp.ALLOW_AMX, allow)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF" + bytes(60))
+    if refused:
+        with pytest.raises(llamacpp.LlamaCppError, match=r"AMX_INT8 = 1.*#20824.*-mno-amx-int8") as e:
+            llamacpp.load(path)
+        assert str(path) in str(e.value) and llamacpp.ALLOW_AMX in str(e.value) and not fake.built
+    else:
+        assert llamacpp.load(path)["model_path"] == str(path) and len(fake.built) == 1

@@ -35,7 +35,7 @@ from gemma_np.verify import quant as Q
 from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
 from gemma_np.verify.precision import UNIT_ROUNDOFF
 
-from support_bounds import PARITY_BAR, U32, assert_above, assert_below, assert_close
+from support_bounds import PARITY_BAR, U32, assert_above, assert_below, assert_close, redraw_bound
 from support_optional import need
 from support_tiny_models import CORPUS
 
@@ -666,9 +666,16 @@ def test_q8_0_emulation_is_llama_cpp_statistically(items, short, strings, refere
     # padded texts identically in both layouts, and those do not move at all (OPENBLAS_CORETYPE=Sandybridge:
     # two of the six, 5e-14; the others 1.6e-4..2.5e-4): the largest is what must show the effect.
     padded = [i for i, p in enumerate(short) if p.tokens < max(q.tokens for q in short)]
-    moved = one_minus_cos(full_alone, full.embed(strings, batch=True))[padded]
+    full_batch = full.embed(strings, batch=True)
+    moved = one_minus_cos(full_alone, full_batch)[padded]
     print("full emulation, alone vs batch, 1 - cos:", moved)
     assert_above("quant: Q8_0 activations, alone vs batch, max 1 - cos", moved.max(), 1 - MIN_COSINE)
+    # A change of summation order redraws only part of the roundings, so the two runs lie closer than the sum of
+    # their distances to the file's exact output (weights only): the bound tests/test_llamacpp.py holds llama.cpp
+    # to across machines (support_bounds.redraw_bound).
+    ratio = moved / redraw_bound(full_batch, full_alone, weights_alone)[padded]
+    print("alone vs batch, 1 - cos over the redraw bound:", ratio)
+    assert_below("quant: Q8_0 activations, alone vs batch, (1 - cos) / the redraw bound", ratio.max(), 1)
     assert_below("quant: Q8_0 weights only, alone vs batch, max abs",
                  np.abs(weights_alone - weights_only.embed(strings, batch=True)).max(), PARITY_BAR)
 

@@ -35,6 +35,10 @@ from ..errors import GemmaNPError
 from .endpoint import MIN_COSINE, Probe, _cos, judge, probes
 
 N_CTX = 2048  # EmbeddingGemma's max_seq_length: every probe fits one micro-batch
+# How to build llama-cpp-python for this CPU's kernels, without ggml's AMX-INT8 ones (see has_amx_int8). GCC lets
+# an explicit -mno-amx-int8 win over the -march=native ggml adds, in either order; on a CPU without AMX it is a no-op.
+BUILD_FLAGS = "-DGGML_NATIVE=ON -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8"
+ALLOW_AMX = "GEMMA_NP_LLAMA_CPP_AMX"  # =1: run quantized files on a build with AMX-INT8 kernels anyway
 
 
 class LlamaCppError(GemmaNPError):
@@ -46,15 +50,34 @@ def _llama_cpp():
         import llama_cpp
     except ImportError:
         raise LlamaCppError("running llama.cpp needs llama-cpp-python: pip install 'gemma-np[llama-cpp]' (it "
-                            "builds llama.cpp from source; CMAKE_ARGS=\"-DGGML_NATIVE=ON\" for this CPU's "
+                            f"builds llama.cpp from source; CMAKE_ARGS=\"{BUILD_FLAGS}\" for this CPU's "
                             "kernels)") from None
     return llama_cpp
+
+
+def has_amx_int8(llama_cpp) -> bool:
+    """Whether this llama.cpp build holds ggml's AMX-INT8 matrix kernels (its system info: AMX_INT8 = 1).
+
+    ggml compiles them in where the compiler targets AMX (-march=native on an Intel Xeon of the Sapphire Rapids
+    generation or later) and then runs every matrix product of a quantized weight (Q8_0, Q4_K, ...) through them.
+    On this project's Intel Xeon machines they die of a segmentation fault in ggml_backend_amx_mul_mat on the
+    first text, as in llama.cpp issue #20824: the Python process goes with them, with no message.
+    """
+    info = llama_cpp.llama_print_system_info()
+    return "AMX_INT8 = 1" in (info.decode() if isinstance(info, bytes) else str(info))
 
 
 def load(path: str | os.PathLike, n_batch: int = N_CTX, threads: int | None = None):
     """A llama_cpp.Llama for embeddings from `path`: context N_CTX, batch and micro-batch `n_batch`."""
     llama_cpp = _llama_cpp()
     path = check_file(path)
+    if os.environ.get(ALLOW_AMX) != "1" and has_amx_int8(llama_cpp) and file_weights(path) != "F32":
+        raise LlamaCppError(
+            f"{path}: this llama-cpp-python was built with ggml's AMX-INT8 kernels (AMX_INT8 = 1), which crash the "
+            "process with a segmentation fault on quantized files on Intel Xeon machines such as this project's "
+            "(llama.cpp issue #20824). Rebuild it without them (the same speed elsewhere; on AMX machines the "
+            f"AVX-512 kernels run instead): CMAKE_ARGS=\"{BUILD_FLAGS}\" python -m pip install --force-reinstall "
+            f"--no-cache-dir --no-deps llama-cpp-python; or, where they are known to work, set {ALLOW_AMX}=1")
     try:
         return llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=n_batch, n_ubatch=n_batch,
                                n_threads=threads or os.cpu_count(), verbose=False)
@@ -187,5 +210,5 @@ def format_split(splits: list[Split], weights: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["N_CTX", "LlamaCppError", "Split", "check_gguf", "file_weights", "format_split", "judge_runtime", "load",
-           "run", "weights_label"]
+__all__ = ["ALLOW_AMX", "BUILD_FLAGS", "N_CTX", "LlamaCppError", "Split", "check_gguf", "file_weights", "format_split",
+           "has_amx_int8", "judge_runtime", "load", "run", "weights_label"]
