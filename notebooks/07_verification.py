@@ -119,8 +119,10 @@ show(rows, overview)
 #   Activations grow from about 10 to 1e5 through the layers (notebook 06), so this is the measure that
 #   decides, except for the final embedding and its Matryoshka slices, unit-length vectors held to max abs.
 # - **cosine**: of the two arrays flattened, a quick sense of direction. Here it is 1 to eight decimals or
-#   more everywhere: the angle between the two arrays is at most about 2e-5 rad, the size of the float32
-#   differences relative to scale, and 1 − cosine is half its square, a few 1e-10.
+#   more everywhere: the angle between the two arrays is at most about 1.3e-5 rad, the size of the float32
+#   differences relative to scale, and 1 − cosine is half its square, about 1e-10. How large exactly depends
+#   on the BLAS kernel's summation order: 6.2e-6 rad under OpenBLAS's SkylakeX kernels, 2.2e-5 under Haswell's,
+#   2.9e-5 under Sandybridge's (measured on one Intel Xeon, two threads).
 # - **tol**: the bar for that name; **ok** says whether the deciding measure is within it. With several
 #   texts, the note says which text was worst (text 1 is the document).
 # - a last line: `all N compared names within tolerance`, or `FIRST DIVERGENCE: name ...`, the first name,
@@ -143,7 +145,7 @@ assert by_hand == (row.max_abs, row.max_rel, row.cosine)  # the same arithmetic 
 assert all(r.ok == (r.measure <= r.tol) for r in rows)
 angle = float(np.arccos(min(r.cosine for r in rows)))  # radians, the largest over the 514 names
 print(f"largest angle between the two sides: {angle:.1e} rad (1 - cosine = {1 - np.cos(angle):.1e})")
-assert same_order(angle, 2e-5)  # the figure stated above, to its order of magnitude
+assert same_order(angle, 1.3e-5)  # the figure stated above, to its order of magnitude
 assert [r.name for r in rows if r.name in ABSOLUTE] == ["sentence_embedding"]  # the one name held to max abs
 
 # %% [markdown]
