@@ -73,7 +73,7 @@ def test_live_llama_cpp_gives_what_was_recorded(model, gguf_dir, name):
     - a float32 file: the float32-server level, 1 - MIN_COSINE;
     - a quantized file: the quantization's own spread (support_bounds.redraw_bound, docs/tolerances.md), since a
       last-bit change redraws some of its activation roundings. float32's bar is not its bound: on an Intel Xeon
-      against the recording of an AMD EPYC Zen 3, q8_0 texts lay 1 - cos 1.6e-4 to 2.6e-4 apart, 16 to 26
+      against the recording of an AMD EPYC, q8_0 texts lay 1 - cos 1.6e-4 to 2.6e-4 apart, 16 to 26
       times 1 - MIN_COSINE (a Zen 4 saw the same), and 0.36 to 0.76 of their spread (q4_k_m: 0.50 to 0.85).
     The length moves by at most the whole difference of the two vectors, whose size the direction's bound gives:
     relative length at most sqrt(2 (1 - cos bound))."""
