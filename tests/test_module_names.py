@@ -42,6 +42,11 @@ def installed_modules() -> dict[str, list[str]]:
     return found
 
 
+def owners(name: str, installed: dict[str, list[str]]) -> list[str]:
+    """The distributions other than gemma-np itself that provide the top-level module *name*."""
+    return sorted(d for d in installed.get(name, []) if d.lower().replace("_", "-") != OWN_DISTRIBUTION)
+
+
 def module_names(folder: Path) -> list[str]:
     """The importable names a folder on sys.path offers: its .py files and its packages (folders with __init__.py)."""
     names = [p.stem for p in folder.glob("*.py")]
@@ -55,9 +60,8 @@ def shadowing(folder: Path, prefixes: tuple[str, ...], installed: dict[str, list
     for name in module_names(folder):
         if name.isidentifier() and not name.startswith(prefixes):
             problems.append(f"{folder.name}/{name}: a module here must start with {' or '.join(prefixes)}")
-        owners = [d for d in installed.get(name, []) if d.lower().replace("_", "-") != OWN_DISTRIBUTION]
-        if owners:
-            problems.append(f"{folder.name}/{name}: stands in for the module {name!r} of {', '.join(sorted(owners))}")
+        if others := owners(name, installed):
+            problems.append(f"{folder.name}/{name}: stands in for the module {name!r} of {', '.join(others)}")
     return problems
 
 
@@ -70,8 +74,7 @@ def test_no_module_stands_in_for_a_package(folder):
 def test_the_packages_of_this_repository_are_ours_alone():
     installed = installed_modules()
     for name in OWN_PACKAGES:
-        owners = [d for d in installed.get(name, []) if d.lower().replace("_", "-") != OWN_DISTRIBUTION]
-        assert not owners, f"{name} is also a top-level module of {owners}"
+        assert not owners(name, installed), f"{name} is also a top-level module of {owners(name, installed)}"
 
 
 def test_the_folders_named_are_the_scripts_folders():
