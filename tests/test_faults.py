@@ -89,7 +89,7 @@ def test_cut_512(model):
 
 
 # llama-cpp-python 0.3.36's tokenize(prompt + text, add_bos=True, special=False) on the GGUF of llama.cpp's own
-# converter (the issue's example): "<bos>" and "<eos>" split into "▁<", "bos"/"eos", ">".
+# converter, for the special-token probe's text (recorded): "<bos>" and "<eos>" split into "▁<", "bos"/"eos", ">".
 LLAMA_CPP_PLAIN = [2, 8071, 236787, 3927, 1354, 1109, 7609, 236787, 655, 46757, 236813, 37087, 655, 211827, 236813, 1]
 
 

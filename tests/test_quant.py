@@ -315,8 +315,8 @@ def test_uint8_all_zero_tensor_as_onnxruntime():
 # ------------------------------------------------------------------------------------------------ activations
 def test_llama_cpp_activations_are_per_row_onnx_per_tensor():
     """llama.cpp quantizes each token's row alone (blocks of 32 or 256 along it): a row's values do not depend
-    on the other rows. DynamicQuantizeLinear takes one range for the whole tensor: they do (the issue's batch
-    dependence)."""
+    on the other rows. DynamicQuantizeLinear takes one range for the whole tensor: they do (the batch
+    dependence README's Quantized weights measures for the int8 ONNX graph)."""
     rng = np.random.default_rng(4)
     x = (rng.normal(size=(3, 5, 512)) * rng.uniform(0.1, 30, size=(3, 5, 1))).astype(np.float32)  # [B, S, D]
     for f in (Q.q8_0_activations, Q.q8_k_activations):
