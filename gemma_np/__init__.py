@@ -18,6 +18,7 @@ Every step is a plain function over arrays, usable alone:
     gated GELU MLP       nn.mlp.mlp
     one layer, encoder   nn.encoder.encoder_layer, nn.encoder.encoder_forward
     pooling, Dense, L2, Matryoshka   nn.head.mean_pool, nn.head.dense, nn.head.l2_normalize, nn.head.matryoshka
+    the whole model      nn.sentence.sentence_forward, nn.sentence.sentence_backward
 """
 
 from .errors import GemmaNPError, InputError, ModelFolderError, WeightsError

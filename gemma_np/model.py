@@ -18,11 +18,10 @@ import numpy as np
 
 from .errors import InputError, ModelFolderError, WeightsError
 from .io.config import GemmaConfig, HeadConfig, parse_gemma_config, read_head_config, read_json_object
-from .io.tokenizer import check_tokenizer_kind, encode_texts, load_tokenizer, pad_batch
+from .io.tokenizer import check_tokenizer_kind, encode_texts, load_tokenizer
 from .io.weights import check_finite, expected_encoder_tensors, load_checked, save_model_folder
-from .nn.encoder import encoder_forward
-from .nn.head import dense, l2_normalize, matryoshka, mean_pool
-from .nn.trace import record
+from .nn.head import l2_normalize, matryoshka
+from .nn.sentence import pad_batch, sentence_forward
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
 MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see encode
@@ -267,7 +266,7 @@ class EmbeddingGemma:
         model.weights_file = path
         return model
 
-    # ----------------------------------------------------------------------------------------- properties
+    # ----------------------------------------------------------------------------------------- saving
     def save_pretrained(self, out: str | os.PathLike) -> Path:
         """Write this model, with its current weights, as a sentence-transformers folder at `out`.
 
@@ -281,6 +280,7 @@ class EmbeddingGemma:
         save_model_folder(self.folder, Path(out), self.params, self.head.dense_folders, self.dense_weights)
         return Path(out)
 
+    # ----------------------------------------------------------------------------------------- properties
     @property
     def prompts(self) -> dict[str, str]:
         """Prompt name -> prompt text, from config_sentence_transformers.json."""
@@ -318,26 +318,20 @@ class EmbeddingGemma:
         token_embeddings [B, S, D] (after the final norm), sentence_embedding [B, 768] (pooled, Dense,
         Dense, normalized; not truncated), and with output_hidden_states the L + 1 hidden states.
         Names as sentence-transformers' features. With a `trace` dict, every named intermediate of
-        gemma_np.nn.trace is stored in it.
+        gemma_np.nn.trace is stored in it. The steps are gemma_np.nn.sentence.sentence_forward's; this adds the
+        refusal of non-finite results.
         """
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught just below
-            tokens, hidden = encoder_forward(input_ids, attention_mask, self.params, self.config, self.dtype,
-                                             output_hidden_states, trace, self.embed_scale)
-        x = record(trace, "", "pooled", mean_pool(tokens, attention_mask))  # [B, S, D] -> [B, D]
-        if not np.all(np.isfinite(x)):  # an Inf or NaN in any real token reaches its text's mean
-            # Every tensor but the embedding table was checked at load; look at the rows this batch used.
+            out = sentence_forward(input_ids, attention_mask, self.params, self.dense_weights, self.config,
+                                   self.dtype, self.head.normalize, self.embed_scale, output_hidden_states, trace)
+        if not np.all(np.isfinite(out["sentence_embedding"])):
+            # An Inf or NaN in any token reaches its text's mean (padding rows too: Inf * 0 is NaN), and from the
+            # mean every coordinate of the embedding. Every tensor but the embedding table was checked at load;
+            # look at the rows this batch used.
             check_finite("embed_tokens.weight", np.asarray(self.params["embed_tokens.weight"][input_ids]),
                          self.weights_file)
             raise WeightsError(f"{self.weights_file}: the encoder produced Inf or NaN from finite weights (an "
                                f"overflow in {np.dtype(self.dtype).name}); these weights are not usable as they are")
-        for j, w in enumerate(self.dense_weights):
-            x = record(trace, "", f"dense.{j}", dense(x, w))  # [B, 768] -> [B, 3072] -> [B, 768]
-        if self.head.normalize:
-            x = l2_normalize(x)  # [B, 768], unit length
-        x = record(trace, "", "sentence_embedding", x)
-        out = {"token_embeddings": tokens, "sentence_embedding": x}
-        if output_hidden_states:
-            out["hidden_states"] = hidden
         return out
 
     # ----------------------------------------------------------------------------------------- encode

@@ -47,11 +47,12 @@ from gemma_np.nn.encoder import encoder_layer, encoder_layer_backward, layer_par
 from gemma_np.nn.head import sentence_head_backward
 from gemma_np.nn.norms import rms_norm_backward
 from gemma_np.nn.rope import rope_tables
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.train import data
 from gemma_np.train.evaluate import evaluate
 from gemma_np.train.loss import mnrl_backward, mnrl_loss
 from gemma_np.train.optim import AdamW, clip_grad_norm, linear_schedule_lr, trainer_no_decay
-from gemma_np.train.step import forward, mnrl_gradients, pad, parameters
+from gemma_np.train.step import forward, mnrl_gradients, parameters
 from gemma_np.verify.compare import tolerance_for
 from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
 
@@ -349,7 +350,7 @@ dtokens, _ = sentence_head_backward(dp32, cache["head"])  # [B, S, D] d loss / d
 dy32, _ = rms_norm_backward(dtokens, cache["encoder"]["norm"])  # [B, S, D] d loss / d layer 23's output
 x32 = cache["encoder"][f"layers.{layer}"]["input_layernorm"]["x"]  # [B, S, D] layer 23's input
 y32 = cache["encoder"]["norm"]["x"]  # [B, S, D] layer 23's output, float32
-_, mask = pad(d_ids)  # [B, S]
+_, mask = pad_batch(d_ids)  # [B, S]
 Bd, S_len, D = x32.shape
 print(f"documents' hidden states {x32.shape}; upstream gradient max |dy| {np.abs(dy32).max():.2e}")
 assert np.all(dy32[mask == 0] == 0)

@@ -272,11 +272,13 @@ def test_self_attention_backward(window):
     allowed = attention_mask(KEY_MASK, window)
     cos, sin = rope_tables(S, E, 10000.0, np.float64)
     x = rng.normal(size=(B, S, D))
-    w = {"q_proj": rng.normal(size=(H * E, D)) * D ** -0.5, "k_proj": rng.normal(size=(K * E, D)) * D ** -0.5,
-         "v_proj": rng.normal(size=(K * E, D)) * D ** -0.5, "o_proj": rng.normal(size=(D, H * E)) * (H * E) ** -0.5,
-         "q_norm": rng.normal(size=E) * 0.3, "k_norm": rng.normal(size=E) * 0.3}
+    w = {"q_proj.weight": rng.normal(size=(H * E, D)) * D ** -0.5,
+         "k_proj.weight": rng.normal(size=(K * E, D)) * D ** -0.5,
+         "v_proj.weight": rng.normal(size=(K * E, D)) * D ** -0.5,
+         "o_proj.weight": rng.normal(size=(D, H * E)) * (H * E) ** -0.5,
+         "q_norm.weight": rng.normal(size=E) * 0.3, "k_norm.weight": rng.normal(size=E) * 0.3}
     cache = {}
-    y = self_attention(x, allowed, cos, sin, *w.values(), H, K, SCALING, EPS, cache=cache)
+    y = self_attention(x, allowed, cos, sin, w, H, K, SCALING, EPS, cache=cache)
     dy = rng.normal(size=y.shape)
     dx, grads = self_attention_backward(dy, cache)
     assert list(grads) == list(w)
@@ -302,7 +304,7 @@ def test_mlp_backward():
     x = rng.normal(size=(B, S, D))
     wg, wu, wd = rng.normal(size=(F, D)) * D ** -0.5, rng.normal(size=(F, D)) * D ** -0.5, rng.normal(size=(D, F)) * F ** -0.5
     cache = {}
-    y = mlp(x, wg, wu, wd, cache=cache)
+    y = mlp(x, {"gate_proj.weight": wg, "up_proj.weight": wu, "down_proj.weight": wd}, cache=cache)
     dy = rng.normal(size=y.shape)
     dx, grads = mlp_backward(dy, cache)
     tx, tg, tu, td = t(x), t(wg), t(wu), t(wd)
@@ -396,13 +398,11 @@ WHOLE_TEXTS = ["task: search result | query: the quick brown fox",
 
 
 def test_whole_model_backward_equals_sentence_transformers_autograd(tiny, torch_in_float64):
-    """encoder_backward(sentence_head_backward(d sentence_embedding)): every parameter of the tiny model."""
+    """sentence_backward(d sentence_embedding): every parameter of the tiny model."""
     import copy
 
     from gemma_np import EmbeddingGemma
-    from gemma_np.io.tokenizer import pad_batch
-    from gemma_np.nn.encoder import encoder_backward, encoder_forward
-    from gemma_np.nn.head import sentence_head, sentence_head_backward
+    from gemma_np.nn.sentence import pad_batch, sentence_backward, sentence_forward
 
     folder, st = tiny
     st64 = copy.deepcopy(st).double()  # the fixture's model stays float32 for the other tests
@@ -415,15 +415,12 @@ def test_whole_model_backward_equals_sentence_transformers_autograd(tiny, torch_
     # then widened. Use the same number (what encoder_forward's embed_scale is for).
     scale = float(encoder.embed_tokens.embed_scale)
 
-    cache, head_cache = {}, {}
-    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, np.float64, embed_scale=scale,
-                                cache=cache)  # [B, S, D]
-    emb = sentence_head(tokens, mask, model.dense_weights, model.head.normalize, head_cache)  # [B, N]
+    cache = {}
+    emb = sentence_forward(input_ids, mask, model.params, model.dense_weights, model.config, np.float64,
+                           model.head.normalize, embed_scale=scale, cache=cache)["sentence_embedding"]  # [B, N]
     demb = rng_for("whole").normal(size=emb.shape)
-    dtokens, ddense = sentence_head_backward(demb, head_cache)
-    grads = encoder_backward(dtokens, cache)
-    for j, g in enumerate(ddense):
-        grads[f"{j + 2}.linear.weight"] = g  # sentence-transformers' module index: 2_Dense, 3_Dense
+    # sentence-transformers' module index: 2_Dense, 3_Dense
+    grads = sentence_backward(demb, cache, [f"{j + 2}.linear.weight" for j in range(len(model.dense_weights))])
 
     out = st64({"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)})
     depth = DEPTH * (model.config.num_hidden_layers + 1)
@@ -440,40 +437,41 @@ def test_whole_model_backward_equals_sentence_transformers_autograd(tiny, torch_
 
 
 def test_a_cached_forward_returns_the_same_bits(tiny):
-    """Caching only keeps references: encoder_forward and sentence_head give what EmbeddingGemma.forward gives,
+    """Caching only keeps references: sentence_forward with a cache gives what EmbeddingGemma.forward gives,
     bit for bit, in float32. (Past 512 tokens or 2048 tokens a batch, an uncached forward takes the blocked
     attention or the chunked MLP and a cached one the plain path: equal up to the order of float32 sums.)"""
     from gemma_np import EmbeddingGemma
-    from gemma_np.io.tokenizer import pad_batch
-    from gemma_np.nn.encoder import encoder_forward
-    from gemma_np.nn.head import sentence_head
+    from gemma_np.nn.sentence import pad_batch, sentence_forward
 
     model = EmbeddingGemma.from_pretrained(tiny[0])
     input_ids, mask = pad_batch(model.tokenize(WHOLE_TEXTS)[0])
     want = model.forward(input_ids, mask)
     cache = {}
-    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, model.dtype, cache=cache)
-    emb = sentence_head(tokens, mask, model.dense_weights, model.head.normalize, {})
+    out = sentence_forward(input_ids, mask, model.params, model.dense_weights, model.config, model.dtype,
+                           model.head.normalize, cache=cache)
+    tokens, emb = out["token_embeddings"], out["sentence_embedding"]
     assert tokens.dtype == emb.dtype == np.float32
     np.testing.assert_array_equal(tokens, want["token_embeddings"])
     np.testing.assert_array_equal(emb, want["sentence_embedding"])
-    assert sorted(cache) == sorted(["embed_tokens", "norm"] + [f"layers.{i}" for i in range(model.config.num_hidden_layers)])
+    assert sorted(cache) == ["encoder", "head"]
+    assert sorted(cache["encoder"]) == sorted(["embed_tokens", "norm"] + [f"layers.{i}" for i in
+                                                                         range(model.config.num_hidden_layers)])
 
 
 def test_float32_backward_stays_float32(tiny):
     """No step of the backward widens float32 to float64 (NumPy's promotion rules would do it silently)."""
     from gemma_np import EmbeddingGemma
-    from gemma_np.io.tokenizer import pad_batch
-    from gemma_np.nn.encoder import encoder_backward, encoder_forward
-    from gemma_np.nn.head import sentence_head, sentence_head_backward
+    from gemma_np.nn.encoder import encoder_backward
+    from gemma_np.nn.head import sentence_head_backward
+    from gemma_np.nn.sentence import pad_batch, sentence_forward
 
     model = EmbeddingGemma.from_pretrained(tiny[0])
     input_ids, mask = pad_batch(model.tokenize(WHOLE_TEXTS)[0])
-    cache, head_cache = {}, {}
-    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, np.float32, cache=cache)
-    emb = sentence_head(tokens, mask, model.dense_weights, model.head.normalize, head_cache)
-    dtokens, ddense = sentence_head_backward(np.ones_like(emb), head_cache)
-    grads = encoder_backward(dtokens, cache)
+    cache = {}
+    emb = sentence_forward(input_ids, mask, model.params, model.dense_weights, model.config, np.float32,
+                           model.head.normalize, cache=cache)["sentence_embedding"]
+    dtokens, ddense = sentence_head_backward(np.ones_like(emb), cache["head"])
+    grads = encoder_backward(dtokens, cache["encoder"])
     for name, g in [*grads.items(), *enumerate(ddense), ("dtokens", dtokens)]:
         assert g.dtype == np.float32 and np.all(np.isfinite(g)), name
 

@@ -10,15 +10,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-import gemma_np.model as model_mod
 import gemma_np.nn.attention as attention_mod
 import gemma_np.nn.encoder as encoder_mod
+import gemma_np.nn.head as head_mod
 from gemma_np import EmbeddingGemma, WeightsError
 from gemma_np.io.config import GemmaConfig
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope
-from gemma_np.nn.trace import LAYER_OPS, Trace, record, trace_names
+from gemma_np.nn.trace import LAYER_OPS, Trace, tap, trace_names
 from gemma_np.verify.compare import compare, first_failure, format_table, merge, tolerance_for
 from gemma_np.verify.precision import Float16Emulation
 from gemma_np.verify.probes import DOC_PROMPT, text_of_length
@@ -122,13 +122,15 @@ def _interleaved_rope(x, cos, sin):  # rotating pairs (0,1), (2,3), ... as GPT-J
     return out
 
 
-def _rope_before_norm_attention(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm,
-                                n_heads, n_kv_heads, scaling, eps, trace=None, prefix="", window=None):
+def _rope_before_norm_attention(x, allowed, cos, sin, w, n_heads, n_kv_heads, scaling, eps, trace=None, prefix="",
+                                cache=None):
     # attention.self_attention's steps with the rotary embedding applied BEFORE q_norm/k_norm, run to the end.
     B, S, _ = x.shape
     H, K = n_heads, n_kv_heads
+    q_proj, k_proj, v_proj, o_proj = (w[f"{n}.weight"] for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    q_norm, k_norm = w["q_norm.weight"], w["k_norm.weight"]
     E = q_proj.shape[0] // H
-    rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)  # noqa: E731
+    rec = lambda name, value: tap(trace, prefix, "self_attn." + name, value)  # noqa: E731
     q = rec("q_proj", (x @ q_proj.T).reshape(B, S, H, E))
     k = rec("k_proj", (x @ k_proj.T).reshape(B, S, K, E))
     v = rec("v_proj", (x @ v_proj.T).reshape(B, S, K, E))
@@ -139,7 +141,7 @@ def _rope_before_norm_attention(x, allowed, cos, sin, q_proj, k_proj, v_proj, o_
     return rec("o_proj", out @ o_proj.T)
 
 
-_MEAN_POOL = model_mod.mean_pool
+_MEAN_POOL = head_mod.mean_pool
 
 
 def _without_prompt(mask, n):  # sentence-transformers' include_prompt=False: the first n tokens leave the mean
@@ -173,7 +175,7 @@ FAULTS = {
                           "layers.0.input_layernorm"),
     "Dense layers skipped": (lambda mp, m, n: mp.setattr(m, "dense_weights", []), "dense.0"),
     "prompt tokens left out of the mean": (
-        lambda mp, m, n: mp.setattr(model_mod, "mean_pool",
+        lambda mp, m, n: mp.setattr(head_mod, "mean_pool",
                                     lambda tokens, mask: _MEAN_POOL(tokens, _without_prompt(mask, n))),
         "pooled"),
 }

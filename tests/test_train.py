@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from gemma_np import EmbeddingGemma
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.train.optim import AdamW, clip_grad_norm, linear_schedule_lr, trainer_no_decay
 from gemma_np.train.step import (
     EMBED_TABLE,
@@ -28,7 +29,6 @@ from gemma_np.train.step import (
     dense_name,
     forward,
     mnrl_gradients,
-    pad,
     parameters,
 )
 
@@ -58,7 +58,7 @@ def columns(model: EmbeddingGemma, triples=TRIPLES) -> list[list[list[int]]]:
 
 
 def features(column: list[list[int]]) -> dict:
-    input_ids, mask = pad(column)
+    input_ids, mask = pad_batch(column)
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
 

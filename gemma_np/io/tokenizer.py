@@ -4,16 +4,18 @@ tokenizer.json already adds <bos> (2) first and <eos> (1) last (a TemplateProces
 its truncation counts them: a text cut at 2048 tokens keeps both. This is what transformers' fast tokenizer
 does for sentence-transformers (`truncation=True, max_length=2048`), and the tests check the ids are equal.
 tokenizer="python" reads the same file with gemma_np.io.bpe instead: the same ids, slower, every rule readable.
+pad_batch, which turns the id lists into the padded [B, S] arrays the forward takes, lives with the forward
+(gemma_np.nn.sentence) and is importable from here too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import ModelFolderError
+from ..nn.sentence import pad_batch  # noqa: F401  the ids' padding is the forward's (nn/), re-exported beside them
 from .bpe import BPETokenizer
 
 TOKENIZERS = ("tokenizers", "python")  # the Rust library (fast), or gemma_np.io.bpe (readable)
@@ -46,14 +48,3 @@ def encode_texts(tok: Tokenizer | BPETokenizer, texts: list[str]) -> tuple[list[
         return [ids for ids, _ in encoded], [cut for _, cut in encoded]
     encodings = tok.encode_batch(texts, add_special_tokens=True)
     return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
-
-
-def pad_batch(ids: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad a batch of id lists.  -> input_ids [B, S] int64, attention_mask [B, S] int64"""
-    S = max(len(x) for x in ids)
-    input_ids = np.full((len(ids), S), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), S), dtype=np.int64)
-    for b, x in enumerate(ids):
-        input_ids[b, : len(x)] = x
-        mask[b, : len(x)] = 1
-    return input_ids, mask

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
+from ..nn.encoder import layer_tensor_shapes
 from .config import GemmaConfig
 from .safetensors import load_safetensors
 
@@ -18,27 +19,13 @@ PICKLE_FILES = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt"
 
 
 def expected_encoder_tensors(cfg: GemmaConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of model.safetensors with its shape ([out, in] for linear layers)."""
-    V, D, F = cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
-    H, K, E = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    """Every tensor of model.safetensors with its shape ([out, in] for linear layers); each layer's are
+    gemma_np.nn.encoder.LAYER_TENSORS."""
+    V, D = cfg.vocab_size, cfg.hidden_size
     shapes: dict[str, tuple[int, ...]] = {"embed_tokens.weight": (V, D), "norm.weight": (D,)}
+    layer = layer_tensor_shapes(cfg)  # the 13 tensors of one layer, named after "layers.{i}."
     for i in range(cfg.num_hidden_layers):
-        p = f"layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (D,),
-            p + "self_attn.q_proj.weight": (H * E, D),
-            p + "self_attn.k_proj.weight": (K * E, D),
-            p + "self_attn.v_proj.weight": (K * E, D),
-            p + "self_attn.o_proj.weight": (D, H * E),
-            p + "self_attn.q_norm.weight": (E,),
-            p + "self_attn.k_norm.weight": (E,),
-            p + "post_attention_layernorm.weight": (D,),
-            p + "pre_feedforward_layernorm.weight": (D,),
-            p + "mlp.gate_proj.weight": (F, D),
-            p + "mlp.up_proj.weight": (F, D),
-            p + "mlp.down_proj.weight": (D, F),
-            p + "post_feedforward_layernorm.weight": (D,),
-        })
+        shapes.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
     return shapes
 
 

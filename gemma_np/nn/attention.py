@@ -18,8 +18,11 @@ Two kinds of layer, named in config.json's layer_types:
 
 In both, padding keys are masked. Padding *queries* are computed but never read: mean pooling drops them.
 
-Each forward takes an optional `cache` dict that it fills with what its backward reads; the backward sits
-below its forward. Caching takes the plain path (attend), never the blocked one.
+The file reads top to bottom as the reference: the masks, the masked softmax, attend() (every query against
+every key), then self_attention() around it. self_attention() and attend() take an optional `cache` dict that they
+fill with what their backward (below each) reads. The last section, "speed paths", is not part of the math:
+attend_blocked() gives attend()'s result for long texts with less work and memory, and self_attention() takes it
+only when nothing needs the full score matrix (no stored trace, no cache).
 """
 
 from __future__ import annotations
@@ -29,12 +32,7 @@ import numpy as np
 from .linear import linear
 from .norms import rms_norm, rms_norm_backward
 from .rope import apply_rope, apply_rope_backward
-from .trace import record, stores_arrays
-
-# Texts longer than this take attend_blocked() (when nothing is traced): the same result as attend(), with
-# each block of queries scored only against the keys the mask lets it see (a sliding layer's band), and the
-# live [S, T] score matrix cut into query blocks.
-BLOCKED_FROM = 512
+from .trace import stores_arrays, tap
 
 
 def sub_cache(cache: dict | None, name: str) -> dict | None:
@@ -85,90 +83,13 @@ def masked_softmax_backward(dprobs: np.ndarray, probs: np.ndarray) -> np.ndarray
     return dscores
 
 
-def self_attention(
-    x: np.ndarray,
-    allowed: np.ndarray,
-    cos: np.ndarray,
-    sin: np.ndarray,
-    q_proj: np.ndarray,
-    k_proj: np.ndarray,
-    v_proj: np.ndarray,
-    o_proj: np.ndarray,
-    q_norm: np.ndarray,
-    k_norm: np.ndarray,
-    n_heads: int,
-    n_kv_heads: int,
-    scaling: float,
-    eps: float,
-    trace: dict | None = None,
-    prefix: str = "",
-    cache: dict | None = None,
-) -> np.ndarray:
-    """One attention block.  x [B, S, D], allowed [B, S, T] -> [B, S, D]
-
-    Weights as stored ([out, in]): q_proj [H*E, D], k_proj and v_proj [K*E, D], o_proj [D, H*E];
-    q_norm and k_norm [E]. cos/sin [S, E] from rope_tables() with this layer type's base.
-    With a `trace` dict, records the intermediates named in gemma_np.nn.trace.LAYER_OPS under `prefix`.
-    `allowed` alone defines the result, on the plain path and on the banded one that long texts take.
-    With a `cache` dict, stores what self_attention_backward reads (and takes the plain path).
-    """
-    B, S, _ = x.shape
-    H, K = n_heads, n_kv_heads
-    E = q_proj.shape[0] // H
-    rec = lambda name, value: record(trace, prefix, "self_attn." + name, value)
-    q = rec("q_proj", linear(x, q_proj).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
-    k = rec("k_proj", linear(x, k_proj).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
-    v = rec("v_proj", linear(x, v_proj).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
-
-    # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
-    q = rec("q_norm", rms_norm(q, q_norm, eps, sub_cache(cache, "q_norm")))  # [B, S, H, E]
-    k = rec("k_norm", rms_norm(k, k_norm, eps, sub_cache(cache, "k_norm")))  # [B, S, K, E]
-    q = rec("q_rope", apply_rope(q, cos, sin))  # [B, S, H, E]
-    k = rec("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
-
-    if not stores_arrays(trace) and cache is None and S > BLOCKED_FROM:
-        out = attend_blocked(q, k, v, allowed, scaling, rec=rec)  # same result, less work and memory
-    else:
-        out = attend(q, k, v, allowed, scaling, rec, cache=sub_cache(cache, "attend"))
-    out = rec("attn_output", out)  # [B, S, H*E]
-    if cache is not None:
-        cache.update(x=x, cos=cos, sin=sin, attn_output=out,
-                     q_proj=q_proj, k_proj=k_proj, v_proj=v_proj, o_proj=o_proj)
-    return rec("o_proj", linear(out, o_proj))  # [B, S, H*E] -> [B, S, D]
-
-
-def self_attention_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Gradients of self_attention.  dout [B, S, D] -> dx [B, S, D] and a dict of weight gradients keyed as the
-    forward's arguments: q_proj [H*E, D], k_proj and v_proj [K*E, D], o_proj [D, H*E], q_norm and k_norm [E].
-
-    Each step of the forward, backwards: o_proj, attend, rotary (inverse rotation), q_norm/k_norm (one weight
-    shared by all heads: its gradient sums over them), the three projections (x feeds all three: dx sums them).
-    A linear y = x W^T has dx = dy W and dW = dy^T x summed over every token.
-    """
-    x, out = cache["x"], cache["attn_output"]  # [B, S, D], [B, S, H*E]
-    B, S, D = x.shape
-    x2 = x.reshape(B * S, D)  # [B*S, D]
-    grads = {}
-    grads["o_proj"] = dout.reshape(B * S, D).T @ out.reshape(B * S, -1)  # [D, B*S] @ [B*S, H*E] -> [D, H*E]
-    dattn = dout @ cache["o_proj"]  # [B, S, D] -> [B, S, H*E]
-    dq, dk, dv = attend_backward(dattn, cache["attend"])  # [B, S, H, E], [B, S, K, E], [B, S, K, E]
-    dq = apply_rope_backward(dq, cache["cos"], cache["sin"])  # [B, S, H, E]
-    dk = apply_rope_backward(dk, cache["cos"], cache["sin"])  # [B, S, K, E]
-    dq, grads["q_norm"] = rms_norm_backward(dq, cache["q_norm"])  # [B, S, H, E], [E]
-    dk, grads["k_norm"] = rms_norm_backward(dk, cache["k_norm"])  # [B, S, K, E], [E]
-    dx = np.zeros_like(x)  # [B, S, D]
-    for name, d in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv)):
-        d2 = d.reshape(B * S, -1)  # [B, S, N, E] -> [B*S, N*E]
-        grads[name] = d2.T @ x2  # [N*E, B*S] @ [B*S, D] -> [N*E, D]
-        dx += (d2 @ cache[name]).reshape(B, S, D)  # [B*S, N*E] @ [N*E, D] -> [B, S, D]
-    return dx, {k: grads[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")}
-
-
 def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
-           rec=lambda name, value: value, cache: dict | None = None) -> np.ndarray:
+           through=lambda name, value: value, cache: dict | None = None) -> np.ndarray:
     """softmax(q k^T * scaling, masked) v, every query against every key; the straightforward form.
 
     q [B, S, H, E], k and v [B, T, K, E], allowed [B, S, T] -> [B, S, H*E] (heads concatenated).
+    through(name, value): the scores and the probabilities pass through it (self_attention's tap, which may
+    return them changed: the forward goes on with what it returns).
     With a `cache` dict, stores what attend_backward reads (q, k, v, the probabilities, the scaling).
     """
     B, S, H, E = q.shape
@@ -182,9 +103,9 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, sca
     scores = qg @ kt  # [B, K, G, S, T]
     scores *= q.dtype.type(scaling)  # scaling = query_pre_attn_scalar ** -0.5
     # Recorded as [B, H, S, T] (head h = k * G + g); both reshapes are views, no copy.
-    scores = rec("scores", scores.reshape(B, H, S, T)).reshape(B, K, G, S, T)
+    scores = through("scores", scores.reshape(B, H, S, T)).reshape(B, K, G, S, T)
     probs = masked_softmax(scores, allowed[:, None, None])  # [B, K, G, S, T]
-    probs = rec("probs", probs.reshape(B, H, S, T)).reshape(B, K, G, S, T)
+    probs = through("probs", probs.reshape(B, H, S, T)).reshape(B, K, G, S, T)
     if cache is not None:
         cache.update(q=q, k=k, v=v, probs=probs, scaling=scaling)
     out = probs @ vt  # [B, K, G, S, E]
@@ -217,8 +138,101 @@ def attend_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarr
     return dq, dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)  # [B, T, K, E] each
 
 
+def self_attention(
+    x: np.ndarray,
+    allowed: np.ndarray,
+    cos: np.ndarray,
+    sin: np.ndarray,
+    w: dict[str, np.ndarray],
+    n_heads: int,
+    n_kv_heads: int,
+    scaling: float,
+    eps: float,
+    trace: dict | None = None,
+    prefix: str = "",
+    cache: dict | None = None,
+) -> np.ndarray:
+    """One attention block.  x [B, S, D], allowed [B, S, T] -> [B, S, D]
+
+    `w`: the block's weights under their checkpoint names after "layers.{i}.self_attn.", as stored ([out, in]):
+    q_proj.weight [H*E, D], k_proj.weight and v_proj.weight [K*E, D], o_proj.weight [D, H*E], q_norm.weight and
+    k_norm.weight [E]. cos/sin [S, E] from rope_tables() with this layer type's base.
+    With a `trace` dict, records the intermediates named in gemma_np.nn.trace.LAYER_OPS under `prefix`.
+    `allowed` alone defines the result, on the plain path and on the banded one that long texts take.
+    With a `cache` dict, stores what self_attention_backward reads (and takes the plain path).
+    """
+    B, S, _ = x.shape
+    H, K = n_heads, n_kv_heads
+    E = w["q_proj.weight"].shape[0] // H
+    # Each intermediate passes through the trace's tap, and the block goes on with what comes back: a Trace
+    # subclass may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
+    through = lambda name, value: tap(trace, prefix, "self_attn." + name, value)  # noqa: E731
+    q = through("q_proj", linear(x, w["q_proj.weight"]).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
+    k = through("k_proj", linear(x, w["k_proj.weight"]).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
+    v = through("v_proj", linear(x, w["v_proj.weight"]).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
+
+    # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
+    q = through("q_norm", rms_norm(q, w["q_norm.weight"], eps, sub_cache(cache, "q_norm")))  # [B, S, H, E]
+    k = through("k_norm", rms_norm(k, w["k_norm.weight"], eps, sub_cache(cache, "k_norm")))  # [B, S, K, E]
+    q = through("q_rope", apply_rope(q, cos, sin))  # [B, S, H, E]
+    k = through("k_rope", apply_rope(k, cos, sin))  # [B, S, K, E]
+
+    if takes_blocked_path(S, trace, cache):  # speed path (below): attend()'s result, in blocks of queries
+        out = attend_blocked(q, k, v, allowed, scaling, through=through)  # [B, S, H*E]
+    else:
+        out = attend(q, k, v, allowed, scaling, through, cache=sub_cache(cache, "attend"))  # [B, S, H*E]
+    out = through("attn_output", out)  # [B, S, H*E]
+    if cache is not None:
+        cache.update(x=x, cos=cos, sin=sin, attn_output=out, w=w)
+    return through("o_proj", linear(out, w["o_proj.weight"]))  # [B, S, H*E] -> [B, S, D]
+
+
+def self_attention_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gradients of self_attention.  dout [B, S, D] -> dx [B, S, D] and a dict of weight gradients keyed as the
+    forward's `w`: q_proj.weight [H*E, D], k_proj.weight and v_proj.weight [K*E, D], o_proj.weight [D, H*E],
+    q_norm.weight and k_norm.weight [E].
+
+    Each step of the forward, backwards: o_proj, attend, rotary (inverse rotation), q_norm/k_norm (one weight
+    shared by all heads: its gradient sums over them), the three projections (x feeds all three: dx sums them).
+    A linear y = x W^T has dx = dy W and dW = dy^T x summed over every token.
+    """
+    x, out, w = cache["x"], cache["attn_output"], cache["w"]  # [B, S, D], [B, S, H*E], the weights
+    B, S, D = x.shape
+    x2 = x.reshape(B * S, D)  # [B*S, D]
+    grads = {}
+    grads["o_proj.weight"] = dout.reshape(B * S, D).T @ out.reshape(B * S, -1)  # [D, B*S] @ [B*S, H*E] -> [D, H*E]
+    dattn = dout @ w["o_proj.weight"]  # [B, S, D] -> [B, S, H*E]
+    dq, dk, dv = attend_backward(dattn, cache["attend"])  # [B, S, H, E], [B, S, K, E], [B, S, K, E]
+    dq = apply_rope_backward(dq, cache["cos"], cache["sin"])  # [B, S, H, E]
+    dk = apply_rope_backward(dk, cache["cos"], cache["sin"])  # [B, S, K, E]
+    dq, grads["q_norm.weight"] = rms_norm_backward(dq, cache["q_norm"])  # [B, S, H, E], [E]
+    dk, grads["k_norm.weight"] = rms_norm_backward(dk, cache["k_norm"])  # [B, S, K, E], [E]
+    dx = np.zeros_like(x)  # [B, S, D]
+    for name, d in (("q_proj.weight", dq), ("k_proj.weight", dk), ("v_proj.weight", dv)):
+        d2 = d.reshape(B * S, -1)  # [B, S, N, E] -> [B*S, N*E]
+        grads[name] = d2.T @ x2  # [N*E, B*S] @ [B*S, D] -> [N*E, D]
+        dx += (d2 @ w[name]).reshape(B, S, D)  # [B*S, N*E] @ [N*E, D] -> [B, S, D]
+    return dx, {name: grads[name] for name in w}  # in the order of the forward's `w`
+
+
+# ---------------------------------------------------------------------------------------------- speed paths
+# Not part of the math: attend()'s result, computed with less work and memory. self_attention() chooses it
+# (takes_blocked_path) only when nothing needs the full [S, T] score matrix: no trace that stores arrays, no cache.
+
+# Texts longer than this take attend_blocked() (when nothing is traced): the same result as attend(), with
+# each block of queries scored only against the keys the mask lets it see (a sliding layer's band), and the
+# live [S, T] score matrix cut into query blocks.
+BLOCKED_FROM = 512
+
+
+def takes_blocked_path(S: int, trace: dict | None, cache: dict | None) -> bool:
+    """Whether self_attention runs attend_blocked() instead of attend(): long texts, when nothing stores the
+    [B, H, S, T] scores and probabilities (a storing trace) or reads them back (a cache)."""
+    return not stores_arrays(trace) and cache is None and S > BLOCKED_FROM
+
+
 def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray, scaling: float,
-                   block: int = 128, rec=lambda name, value: value) -> np.ndarray:
+                   block: int = 128, through=lambda name, value: value) -> np.ndarray:
     """attend(), one block of queries at a time, each against only the span of keys the mask lets it see.
 
     The span of queries q0..q1-1 is read off `allowed`: from the first to the last key any of them sees.
@@ -226,7 +240,7 @@ def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndar
     tokens; on a full layer every key, but only [block, T] scores are alive at a time instead of [S, T].
     Whatever the mask (a model's band, a fault's wider one), keys left out have probability exactly 0 in
     attend(), so the result differs from it only in the order of float32 sums. Shapes as attend():
-    -> [B, S, H*E]. tests/test_layers.py checks the two agree. `rec` sees each block's scores and probs (an
+    -> [B, S, H*E]. tests/test_layers.py checks the two agree. `through` sees each block's scores and probs (an
     OpTimer times them; a storing trace never takes this path).
     """
     B, S, H, E = q.shape
@@ -238,5 +252,5 @@ def attend_blocked(q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndar
             out[:, q0:q1] = 0
             continue
         k0, k1 = seen[0], seen[-1] + 1
-        out[:, q0:q1] = attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], allowed[:, q0:q1, k0:k1], scaling, rec)
+        out[:, q0:q1] = attend(q[:, q0:q1], k[:, k0:k1], v[:, k0:k1], allowed[:, q0:q1, k0:k1], scaling, through)
     return out

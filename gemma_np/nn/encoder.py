@@ -1,9 +1,10 @@
 """The Gemma3 encoder: token embedding, 24 layers of bidirectional attention and gated MLP, final norm.
 
-Axes: B batch, S sequence, D hidden, F feed-forward. Parameters are the safetensors tensors under their
-names in model.safetensors ("embed_tokens.weight", "layers.3.self_attn.q_proj.weight", "norm.weight").
+Axes: B batch, S sequence, D hidden, H query heads, K kv heads, E head dim, F feed-forward. Parameters are
+the safetensors tensors under their names in model.safetensors ("embed_tokens.weight",
+"layers.3.self_attn.q_proj.weight", "norm.weight"); LAYER_TENSORS lists each layer's, with their shapes.
 Each forward takes an optional `cache` dict that it fills with what its backward (below it) reads; the
-gradients come back under the same parameter names.
+gradients come back under the same parameter names, added up by accumulate().
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .attention import attention_mask, self_attention, self_attention_backward, 
 from .mlp import mlp, mlp_backward
 from .norms import rms_norm, rms_norm_backward
 from .rope import rope_tables
-from .trace import record
+from .trace import tap
 
 if TYPE_CHECKING:  # an annotation only: nn/ imports nothing of gemma_np's outside nn/ when it runs
     from ..io.config import GemmaConfig
@@ -79,26 +80,24 @@ def encoder_layer(
     each step's cache under the step's module name, for encoder_layer_backward.
     """
     eps = cfg.rms_norm_eps
-    rec = lambda name, value: record(trace, prefix, name, value)
-    c = lambda name: sub_cache(cache, name)
-    h = rec("input_layernorm", rms_norm(x, w["input_layernorm.weight"], eps, c("input_layernorm")))  # [B, S, D]
-    h = self_attention(
-        h, allowed, cos, sin,
-        w["self_attn.q_proj.weight"], w["self_attn.k_proj.weight"], w["self_attn.v_proj.weight"],
-        w["self_attn.o_proj.weight"], w["self_attn.q_norm.weight"], w["self_attn.k_norm.weight"],
-        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.query_pre_attn_scalar ** -0.5, eps,
-        trace, prefix, c("self_attn"),
-    )  # [B, S, D]
-    h = rec("post_attention_layernorm",
-            rms_norm(h, w["post_attention_layernorm.weight"], eps, c("post_attention_layernorm")))
-    x = rec("attn_residual", x + h)  # residual
-    h = rec("pre_feedforward_layernorm",
-            rms_norm(x, w["pre_feedforward_layernorm.weight"], eps, c("pre_feedforward_layernorm")))
-    h = mlp(h, w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"], w["mlp.down_proj.weight"], trace, prefix,
-            c("mlp"))
-    h = rec("post_feedforward_layernorm",
-            rms_norm(h, w["post_feedforward_layernorm.weight"], eps, c("post_feedforward_layernorm")))
-    return rec("output", x + h)  # residual
+    # Each output passes through the trace's tap, and the layer goes on with what comes back: a Trace subclass
+    # may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
+    through = lambda name, value: tap(trace, prefix, name, value)  # noqa: E731
+    c = lambda name: sub_cache(cache, name)  # noqa: E731
+    h = through("input_layernorm",
+                rms_norm(x, w["input_layernorm.weight"], eps, c("input_layernorm")))  # [B, S, D]
+    h = self_attention(h, allowed, cos, sin, block_params(w, "self_attn."), cfg.num_attention_heads,
+                       cfg.num_key_value_heads, cfg.query_pre_attn_scalar ** -0.5, eps, trace, prefix,
+                       c("self_attn"))  # [B, S, D]
+    h = through("post_attention_layernorm",
+                rms_norm(h, w["post_attention_layernorm.weight"], eps, c("post_attention_layernorm")))  # [B, S, D]
+    x = through("attn_residual", x + h)  # [B, S, D] residual
+    h = through("pre_feedforward_layernorm",
+                rms_norm(x, w["pre_feedforward_layernorm.weight"], eps, c("pre_feedforward_layernorm")))  # [B, S, D]
+    h = mlp(h, block_params(w, "mlp."), trace, prefix, c("mlp"))  # [B, S, D]
+    h = through("post_feedforward_layernorm",
+                rms_norm(h, w["post_feedforward_layernorm.weight"], eps, c("post_feedforward_layernorm")))  # [B, S, D]
+    return through("output", x + h)  # [B, S, D] residual
 
 
 def encoder_layer_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -117,18 +116,35 @@ def encoder_layer_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, d
     dh, attn_grads = self_attention_backward(dh, cache["self_attn"])
     dh, g["input_layernorm.weight"] = rms_norm_backward(dh, cache["input_layernorm"])
     dx = dx + dh  # [B, S, D] the skip path and the attention block into the layer's input
-    g.update({f"mlp.{k}.weight": v for k, v in mlp_grads.items()})
-    g.update({f"self_attn.{k}.weight": v for k, v in attn_grads.items()})
+    g.update({"mlp." + k: v for k, v in mlp_grads.items()})
+    g.update({"self_attn." + k: v for k, v in attn_grads.items()})
     return dx, g
 
 
-# The 13 tensors of each layer, as the checkpoint names them after "layers.{i}.".
-LAYER_TENSORS = (
-    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
-    "post_attention_layernorm.weight", "pre_feedforward_layernorm.weight", "mlp.gate_proj.weight",
-    "mlp.up_proj.weight", "mlp.down_proj.weight", "post_feedforward_layernorm.weight",
-)
+# The 13 tensors of each layer, as the checkpoint names them after "layers.{i}.", with their shapes in the axes
+# of the module docstring ([out, in] for the projections). io/weights.py checks a checkpoint against them.
+LAYER_TENSORS = {
+    "input_layernorm.weight": ("D",),
+    "self_attn.q_proj.weight": ("H*E", "D"),
+    "self_attn.k_proj.weight": ("K*E", "D"),
+    "self_attn.v_proj.weight": ("K*E", "D"),
+    "self_attn.o_proj.weight": ("D", "H*E"),
+    "self_attn.q_norm.weight": ("E",),
+    "self_attn.k_norm.weight": ("E",),
+    "post_attention_layernorm.weight": ("D",),
+    "pre_feedforward_layernorm.weight": ("D",),
+    "mlp.gate_proj.weight": ("F", "D"),
+    "mlp.up_proj.weight": ("F", "D"),
+    "mlp.down_proj.weight": ("D", "F"),
+    "post_feedforward_layernorm.weight": ("D",),
+}
+
+
+def layer_tensor_shapes(cfg: GemmaConfig) -> dict[str, tuple[int, ...]]:
+    """LAYER_TENSORS with the configuration's sizes: name after "layers.{i}." -> shape."""
+    H, K, E = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    size = {"D": cfg.hidden_size, "F": cfg.intermediate_size, "E": E, "H*E": H * E, "K*E": K * E}
+    return {name: tuple(size[axis] for axis in axes) for name, axes in LAYER_TENSORS.items()}
 
 
 def layer_params(params: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
@@ -136,6 +152,12 @@ def layer_params(params: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]
     a fixed cost of each forward)."""
     prefix = f"layers.{i}."
     return {name: params[prefix + name] for name in LAYER_TENSORS}
+
+
+def block_params(w: dict[str, np.ndarray], module: str) -> dict[str, np.ndarray]:
+    """One block's tensors of a layer's `w`, keyed without the module's prefix: block_params(w, "mlp.") ->
+    {"gate_proj.weight": ..., "up_proj.weight": ..., "down_proj.weight": ...}."""
+    return {name[len(module):]: value for name, value in w.items() if name.startswith(module)}
 
 
 def encoder_forward(
@@ -163,7 +185,7 @@ def encoder_forward(
     S = input_ids.shape[1]
     x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale,
                      sub_cache(cache if cache_from == 0 else None, "embed_tokens"))  # [B, S] -> [B, S, D]
-    x = record(trace, "", "embed_tokens", x)
+    x = tap(trace, "", "embed_tokens", x)  # [B, S, D]; tap may return it changed (gemma_np.nn.trace.tap)
     hidden = [x] if output_hidden_states else None
     # One mask and one rotary table per layer type, shared by all layers of that type.
     masks = {
@@ -173,15 +195,15 @@ def encoder_forward(
     tables = {}
     for t in sorted(set(cfg.layer_types)):
         cos, sin = rope_tables(S, cfg.head_dim, cfg.rope_base(t), dtype)  # [S, E] each
-        tables[t] = record(trace, f"rope.{t}.", "cos", cos), record(trace, f"rope.{t}.", "sin", sin)
+        tables[t] = tap(trace, f"rope.{t}.", "cos", cos), tap(trace, f"rope.{t}.", "sin", sin)
     for i, layer_type in enumerate(cfg.layer_types):
         cos, sin = tables[layer_type]
         x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.",
                           sub_cache(cache if i >= cache_from else None, f"layers.{i}"))
         if hidden is not None:
             hidden.append(x)
-    x = record(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps,
-                                           sub_cache(cache, "norm")))  # [B, S, D]
+    x = tap(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps,
+                                        sub_cache(cache, "norm")))  # [B, S, D]
     if hidden is not None:
         hidden[-1] = x
     return x, hidden
@@ -200,24 +222,26 @@ def encoder_backward(dtokens: np.ndarray, cache: dict, embed_tokens: bool = True
     loss do); it is returned, with any name it lacked set.
     """
     grads = {} if into is None else into
-
-    def add(name: str, g: np.ndarray) -> None:
-        if name in grads:
-            grads[name] += g
-        else:
-            grads[name] = g
-
     cached = sorted(int(name.split(".")[1]) for name in cache if name.startswith("layers."))
     if cached != list(range(cached[0] if cached else 0, (cached[-1] + 1) if cached else 0)):
         raise ValueError(f"the cache holds layers {cached}: the backward needs a contiguous top range of layers")
     dx, dw = rms_norm_backward(dtokens, cache["norm"])  # [B, S, D]
-    add("norm.weight", dw)
+    accumulate(grads, "norm.weight", dw)
     for i in reversed(cached):
         dx, layer_grads = encoder_layer_backward(dx, cache[f"layers.{i}"])  # [B, S, D]
         for k, v in layer_grads.items():
-            add(f"layers.{i}.{k}", v)
+            accumulate(grads, f"layers.{i}.{k}", v)
     if embed_tokens and "embed_tokens" in cache and (not cached or cached[0] == 0):
         # scatter-added straight into an earlier table gradient: no second [V, D] array
         grads["embed_tokens.weight"] = embed_tokens_backward(dx, cache["embed_tokens"],
                                                              out=grads.get("embed_tokens.weight"))  # [V, D]
     return grads
+
+
+def accumulate(grads: dict[str, np.ndarray], name: str, g: np.ndarray) -> None:
+    """Add the gradient g of parameter `name` into grads, in place: set when grads has no such name yet, else
+    added to the array already there (gradient accumulation over mini-batches, columns, cached passes)."""
+    if name in grads:
+        grads[name] += g
+    else:
+        grads[name] = g

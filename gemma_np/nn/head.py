@@ -1,11 +1,16 @@
 """What sentence-transformers puts after the encoder: mean pooling, Dense, Dense, L2 normalization,
 and the Matryoshka truncation of the result.  Axes: B batch, S sequence, D hidden (768), P projection (3072).
-Each step's backward sits below it; forwards with an optional `cache` dict store what their backward reads.
+
+Each step's backward sits below it. l2_normalize and sentence_head take an optional `cache` dict in which they
+store what their backward reads; mean_pool and dense need none (their backwards take the mask, or the input and
+the weight, directly), and matryoshka has no backward (nothing trains through the truncation).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .trace import tap
 
 
 def mean_pool(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -70,20 +75,24 @@ def l2_normalize_backward(dout: np.ndarray, cache: dict) -> np.ndarray:
 
 
 def sentence_head(tokens: np.ndarray, mask: np.ndarray, dense_weights: list[np.ndarray], normalize: bool = True,
-                  cache: dict | None = None) -> np.ndarray:
-    """Mean pooling, each Dense, then L2 normalization: the same steps as EmbeddingGemma.forward after the encoder.
+                  trace: dict | None = None, cache: dict | None = None) -> np.ndarray:
+    """Mean pooling, each Dense, then L2 normalization: everything after the encoder.
 
-    tokens [B, S, D], mask [B, S], dense_weights [out, in] each -> [B, N]. With a `cache` dict, stores what
-    sentence_head_backward reads (the mask, each Dense's input, the normalization's cache).
+    tokens [B, S, D], mask [B, S], dense_weights [out, in] each -> [B, N] (N = 768: not truncated).
+    With a `trace` dict, records "pooled", "dense.{j}" and "sentence_embedding" (gemma_np.nn.trace); each passes
+    through the trace's tap and the head goes on with what comes back (a Trace subclass may change it).
+    With a `cache` dict, stores what sentence_head_backward reads (the mask, each Dense's input, the
+    normalization's cache).
     """
-    x = mean_pool(tokens, mask)  # [B, S, D] -> [B, D]
+    x = tap(trace, "", "pooled", mean_pool(tokens, mask))  # [B, S, D] -> [B, D]
     inputs = []
-    for w in dense_weights:
+    for j, w in enumerate(dense_weights):
         inputs.append(x)
-        x = dense(x, w)  # [B, 768] -> [B, 3072] -> [B, 768]
+        x = tap(trace, "", f"dense.{j}", dense(x, w))  # [B, 768] -> [B, 3072] -> [B, 768]
     norm_cache = {} if cache is not None and normalize else None
     if normalize:
-        x = l2_normalize(x, norm_cache)  # [B, N]
+        x = l2_normalize(x, norm_cache)  # [B, N], unit length
+    x = tap(trace, "", "sentence_embedding", x)  # [B, N]
     if cache is not None:
         cache.update(mask=mask, dense_inputs=inputs, dense_weights=dense_weights, normalize=norm_cache)
     return x

@@ -1,11 +1,16 @@
-"""The gated feed-forward block: down(gelu_tanh(gate(x)) * up(x)). Forward and backward."""
+"""The gated feed-forward block: down(gelu_tanh(gate(x)) * up(x)). Forward and backward.
+
+Axes: B batch, S sequence, D hidden, F feed-forward. The last section, "speed paths", is not part of the math:
+mlp_chunked() runs the same block on a few thousand tokens at a time, which mlp() chooses for large untraced
+batches.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .linear import linear
-from .trace import record, stores_arrays
+from .trace import stores_arrays, tap
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -39,51 +44,74 @@ def gelu_tanh_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     return dout * (t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * c * (1 + 3 * a * x * x))
 
 
-CHUNK_TOKENS = 2048  # untraced, the MLP runs this many tokens at a time: its [., F] temporaries stay small
+def mlp(x: np.ndarray, w: dict[str, np.ndarray], trace: dict | None = None, prefix: str = "",
+        cache: dict | None = None) -> np.ndarray:
+    """[B, S, D] -> [B, S, D].
 
-
-def mlp(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray,
-        trace: dict | None = None, prefix: str = "", cache: dict | None = None) -> np.ndarray:
-    """[B, S, D] -> [B, S, D]. Weights as stored, [out, in]: gate/up [F, D], down [D, F].
-
-    Every token is computed alone, so a batch of many tokens is cut into chunks of CHUNK_TOKENS rows
-    (same results, a fraction of the memory: three [B*S, F] arrays would be 230 MB at 8 x 2048 tokens).
-    With a `cache` dict, stores what mlp_backward reads (x, gate, up, gelu_tanh(gate), act, the weights),
-    unchunked.
+    `w`: the block's weights under their checkpoint names after "layers.{i}.mlp.", as stored ([out, in]):
+    gate_proj.weight and up_proj.weight [F, D], down_proj.weight [D, F].
+    With a `trace` dict, records mlp.gate_proj, mlp.up_proj, mlp.act and mlp.down_proj under `prefix`.
+    With a `cache` dict, stores what mlp_backward reads (x, gate, up, gelu_tanh(gate), act, the weights).
     """
     B, S, D = x.shape
-    if not stores_arrays(trace) and cache is None and B * S > CHUNK_TOKENS:
-        rows = x.reshape(B * S, D)  # [B*S, D]
-        out = np.empty_like(rows)
-        for r0 in range(0, B * S, CHUNK_TOKENS):
-            out[r0 : r0 + CHUNK_TOKENS] = mlp(rows[None, r0 : r0 + CHUNK_TOKENS], gate_proj, up_proj, down_proj,
-                                              trace, prefix)[0]
-        return out.reshape(B, S, D)
-    gate = record(trace, prefix, "mlp.gate_proj", linear(x, gate_proj))  # [B, S, D] -> [B, S, F]
-    up = record(trace, prefix, "mlp.up_proj", linear(x, up_proj))  # [B, S, D] -> [B, S, F]
+    if takes_chunked_path(B * S, trace, cache):  # speed path (below): the same rows, a chunk at a time
+        return mlp_chunked(x, w, trace, prefix)
+    # Each intermediate passes through the trace's tap, and the block goes on with what comes back: a Trace
+    # subclass may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
+    through = lambda name, value: tap(trace, prefix, "mlp." + name, value)  # noqa: E731
+    gate = through("gate_proj", linear(x, w["gate_proj.weight"]))  # [B, S, D] -> [B, S, F]
+    up = through("up_proj", linear(x, w["up_proj.weight"]))  # [B, S, D] -> [B, S, F]
     g = gelu_tanh(gate)  # [B, S, F], a new array
     # g * up, into g unless the backward needs g kept: the same product, one [B, S, F] temporary fewer
-    act = record(trace, prefix, "mlp.act", np.multiply(g, up, out=g if cache is None else None))  # [B, S, F]
+    act = through("act", np.multiply(g, up, out=g if cache is None else None))  # [B, S, F]
     if cache is not None:
-        cache.update(x=x, gate=gate, up=up, g=g, act=act, gate_proj=gate_proj, up_proj=up_proj, down_proj=down_proj)
-    return record(trace, prefix, "mlp.down_proj", linear(act, down_proj))  # [B, S, F] -> [B, S, D]
+        cache.update(x=x, gate=gate, up=up, g=g, act=act, w=w)
+    return through("down_proj", linear(act, w["down_proj.weight"]))  # [B, S, F] -> [B, S, D]
 
 
 def mlp_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Gradients of mlp.  dout [B, S, D] -> dx [B, S, D] and {gate_proj [F, D], up_proj [F, D], down_proj [D, F]}.
+    """Gradients of mlp.  dout [B, S, D] -> dx [B, S, D] and a dict of weight gradients keyed as the forward's `w`:
+    gate_proj.weight [F, D], up_proj.weight [F, D], down_proj.weight [D, F].
 
     act = g * up with g = gelu_tanh(gate):  d_act = dy down,  d_down = dy^T act,  d_up = d_act * g,
     d_gate = gelu_tanh_backward(d_act * up, gate),  dx = d_gate gate_proj + d_up up_proj,
     d_gate_proj = d_gate^T x,  d_up_proj = d_up^T x  (weight gradients summed over every token).
     """
-    x, act = cache["x"], cache["act"]  # [B, S, D], [B, S, F]
+    x, act, w = cache["x"], cache["act"], cache["w"]  # [B, S, D], [B, S, F], the weights
     B, S, D = x.shape
     x2, dy2 = x.reshape(B * S, D), dout.reshape(B * S, D)  # [B*S, D]
-    grads = {"down_proj": dy2.T @ act.reshape(B * S, -1)}  # [D, B*S] @ [B*S, F] -> [D, F]
-    dact = dy2 @ cache["down_proj"]  # [B*S, D] @ [D, F] -> [B*S, F]
+    grads = {"down_proj.weight": dy2.T @ act.reshape(B * S, -1)}  # [D, B*S] @ [B*S, F] -> [D, F]
+    dact = dy2 @ w["down_proj.weight"]  # [B*S, D] @ [D, F] -> [B*S, F]
     dup = dact * cache["g"].reshape(B * S, -1)  # [B*S, F]
     dgate = gelu_tanh_backward(dact * cache["up"].reshape(B * S, -1), cache["gate"].reshape(B * S, -1))  # [B*S, F]
-    grads["gate_proj"] = dgate.T @ x2  # [F, B*S] @ [B*S, D] -> [F, D]
-    grads["up_proj"] = dup.T @ x2  # [F, D]
-    dx = dgate @ cache["gate_proj"] + dup @ cache["up_proj"]  # [B*S, F] @ [F, D] -> [B*S, D]
-    return dx.reshape(B, S, D), {k: grads[k] for k in ("gate_proj", "up_proj", "down_proj")}
+    grads["gate_proj.weight"] = dgate.T @ x2  # [F, B*S] @ [B*S, D] -> [F, D]
+    grads["up_proj.weight"] = dup.T @ x2  # [F, D]
+    dx = dgate @ w["gate_proj.weight"] + dup @ w["up_proj.weight"]  # [B*S, F] @ [F, D] -> [B*S, D]
+    return dx.reshape(B, S, D), {name: grads[name] for name in w}  # in the order of the forward's `w`
+
+
+# ---------------------------------------------------------------------------------------------- speed paths
+# Not part of the math: mlp()'s result with a fraction of its memory. mlp() chooses it (takes_chunked_path)
+# only when nothing stores the [B, S, F] intermediates (a storing trace) or reads them back (a cache).
+
+CHUNK_TOKENS = 2048  # untraced, the MLP runs this many tokens at a time: its [., F] temporaries stay small
+
+
+def takes_chunked_path(tokens: int, trace: dict | None, cache: dict | None) -> bool:
+    """Whether mlp runs mlp_chunked(): more than CHUNK_TOKENS tokens (B*S), no storing trace, no cache."""
+    return not stores_arrays(trace) and cache is None and tokens > CHUNK_TOKENS
+
+
+def mlp_chunked(x: np.ndarray, w: dict[str, np.ndarray], trace: dict | None = None, prefix: str = "") -> np.ndarray:
+    """mlp(), CHUNK_TOKENS rows at a time.  [B, S, D] -> [B, S, D]
+
+    Every token is computed alone, so a batch of many tokens is cut into chunks of CHUNK_TOKENS rows: the same
+    results in a fraction of the memory (three [B*S, F] arrays would be 230 MB at 8 x 2048 tokens). `trace`
+    is one that stores no array (an OpTimer): each chunk's ops pass through its tap.
+    """
+    B, S, D = x.shape
+    rows = x.reshape(B * S, D)  # [B*S, D]
+    out = np.empty_like(rows)  # [B*S, D]
+    for r0 in range(0, B * S, CHUNK_TOKENS):
+        out[r0 : r0 + CHUNK_TOKENS] = mlp(rows[None, r0 : r0 + CHUNK_TOKENS], w, trace, prefix)[0]  # [1, n, D] -> [n, D]
+    return out.reshape(B, S, D)

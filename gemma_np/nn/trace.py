@@ -4,6 +4,11 @@ Pass a dict as `trace` and every step stores its output under a stable name; pas
 nothing is recorded (each step pays one `is None` test). Names follow the checkpoint's module names where
 there is a module, so that the PyTorch side (gemma_np.verify.torch_trace) can capture the same names with hooks.
 
+Each step passes its output through `tap(trace, prefix, name, value)` and goes on with what tap returns. For a
+dict, that is the value itself; a Trace subclass may return it changed (rounded to float16 or bfloat16, a fault
+injected): the forward then runs on, and returns, the changed values. In the layers the call reads
+`through(name, value)`, tap with the trace and the prefix bound.
+
 Global names, in the order they are computed, around the per-layer names `layers.{i}.<op>`:
 
     embed_tokens                 [B, S, D]  token rows times sqrt(D): the input of layer 0
@@ -83,7 +88,7 @@ class Trace(dict):
 
 
 class OpTimer(Trace):
-    """Seconds per op, for profiling (benchmarks/bench_speed.py --profile). The time from the previous record() (or
+    """Seconds per op, for profiling (benchmarks/bench_speed.py --profile). The time from the previous tap (or
     from start()) to this one is charged to this one's name, its "layers.{i}." prefix dropped: the seconds of
     `q_proj` are all 24 layers' q projections. Each thread keeps its own clock, so with encode's workers the
     seconds are thread-seconds, summed over the threads. Stores no array, and the forward takes the same paths
@@ -119,8 +124,11 @@ def stores_arrays(trace: dict | None) -> bool:
     return trace is not None and getattr(trace, "stores_arrays", True)
 
 
-def record(trace: dict | None, prefix: str, name: str, value: np.ndarray) -> np.ndarray:
-    """Store value under prefix + name when tracing and return it (a Trace's tap may return it changed)."""
+def tap(trace: dict | None, prefix: str, name: str, value: np.ndarray) -> np.ndarray:
+    """Pass value through the trace under prefix + name, and return what comes back: the value itself from a dict
+    or a plain Trace (which store it), but possibly a CHANGED value from a Trace subclass whose `tap` rounds or
+    alters it (precision emulation: gemma_np.verify.precision; injected faults: gemma_np.verify.faults). Every
+    forward therefore goes on with tap's result, never with the value it passed in. trace None: value as it is."""
     if trace is None:
         return value
     if isinstance(trace, Trace):

@@ -4,8 +4,9 @@
               gradient with respect to the embeddings, as sentence-transformers computes it
     optim.py  AdamW, as torch.optim.AdamW computes it (decoupled weight decay, bias correction, eps after it),
               the linear schedule with warm-up, clipping by global norm, the Trainer's no-decay names
-    step.py   one step's gradients: the model forward with a cache, the loss, the backward; plain and cached
-              (GradCache); which parameters train (parameters(), the frozen-table option)
+    step.py   one step's gradients: the model's forward with a cache, the loss, the model's backward (both
+              gemma_np.nn.sentence's); plain and cached (GradCache); which parameters train (parameters(), the
+              frozen-table option)
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
     data.py   a code-retrieval data set (docstring summary -> the function's code) built from the standard
               library's sources into the cache, split by package; load_train and load_ir read it

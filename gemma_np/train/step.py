@@ -1,5 +1,8 @@
 """The gradients of one training step: the model's forward with a cache, the loss, the backward.
 
+The model's forward and backward are gemma_np.nn.sentence's (sentence_forward, sentence_backward); forward() and
+backward() here hand them an EmbeddingGemma's arrays and name its Dense weights.
+
 Axes: B texts in a column (the batch), S sequence, D hidden, d the embedding dimension (768).
 
 A batch for MultipleNegativesRankingLoss is a list of columns, as sentence-transformers' data collator hands
@@ -25,9 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn.attention import sub_cache
-from ..nn.encoder import PADDING_IDX, encoder_backward, encoder_forward
-from ..nn.head import sentence_head, sentence_head_backward
+from ..nn.sentence import pad_batch, sentence_backward, sentence_forward
 from .loss import mnrl_backward, mnrl_loss
 
 EMBED_TABLE = "embed_tokens.weight"
@@ -89,47 +90,27 @@ def parameters(model, freeze_embeddings: bool = False, layers_from: int = 0) -> 
     return out
 
 
-def pad(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad a column of id lists with the padding id.  -> input_ids [B, S] int64, mask [B, S] int64"""
-    if not ids or any(len(x) == 0 for x in ids):
-        raise ValueError("every text of a column needs at least one token id (and a column at least one text)")
-    S = max(len(x) for x in ids)
-    input_ids = np.full((len(ids), S), PADDING_IDX, dtype=np.int64)
-    mask = np.zeros((len(ids), S), dtype=np.int64)
-    for b, x in enumerate(ids):
-        input_ids[b, : len(x)] = x
-        mask[b, : len(x)] = 1
-    return input_ids, mask
-
-
 def forward(model, ids: list[list[int]], cache: dict | None = None, layers_from: int = 0) -> np.ndarray:
     """The sentence embeddings of one column.  B id lists -> [B, d] (normalized if the model normalizes)
 
-    The same steps as EmbeddingGemma.forward, here with an optional `cache` for backward() (the encoder's under
-    "encoder", the head's under "head"), kept for layers layers_from and above only.
+    gemma_np.nn.sentence.sentence_forward on the column padded to its longest text (pad_batch), with the model's
+    arrays; an optional `cache` for backward(), kept for layers layers_from and above only.
     """
-    input_ids, mask = pad(ids)  # [B, S]
-    tokens, _ = encoder_forward(input_ids, mask, model.params, model.config, model.dtype,
-                                embed_scale=model.embed_scale, cache=sub_cache(cache, "encoder"),
-                                cache_from=layers_from)  # [B, S, D]
-    return sentence_head(tokens, mask, model.dense_weights, model.head.normalize, sub_cache(cache, "head"))
+    input_ids, mask = pad_batch(ids)  # [B, S] each
+    return sentence_forward(input_ids, mask, model.params, model.dense_weights, model.config, model.dtype,
+                            model.head.normalize, model.embed_scale, cache=cache,
+                            cache_from=layers_from)["sentence_embedding"]  # [B, d]
 
 
 def backward(model, demb: np.ndarray, cache: dict, freeze_embeddings: bool = False,
              into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Gradients of every parameter from the gradient of one column's embeddings.  demb [B, d] -> {name: grad}
 
-    Names as parameters() gives them. `into`: gradients to add these to, in place (returned).
+    gemma_np.nn.sentence.sentence_backward, with the Dense weights named as parameters() names them.
+    `into`: gradients to add these to, in place (returned).
     """
-    dtokens, ddense = sentence_head_backward(demb, cache["head"])  # [B, S, D], [out, in] each
-    grads = encoder_backward(dtokens, cache["encoder"], embed_tokens=not freeze_embeddings, into=into)
-    for folder, g in zip(model.head.dense_folders, ddense):
-        name = dense_name(folder)
-        if name in grads:
-            grads[name] += g
-        else:
-            grads[name] = g
-    return grads
+    dense_names = [dense_name(folder) for folder in model.head.dense_folders]
+    return sentence_backward(demb, cache, dense_names, embed_tokens=not freeze_embeddings, into=into)
 
 
 def _check_columns(columns: list[list[list[int]]]) -> int:
