@@ -427,6 +427,7 @@ class EmbeddingGemma:
                     break
         return self.encode(texts, **kwargs)
 
+    # ----------------------------------------------------------------------------------------- similarity
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity of every row of a with every row of b.  [n, k] or [k], [m, k] or [k] -> [n, m]"""

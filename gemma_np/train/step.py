@@ -75,18 +75,16 @@ def parameters(model, freeze_embeddings: bool = False, layers_from: int = 0) -> 
             return not freeze_embeddings and layers_from == 0
         return not n.startswith("layers.") or int(n.split(".")[1]) >= layers_from
 
-    names = [n for n in model.params if trained(n)]
-    out = {}
-    for n in names:
-        a = model.params[n]
+    def own(holder, key) -> np.ndarray:
+        """holder[key], made a writable array of the model's dtype in place first if it is not one."""
+        a = holder[key]
         if type(a) is not np.ndarray or not a.flags.writeable or a.dtype != model.dtype:  # a memmap, a view
-            a = model.params[n] = np.array(a, dtype=model.dtype)  # a writable copy in the model's dtype
-        out[n] = a
+            a = holder[key] = np.array(a, dtype=model.dtype)  # a writable copy in the model's dtype
+        return a
+
+    out = {n: own(model.params, n) for n in list(model.params) if trained(n)}
     for j, folder in enumerate(model.head.dense_folders):
-        w = model.dense_weights[j]
-        if type(w) is not np.ndarray or not w.flags.writeable or w.dtype != model.dtype:
-            w = model.dense_weights[j] = np.array(w, dtype=model.dtype)
-        out[dense_name(folder)] = w
+        out[dense_name(folder)] = own(model.dense_weights, j)
     return out
 
 
