@@ -166,7 +166,7 @@ def self_attention(
     E = w["q_proj.weight"].shape[0] // H
     # Each intermediate passes through the trace's tap, and the block goes on with what comes back: a Trace
     # subclass may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
-    through = lambda name, value: tap(trace, prefix, "self_attn." + name, value)  # noqa: E731
+    through = lambda name, value: tap(trace, prefix, "self_attn." + name, value)
     q = through("q_proj", linear(x, w["q_proj.weight"]).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
     k = through("k_proj", linear(x, w["k_proj.weight"]).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
     v = through("v_proj", linear(x, w["v_proj.weight"]).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]

@@ -82,8 +82,8 @@ def encoder_layer(
     eps = cfg.rms_norm_eps
     # Each output passes through the trace's tap, and the layer goes on with what comes back: a Trace subclass
     # may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
-    through = lambda name, value: tap(trace, prefix, name, value)  # noqa: E731
-    c = lambda name: sub_cache(cache, name)  # noqa: E731
+    through = lambda name, value: tap(trace, prefix, name, value)
+    c = lambda name: sub_cache(cache, name)
     h = through("input_layernorm",
                 rms_norm(x, w["input_layernorm.weight"], eps, c("input_layernorm")))  # [B, S, D]
     h = self_attention(h, allowed, cos, sin, block_params(w, "self_attn."), cfg.num_attention_heads,

@@ -53,12 +53,12 @@ def mlp(x: np.ndarray, w: dict[str, np.ndarray], trace: dict | None = None, pref
     With a `trace` dict, records mlp.gate_proj, mlp.up_proj, mlp.act and mlp.down_proj under `prefix`.
     With a `cache` dict, stores what mlp_backward reads (x, gate, up, gelu_tanh(gate), act, the weights).
     """
-    B, S, D = x.shape
+    B, S, _ = x.shape  # [B, S, D]
     if takes_chunked_path(B * S, trace, cache):  # speed path (below): the same rows, a chunk at a time
         return mlp_chunked(x, w, trace, prefix)
     # Each intermediate passes through the trace's tap, and the block goes on with what comes back: a Trace
     # subclass may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
-    through = lambda name, value: tap(trace, prefix, "mlp." + name, value)  # noqa: E731
+    through = lambda name, value: tap(trace, prefix, "mlp." + name, value)
     gate = through("gate_proj", linear(x, w["gate_proj.weight"]))  # [B, S, D] -> [B, S, F]
     up = through("up_proj", linear(x, w["up_proj.weight"]))  # [B, S, D] -> [B, S, F]
     g = gelu_tanh(gate)  # [B, S, F], a new array
