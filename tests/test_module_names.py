@@ -10,7 +10,8 @@ Two rules, for every module in those folders:
 1. it carries its folder's prefix (PREFIXES), so that its name is ours and no distribution plausibly takes it;
    a notebook's name starts with its number, which is no importable name at all;
 2. its name is no top-level module of an installed distribution, nor of the standard library. The repository's
-   own packages (gemma_np, weights_tools) are held to the second rule too, against every other distribution.
+   own packages (gemma_np, weights_tools, training_data_tools) are held to the second rule too, against every
+   other distribution.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PREFIXES = {
     "notebooks": ("nb_",),
     "examples": ("example_",),
 }
-OWN_PACKAGES = ("gemma_np", "weights_tools")
+OWN_PACKAGES = ("gemma_np", "weights_tools", "training_data_tools")
 OWN_DISTRIBUTION = "gemma-np"
 
 

@@ -8,10 +8,10 @@
               gemma_np.nn.sentence's); plain and cached (GradCache); which parameters train (parameters(), the
               frozen-table option)
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
-    data.py   a code-retrieval data set (docstring summary -> the function's code) built from the standard
-              library's sources into the cache, split by package; load_train and load_ir read it
+    data.py   the code-retrieval data set's folder, prompts and loaders (load_train, load_ir); the set itself is
+              built by a tool apart: python -m training_data_tools.code_retrieval build
 
-Imports: NumPy, the standard library and gemma_np.nn only; data.py the standard library alone. data.py is the
-one module here that reads files (the standard library's sources, the data set it writes); like nn/, the others
-read none: the caller hands them arrays (embeddings, gradients, parameters).
+Imports: NumPy, the standard library and gemma_np.nn only; data.py the standard library alone. Files: data.py's
+two loaders read the .jsonl files of the data folder they are given; nothing else here reads or writes a file:
+like nn/, the other modules are handed arrays (embeddings, gradients, parameters) by the caller.
 """

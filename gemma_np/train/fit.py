@@ -15,8 +15,8 @@ there is warm-up), clipping by global norm before each step. What it is not: no 
 accumulation, no dropout (EmbeddingGemma has none). The batch order is gemma_np's own (NumPy's generator);
 benchmarks/bench_fine_tuning.py hands the very same order to sentence-transformers' trainer to compare the two.
 
-Like the rest of train/, nothing here reads a file: `model` is an EmbeddingGemma (or anything with its
-attributes), `evaluate` a callable given the model, and `progress` a callable the CLI draws a bar with.
+Nothing here reads a file (in train/, only data.py's two loaders do): `model` is an EmbeddingGemma (or anything
+with its attributes), `evaluate` a callable given the model, and `progress` a callable the CLI draws a bar with.
 """
 
 from __future__ import annotations
@@ -24,32 +24,43 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .data import DOCUMENT_PROMPT_NAME, QUERY_PROMPT_NAME
 from .optim import AdamW, clip_grad_norm, linear_schedule_lr, trainer_no_decay
 from .step import cached_mnrl_gradients, parameters
 
 
+def setting(default, text: str):
+    """A field of TrainConfig with its one-line description (the `gemma-np train` option's help)."""
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The settings of one fine-tuning run; the defaults are the transformers Trainer's where it has one."""
+    """The settings of one fine-tuning run; the defaults are the transformers Trainer's where it has one.
 
-    steps: int = 100
-    batch_size: int = 32  # pairs per step: each query's in-batch negatives are the other 31 documents
-    mini_batch_size: int = 8  # texts per forward in GradCache (the launch post's 8)
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1  # warm-up steps = ceil(warmup_ratio * steps), as the Trainer computes them
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    scale: float = 20.0  # MNRL's scale (1 / temperature)
-    max_seq_length: int = 256  # tokens per text while training, <bos> and <eos> included (at most the model's)
-    freeze_embeddings: bool = False
-    layers_from: int = 0
-    seed: int = 12
-    query_prompt_name: str = "InstructionRetrieval"  # "task: code retrieval | query: "
-    document_prompt_name: str = "document"  # "title: none | text: "
+    Each field is an option of `gemma-np train` (steps -> --steps), its default and help taken from here."""
+
+    steps: int = setting(100, "optimizer steps")
+    batch_size: int = setting(32, "pairs per step: each query's in-batch negatives are the other pairs' documents")
+    mini_batch_size: int = setting(8, "texts per forward pass in GradCache (the launch post's 8)")
+    lr: float = setting(2e-5, "peak learning rate")
+    warmup_ratio: float = setting(0.1, "share of the steps spent warming up: ceil(ratio * steps), as the Trainer")
+    weight_decay: float = setting(0.01, "AdamW's decoupled weight decay (not on the norms)")
+    max_grad_norm: float = setting(1.0, "clip the gradients to this global norm (0: no clipping)")
+    scale: float = setting(20.0, "MNRL's scale (1 / temperature)")
+    max_seq_length: int = setting(256, "tokens per text while training, <bos> and <eos> included (at most the "
+                                       "model's)")
+    freeze_embeddings: bool = setting(False, "keep the token embedding table as it is")
+    layers_from: int = setting(0, "train layers N and above only (and the norm, the Dense layers); 0: all")
+    seed: int = setting(12, "seed of the batch order")
+    query_prompt_name: str = setting(QUERY_PROMPT_NAME, "the model's prompt for queries (InstructionRetrieval: "
+                                                        "'task: code retrieval | query: ')")
+    document_prompt_name: str = setting(DOCUMENT_PROMPT_NAME, "the model's prompt for documents (document: "
+                                                              "'title: none | text: ')")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "mini_batch_size", "max_seq_length"):
