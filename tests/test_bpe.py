@@ -14,13 +14,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import support_tokenizer_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gemma_np.errors import ModelFolderError
 from gemma_np.io.bpe import BPETokenizer
 from gemma_np.io.tokenizer import encode_texts, load_tokenizer
+
+import support_tokenizer_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 UNLIMITED = 10**7  # max_length for the equality tests: every token compared, none cut
@@ -169,8 +170,8 @@ def project_texts(real_dir: Path) -> dict[str, list[str]]:
     """Every text the project already has: probes, the demo and retrieval sets, the prompts, the notebooks'
     and benchmarks' string literals, the model card, the code-retrieval data set."""
     from gemma_np.cli import demo_documents
-    from training_data_tools.code_retrieval import build
     from gemma_np.verify.probes import MULTILINGUAL, PLANETS, QUERY, long_documents, probe_texts, retrieval_set
+    from training_data_tools.code_retrieval import build
 
     literals = []
     for path in sorted((REPO / "notebooks").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py")):
