@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     c.add_argument("--layers-from", type=int, default=0)
     c.add_argument("--freeze-embeddings", action="store_true")
     c.add_argument("--seed", type=int, default=12)
-    c.add_argument("--data", help="data folder (default: the one training_data_tools.code_retrieval builds in the cache)")
+    c.add_argument("--data", help="data folder (default: where training_data_tools.code_retrieval builds it)")
     c.add_argument("--model", help="model folder (default: the fetched snapshot)")
     c.add_argument("--no-eval", action="store_true", help="skip the test split's NDCG@10")
     c.add_argument("--threads", type=int, default=os.cpu_count() or 1)

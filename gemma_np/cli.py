@@ -1,4 +1,5 @@
-"""The `gemma-np` command: embed texts, or rank documents against a query, with EmbeddingGemma in NumPy.
+"""The `gemma-np` command: embed texts, rank documents against a query, check other runtimes against gemma_np,
+fine-tune, with EmbeddingGemma in NumPy.
 
     gemma-np embed "Hello world" "Bonjour le monde"              # JSON to stdout, no prompt
     gemma-np embed --input texts.txt --prompt-name query --truncate-dim 256 --normalize
@@ -7,18 +8,28 @@
     gemma-np search "Which planet is known as the Red Planet?"   # the built-in demo documents
     gemma-np search "¿Dónde nace el Ganges?" --documents docs.txt --top-k 3 --json
     python -m gemma_np search "..."                               # the same, without the console script
+    gemma-np verify torch                                         # every intermediate against PyTorch
+    gemma-np verify goldens probe.npz                             # ... or against a golden file
+    gemma-np goldens export --out probe.npz                       # write one
     gemma-np probes export --out probes.json                      # probe texts for a runtime Python cannot drive
-    gemma-np verify --vectors vectors.json                        # ... and the vectors it wrote, checked
-    gemma-np verify --against-onnx DIR                            # an ONNX export, run with ONNX Runtime
+    gemma-np verify vectors vectors.json                          # ... and the vectors it wrote, checked
+    gemma-np verify gguf model.gguf                               # llama.cpp on a GGUF file
+    gemma-np verify onnx DIR                                      # an ONNX export, run with ONNX Runtime
+    gemma-np verify endpoint http://localhost:8080                # a served model
     gemma-np train --data DIR --out MODEL_DIR --steps 100         # fine-tune (CMNRL), write a model folder
 
-Every subcommand takes --model DIR (default: $GEMMA_NP_MODEL_DIR, else the folder
-`python -m weights_tools.fetch` fills), --dtype float32|float64, --batch-size N, --truncate-dim K and
---no-progress. Input files: .json holds a list of strings; any other file (or `-` for stdin) holds one
-text per line, blank lines skipped.
+Every verb (and each mode of verify) takes --model DIR, the model folder gemma-np computes with (default:
+$GEMMA_NP_MODEL_DIR, else the folder `python -m weights_tools.fetch` fills), and --help, which lists its other
+options: each takes only the options it uses, so a wrong combination is refused as an unrecognized argument.
+Input files: .json holds a list of strings; any other file (or `-` for stdin) holds one text per line, blank
+lines skipped.
 
 Errors print `gemma-np: error: <message>` to stderr: exit code 2 for a wrong command line, 1 for a
 problem found while running (a missing file or model folder, an unknown prompt name, ...).
+
+Layout: the shared options, written once (model folder, dtype, tokenizer, batch size, progress, ...), then each
+verb as `add_<verb>(subparsers)`, the options it takes, beside `cmd_<verb>(args)`, what it does; build_parser()
+only calls the add_ functions.
 """
 
 from __future__ import annotations
@@ -27,8 +38,10 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
+from typing import get_type_hints
 
 import numpy as np
 
@@ -38,6 +51,97 @@ from .model import DTYPES, EmbeddingGemma, default_model_dir
 
 PROG = "gemma-np"
 LINE_WIDTH = 100  # search's table cuts each document to one line of this many characters
+MODEL_DIR_DEFAULT = "default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache"
+
+
+# ------------------------------------------------------------------------------------------------ option types
+def number_in(low: float, high: float, what: str):
+    """An argparse type: a number with low < value <= high."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low < value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ shared options
+def add_model(p, what: str = "model folder") -> None:
+    p.add_argument("--model", metavar="DIR", help=f"{what} ({MODEL_DIR_DEFAULT})")
+
+
+def add_tokenizer(p) -> None:
+    p.add_argument("--tokenizer", choices=list(TOKENIZERS), default="tokenizers",
+                   help="tokenizers: the Rust library (default); python: gemma_np.io.bpe, the same ids")
+
+
+def add_loading(p, dtype: bool = True) -> None:
+    """--model, --dtype, --tokenizer: what load_model reads. Without dtype, the model computes in float32."""
+    add_model(p)
+    if dtype:
+        p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default float32)")
+    else:
+        p.set_defaults(dtype="float32")
+    add_tokenizer(p)
+    p.set_defaults(truncate_dim=None)
+
+
+def add_truncate_dim(p) -> None:
+    p.add_argument("--truncate-dim", type=positive_int, metavar="K",
+                   help="keep the first K coordinates (Matryoshka: 512, 256, 128)")
+
+
+def add_batch_size(p) -> None:
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="texts per forward pass (32)")
+
+
+def add_progress(p) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_encoding(p) -> None:
+    """The options of the verbs that encode texts: loading, --truncate-dim, --batch-size, --no-progress."""
+    add_loading(p)
+    add_batch_size(p)
+    add_truncate_dim(p)
+    add_progress(p)
+
+
+def add_probe_inputs(p) -> None:
+    """The texts of verify torch and goldens export: a file's, or a built-in probe set."""
+    p.add_argument("--texts", metavar="FILE", help=".txt (one text a line) or .json (list of strings); "
+                                                   "default: the built-in probe set")
+    p.add_argument("--prompt-name", metavar="NAME", help="prompt put before each text of --texts")
+    p.add_argument("--probes", choices=["default", "short"], default="default",
+                   help="which built-in probe set (default: 2 to 2048 tokens; short: under 30 tokens)")
+
+
+def add_min_cosine(p, example: str = "bfloat16 reaches about 0.99994, Q8_0 about 0.9995") -> None:
+    p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), metavar="C",
+                   help=f"the cosine every text must reach (0.99999; {example})")
+
+
+def add_dimensions(p, help_text: str) -> None:
+    p.add_argument("--dimensions", type=positive_int, metavar="K", help=help_text)
+
+
+def min_cosine(args) -> float:
+    from .verify.endpoint import MIN_COSINE
+
+    return MIN_COSINE if args.min_cosine is None else args.min_cosine
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -78,6 +182,17 @@ def demo_documents() -> list[str]:
     return json.loads(raw)
 
 
+def input_pairs(args, model) -> list[tuple[str, str]]:
+    """(prompt, text) pairs for verify torch / goldens export: a file's texts (with --prompt-name's prompt), else
+    the probe set."""
+    from .verify.probes import probe_set
+
+    if args.texts is None:
+        return probe_set(model, args.probes)
+    prefix = model.resolve_prompt(None, args.prompt_name) if args.prompt_name else ""
+    return [(prefix, t) for t in read_texts(args.texts)]
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 def load_model(args) -> EmbeddingGemma:
     folder = args.model if args.model is not None else default_model_dir()
@@ -112,7 +227,29 @@ def embeddings_json(model: str, prompt: str, emb: np.ndarray) -> str:
             f'  "dim": {emb.shape[1]},\n  "embeddings": [\n    {rows}\n  ]\n}}\n')
 
 
-# ------------------------------------------------------------------------------------------------ commands
+def command(sub, name: str, func, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand's parser that runs func(args), with args.parser set for its usage errors. No abbreviations: an
+    option of another verb that begins like one of this verb's (--batch, --batch-size) is refused, not taken."""
+    p = sub.add_parser(name, allow_abbrev=False, **kwargs)
+    p.set_defaults(func=func, parser=p)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ embed
+def add_embed(sub) -> None:
+    p = command(sub, "embed", cmd_embed, help="embed texts, write JSON or .npy",
+                description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
+    p.add_argument("--input", metavar="FILE", help=".txt (one text a line), .json (list of strings), - for stdin")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-name", metavar="NAME", help="a named prompt of the model: query, document, STS...")
+    prompt.add_argument("--prompt", metavar="STR", help="a literal prompt put before each text")
+    p.add_argument("--normalize", action="store_true", help="rescale to unit length after truncation")
+    p.add_argument("--format", choices=["json", "npy"], default="json", help="output format (npy needs --output)")
+    p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    add_encoding(p)
+
+
 def cmd_embed(args) -> int:
     if args.format == "npy" and args.output is None:
         args.parser.error("--format npy needs --output FILE")
@@ -135,6 +272,19 @@ def cmd_embed(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ search
+def add_search(sub) -> None:
+    p = command(sub, "search", cmd_search, help="rank documents against a query by cosine similarity",
+                description="Encode QUERY with the 'query' prompt and the documents with the 'document' prompt; "
+                            "print the best matches.")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--documents", metavar="FILE",
+                   help=".txt (one document a line), .json (list of strings), - for stdin; default: a built-in demo")
+    p.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="how many results to print (5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, score, index, text}")
+    add_encoding(p)
+
+
 def cmd_search(args) -> int:
     docs = read_texts(args.documents) if args.documents is not None else demo_documents()
     model = load_model(args)
@@ -153,138 +303,183 @@ def cmd_search(args) -> int:
     return 0
 
 
-def input_pairs(args, model) -> list[tuple[str, str]]:
-    """(prompt, text) pairs for verify/goldens: a file's texts (with --prompt-name's prompt), else the probe set."""
-    from .verify.probes import probe_set
+# ------------------------------------------------------------------------------------------------ verify
+def add_verify(sub) -> None:
+    p = sub.add_parser("verify", allow_abbrev=False,
+                       help="check gemma_np against PyTorch or a golden file, or another runtime against gemma_np",
+                       description="One mode per check; `gemma-np verify MODE --help` lists a mode's options.")
+    modes = p.add_subparsers(dest="mode", required=True, metavar="{torch,goldens,vectors,gguf,onnx,endpoint}")
+    for add in (add_verify_torch, add_verify_goldens, add_verify_vectors, add_verify_gguf, add_verify_onnx,
+                add_verify_endpoint):
+        add(modes)
 
-    if args.texts is None:
-        return probe_set(model, args.probes)
-    prefix = model.resolve_prompt(None, args.prompt_name) if args.prompt_name else ""
-    return [(prefix, t) for t in read_texts(args.texts)]
+
+def add_verify_torch(modes) -> None:
+    p = command(modes, "torch", verify_torch, help="every named intermediate against PyTorch",
+                description="Run gemma_np and PyTorch (transformers + sentence-transformers, the test extras) on "
+                            "the same inputs and print, for every named intermediate, the largest difference and "
+                            "the tolerance; exit 1 at the first one past its tolerance.")
+    add_loading(p)
+    add_probe_inputs(p)
 
 
-def cmd_verify(args) -> int:
-    from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
-    from .verify.goldens import load_goldens
+def verify_torch(args) -> int:
+    from .verify.compare import first_failure, format_table, verify_against_torch
 
-    runtimes = [flag for flag, v in (("--vectors", args.vectors), ("--against-gguf", args.against_gguf),
-                                      ("--against-onnx", args.against_onnx)) if v is not None]
-    if len(runtimes) > 1:
-        args.parser.error(f"{' and '.join(runtimes)} are different checks: give one")
-    if args.against_onnx is not None:
-        return verify_onnx(args)
-    for flag, given in (("--batch", args.batch), ("--layers/--no-layers", args.layers is not None)):
-        if given:
-            args.parser.error(f"{flag} goes with --against-onnx DIR_OR_FILE")
-    if args.vectors is not None:
-        return verify_vectors(args)
-    if args.against_gguf is not None:
-        return verify_gguf(args)
-    for flag, value in (("--dimensions", args.dimensions), ("--min-cosine", args.min_cosine)):
-        if value is not None:
-            args.parser.error(f"{flag} goes with --vectors FILE")
-    for flag, given in (("--n-batch", args.n_batch is not None), ("--raw", args.raw)):
-        if given:
-            args.parser.error(f"{flag} goes with --against-gguf FILE")
     model = load_model(args)
-    if args.against is None or args.against == "torch":
-        texts = [p + t for p, t in input_pairs(args, model)]
-        print(f"comparing {len(texts)} texts with PyTorch (transformers + sentence-transformers)", file=sys.stderr)
-        rows = verify_against_torch(model, texts)
-    else:
-        if args.texts is not None:
-            args.parser.error("--texts goes with --against torch; a golden file carries its own texts")
-        rows = verify_against_goldens(model, load_goldens(args.against))
+    texts = [p + t for p, t in input_pairs(args, model)]
+    print(f"comparing {len(texts)} texts with PyTorch (transformers + sentence-transformers)", file=sys.stderr)
+    rows = verify_against_torch(model, texts)
     print(format_table(rows))
     return 1 if first_failure(rows) else 0
 
 
+def add_verify_goldens(modes) -> None:
+    p = command(modes, "goldens", verify_goldens, help="every recorded intermediate against a golden file",
+                description="Recompute a golden file's texts (`gemma-np goldens export`) with gemma_np and compare "
+                            "at its recorded positions; exit 1 at the first value past its tolerance.")
+    p.add_argument("goldens", metavar="FILE.npz", help="the golden file (it carries its own texts)")
+    add_loading(p)
+
+
+def verify_goldens(args) -> int:
+    from .verify.compare import first_failure, format_table, verify_against_goldens
+    from .verify.goldens import load_goldens
+
+    model = load_model(args)
+    rows = verify_against_goldens(model, load_goldens(args.goldens))
+    print(format_table(rows))
+    return 1 if first_failure(rows) else 0
+
+
+def add_verify_vectors(modes) -> None:
+    p = command(modes, "vectors", verify_vectors, help="the vectors another runtime wrote for the exported probes",
+                description="Check the vectors another runtime (Transformers.js, MLX, a port) wrote for the "
+                            "probes of `gemma-np probes export`: print per-text cosine and what is wrong, as "
+                            "verify endpoint does; exit 1 when they do not match.")
+    p.add_argument("vectors", metavar="FILE",
+                   help="a .npy [N, d] or .json (list of N vectors, or {\"embeddings\": [...]}) of one vector per "
+                        "exported probe, in the export's order")
+    add_dimensions(p, "the vectors hold the first K coordinates, normalized again (Matryoshka)")
+    add_min_cosine(p)
+    add_loading(p)
+
+
 def verify_vectors(args) -> int:
-    """verify --vectors FILE: a vectors file some runtime wrote for the exported probes, judged and diagnosed."""
-    from .verify.endpoint import MIN_COSINE, format_report
+    """verify vectors FILE: a vectors file some runtime wrote for the exported probes, judged and diagnosed."""
+    from .verify.endpoint import format_report
     from .verify.vectors import check_vectors
 
-    clash = [flag for flag, given in (("--against", args.against is not None), ("--texts", args.texts is not None),
-                                      ("--prompt-name", args.prompt_name is not None),
-                                      ("--probes", args.probes != "default"),
-                                      ("--truncate-dim", args.truncate_dim is not None)) if given]
-    if clash:
-        hint = " (use --dimensions K for vectors of K dimensions)" if "--truncate-dim" in clash else ""
-        args.parser.error(f"--vectors checks the probes of `gemma-np probes export`; {', '.join(clash)} cannot "
-                          f"go with it{hint}")
     model = load_model(args)
     print(f"checking {args.vectors} against the probe texts", file=sys.stderr)
-    findings, diagnoses = check_vectors(model, args.vectors, args.dimensions,
-                                        MIN_COSINE if args.min_cosine is None else args.min_cosine)
-    print(format_report(findings, diagnoses, args.vectors, command="verify --vectors", subject=args.vectors))
+    findings, diagnoses = check_vectors(model, args.vectors, args.dimensions, min_cosine(args))
+    print(format_report(findings, diagnoses, args.vectors, command="verify vectors", subject=args.vectors))
     return 1 if diagnoses else 0
 
 
+def add_verify_gguf(modes) -> None:
+    p = command(modes, "gguf", verify_gguf, help="llama.cpp on a GGUF file, on the probes",
+                description="Run llama.cpp (llama-cpp-python, the llama-cpp extra) on the GGUF file with the "
+                            "probe texts, judge its vectors as verify vectors does, and split each distance into "
+                            "quantization and runtime; exit 1 when they do not match.")
+    p.add_argument("gguf", metavar="FILE.gguf", help="the GGUF file")
+    p.add_argument("--n-batch", type=positive_int, metavar="N",
+                   help="llama.cpp's n_batch and n_ubatch (2048; llama.cpp's default 512 cuts longer texts)")
+    p.add_argument("--raw", action="store_true",
+                   help="no normalization, as llama-cpp-python's embed() gives by default")
+    add_min_cosine(p)
+    add_loading(p)
+
+
 def verify_gguf(args) -> int:
-    """verify --against-gguf FILE: llama.cpp (llama-cpp-python) run on the probes, judged and diagnosed."""
-    from .verify.endpoint import MIN_COSINE, format_report
+    """verify gguf FILE: llama.cpp (llama-cpp-python) run on the probes, judged and diagnosed."""
+    from .verify.endpoint import format_report
     from .verify.llamacpp import N_CTX, check_gguf, format_split
 
-    clash = [flag for flag, given in (("--against", args.against is not None), ("--texts", args.texts is not None),
-                                      ("--prompt-name", args.prompt_name is not None),
-                                      ("--probes", args.probes != "default"), ("--dimensions", args.dimensions),
-                                      ("--truncate-dim", args.truncate_dim is not None)) if given]
-    if clash:
-        args.parser.error(f"--against-gguf runs the probes of `gemma-np probes export`; {', '.join(clash)} cannot "
-                          "go with it")
     model = load_model(args)
     n_batch = args.n_batch or N_CTX
-    print(f"running {args.against_gguf} in llama.cpp on the probe texts (n_ctx {N_CTX}, n_batch = n_ubatch "
+    print(f"running {args.gguf} in llama.cpp on the probe texts (n_ctx {N_CTX}, n_batch = n_ubatch "
           f"{n_batch}, {'no normalization' if args.raw else 'normalize=True'})", file=sys.stderr)
-    findings, diagnoses, splits, weights = check_gguf(
-        model, args.against_gguf, n_batch=n_batch, normalize=not args.raw,
-        min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine)
-    print(format_report(findings, diagnoses, args.against_gguf, command="verify --against-gguf",
-                        subject="llama.cpp on " + str(args.against_gguf)))
+    findings, diagnoses, splits, weights = check_gguf(model, args.gguf, n_batch=n_batch, normalize=not args.raw,
+                                                      min_cosine=min_cosine(args))
+    print(format_report(findings, diagnoses, args.gguf, command="verify gguf",
+                        subject="llama.cpp on " + str(args.gguf)))
     print(format_split(splits, weights))
     return 1 if diagnoses else 0
 
 
+def add_verify_onnx(modes) -> None:
+    p = command(modes, "onnx", verify_onnx, help="an ONNX export run with ONNX Runtime on the probes",
+                description="Run an ONNX export with ONNX Runtime (the onnx extra) on the probe texts, judge its "
+                            "vectors as verify vectors does against gemma-np float32, and compare it layer by layer "
+                            "where its graph allows; exit 1 when they do not match.")
+    p.add_argument("onnx", metavar="DIR_OR_FILE", help="an .onnx file, or a folder holding onnx/model.onnx")
+    p.add_argument("--batch", action="store_true",
+                   help="run the probes as one right-padded batch instead of one by one")
+    p.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
+                   help="compare the graph's intermediates with gemma-np's (default: when the graph is not "
+                        "quantized)")
+    add_min_cosine(p)
+    add_loading(p, dtype=False)
+    add_progress(p)
+
+
 def verify_onnx(args) -> int:
-    """verify --against-onnx PATH: an ONNX export run with ONNX Runtime on the probes, judged and diagnosed, and
-    compared layer by layer where its graph allows."""
-    from .verify.endpoint import MIN_COSINE
+    """verify onnx PATH: an ONNX export run with ONNX Runtime on the probes, judged and diagnosed, and compared
+    layer by layer where its graph allows."""
     from .verify.onnxrt import check_onnx, format_onnx_report
 
-    clash = [flag for flag, given in (("--against", args.against is not None), ("--vectors", args.vectors is not None),
-                                      ("--texts", args.texts is not None),
-                                      ("--prompt-name", args.prompt_name is not None),
-                                      ("--probes", args.probes != "default"), ("--dimensions", args.dimensions is not None),
-                                      ("--truncate-dim", args.truncate_dim is not None),
-                                      ("--dtype", args.dtype != "float32")) if given]
-    if clash:
-        args.parser.error(f"--against-onnx runs the probes of verify-endpoint through the graph and compares them with "
-                          f"gemma-np float32; {', '.join(clash)} cannot go with it")
     model = load_model(args)
-    print(f"running {args.against_onnx} with ONNX Runtime on the probe texts"
+    print(f"running {args.onnx} with ONNX Runtime on the probe texts"
           + (" (one padded batch)" if args.batch else ""), file=sys.stderr)
-    try:
-        report = check_onnx(model, args.against_onnx, batch=args.batch, layers=args.layers,
-                            min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine,
-                            progress=not args.no_progress and sys.stderr.isatty())
-    except ImportError as e:  # the onnx extra is not installed: its message names it
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+    report = check_onnx(model, args.onnx, batch=args.batch, layers=args.layers, min_cosine=min_cosine(args),
+                        progress=not args.no_progress and sys.stderr.isatty())
     print(format_onnx_report(report))
     print(f"checked in {report.seconds:.0f} s", file=sys.stderr)
     return 0 if report.ok else 1
 
 
-def cmd_probes(args) -> int:
-    from .verify.vectors import export_probes, probes_json
+def add_verify_endpoint(modes) -> None:
+    p = command(modes, "endpoint", verify_endpoint, help="a served EmbeddingGemma, checked and diagnosed",
+                description="Send the probe texts (queries, documents, 16 to 800 tokens) to a running server, "
+                            "compare every vector with gemma-np's, print per-text cosine and what is wrong. Exit 1 "
+                            "when the endpoint does not match.")
+    p.add_argument("url", metavar="URL", help="the server's base URL, e.g. http://localhost:8080")
+    p.add_argument("--api", choices=["openai", "tei"], default="openai",
+                   help="openai: POST /v1/embeddings, the checker writes the prompts; tei: POST /embed with "
+                        "prompt_name (default openai)")
+    p.add_argument("--served-model", metavar="NAME",
+                   help="the model name to send (openai API; default google/embeddinggemma-300m)")
+    add_dimensions(p, "ask for K dimensions (Matryoshka)")
+    add_min_cosine(p, "bfloat16 servers reach about 0.99994")
+    p.add_argument("--timeout", type=number_in(0, 1e6, "a positive number of seconds"), metavar="S",
+                   help="seconds per request (120)")
+    add_model(p, "the reference model folder")
+
+
+def verify_endpoint(args) -> int:
+    from .verify.endpoint import TIMEOUT, check, endpoint_url, format_report
 
     model = EmbeddingGemma.from_pretrained(args.model)
-    data = export_probes(model, args.dimensions)
-    with open(args.out, "w", encoding="utf-8", newline="\n") as f:
-        f.write(probes_json(data))
-    print(f"wrote {len(data['probes'])} probes to {args.out}; embed each \"input\", then run: gemma-np verify --vectors FILE"
-          + ("" if args.dimensions is None else f" --dimensions {args.dimensions}"), file=sys.stderr)
-    return 0
+    target = endpoint_url(args.url, args.api)
+    print(f"sending the probe texts to {target} ({args.api} API)", file=sys.stderr)
+    findings, diagnoses = check(model, args.url, args.api, args.served_model, args.dimensions, min_cosine(args),
+                                TIMEOUT if args.timeout is None else args.timeout)
+    print(format_report(findings, diagnoses, target, command="verify endpoint"))
+    return 1 if diagnoses else 0
+
+
+# ------------------------------------------------------------------------------------------------ goldens, probes
+def add_goldens(sub) -> None:
+    p = sub.add_parser("goldens", allow_abbrev=False, help="export golden outputs for other runtimes")
+    actions = p.add_subparsers(dest="action", required=True)
+    p = command(actions, "export", cmd_goldens, help="write a golden file of gemma_np's outputs",
+                description="Write gemma_np's outputs (token ids, hidden states, embeddings) for the probe set or "
+                            "a file's texts into one .npz (docs/goldens.md); `gemma-np verify goldens FILE` "
+                            "checks gemma_np against it.")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the golden file to write")
+    add_probe_inputs(p)
+    add_encoding(p)
 
 
 def cmd_goldens(args) -> int:
@@ -297,22 +492,76 @@ def cmd_goldens(args) -> int:
     return 0
 
 
-def cmd_verify_endpoint(args) -> int:
-    from .verify.endpoint import check, endpoint_url, format_report
+def add_probes(sub) -> None:
+    p = sub.add_parser("probes", allow_abbrev=False, help="export the probe texts for a runtime Python cannot drive")
+    actions = p.add_subparsers(dest="action", required=True)
+    p = command(actions, "export", cmd_probes, help="write the probe texts as JSON",
+                description="Write the probe texts of verify endpoint as JSON: for each, its name, kind, prompt, "
+                            "text, the input to embed (prompt + text) and gemma_np's token ids. Embed every input "
+                            "with the other runtime, write the vectors as JSON or .npy, and check them with "
+                            "`gemma-np verify vectors FILE`.")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="the probes file to write")
+    add_dimensions(p, "ask for K-dimensional vectors (the first K coordinates, normalized again)")
+    add_model(p)
 
-    model = EmbeddingGemma.from_pretrained(args.model_dir)
-    target = endpoint_url(args.url, args.api)
-    print(f"sending the probe texts to {target} ({args.api} API)", file=sys.stderr)
-    findings, diagnoses = check(model, args.url, args.api, args.model, args.dimensions, args.min_cosine,
-                                args.timeout)
-    print(format_report(findings, diagnoses, target))
-    return 1 if diagnoses else 0
+
+def cmd_probes(args) -> int:
+    from .verify.vectors import export_probes, probes_json
+
+    model = EmbeddingGemma.from_pretrained(args.model)
+    data = export_probes(model, args.dimensions)
+    with open(args.out, "w", encoding="utf-8", newline="\n") as f:
+        f.write(probes_json(data))
+    print(f"wrote {len(data['probes'])} probes to {args.out}; embed each \"input\", then run: gemma-np verify vectors "
+          "FILE" + ("" if args.dimensions is None else f" --dimensions {args.dimensions}"), file=sys.stderr)
+    return 0
 
 
-# ------------------------------------------------------------------------------------------------ parser
+# ------------------------------------------------------------------------------------------------ train
+METAVARS = {int: "N", float: "X", str: "NAME"}
+
+
+def add_config_options(p, config_class) -> None:
+    """One option per field of a settings dataclass (steps -> --steps), its default and help the field's own: a
+    bool field is a flag; the dataclass checks the values when cmd_train builds it."""
+    types = get_type_hints(config_class)
+    for f in fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if types[f.name] is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction if f.default else "store_true",
+                           help=help_text)
+        else:
+            p.add_argument(flag, type=types[f.name], default=f.default, metavar=METAVARS[types[f.name]],
+                           help=f"{help_text} (default: {f.default})")
+
+
+def add_train(sub) -> None:
+    from .train.fit import TrainConfig
+
+    p = command(sub, "train", cmd_train,
+                help="fine-tune on (query, code) pairs with CachedMultipleNegativesRankingLoss",
+                description="Fine-tune the model in NumPy (gemma_np.train) on a data folder built by "
+                            "`python -m training_data_tools.code_retrieval build`, evaluate NDCG@10 on its eval "
+                            "split during training and on its test split before and after, and write a "
+                            "sentence-transformers model folder. The training settings are TrainConfig's "
+                            "(gemma_np.train.fit), defaults and all.")
+    add_model(p, "base model folder")
+    p.add_argument("--data", metavar="DIR", help="data folder (default: gemma_np.train.data.default_dir(), where "
+                                                 "the data tool builds it in the cache)")
+    p.add_argument("--out", metavar="MODEL_DIR", required=True, help="where to write the fine-tuned model")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already saved at --out")
+    add_config_options(p.add_argument_group("training settings (TrainConfig)"), TrainConfig)
+    p.add_argument("--eval-every", type=positive_int, metavar="N", help="evaluate on the eval split every N steps")
+    p.add_argument("--eval-batch-size", type=positive_int, default=32, metavar="N", help="texts per forward (32)")
+    add_tokenizer(p)
+    add_progress(p)
+    p.set_defaults(dtype="float32", truncate_dim=None)
+
+
 def cmd_train(args) -> int:
-    """Fine-tune on a data folder of gemma_np.train.data, evaluating on its eval split during and its test split
-    before and after; write the model folder and training_log.json in it."""
+    """Fine-tune on a data folder of training_data_tools.code_retrieval, evaluating on its eval split during and
+    its test split before and after; write the model folder and training_log.json in it."""
     import time
 
     from tqdm.auto import tqdm
@@ -321,19 +570,19 @@ def cmd_train(args) -> int:
     from .train.evaluate import evaluate
     from .train.fit import TrainConfig, config_dict, fit
 
+    try:  # the options add_config_options made from TrainConfig's fields, checked by TrainConfig itself
+        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    except ValueError as e:
+        args.parser.error(str(e))
     data = Path(args.data) if args.data is not None else None
     pairs = load_train(data)
     eval_set, test_set = load_ir(data, "eval"), load_ir(data, "test")
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-                      lr=args.lr, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
-                      freeze_embeddings=args.freeze_embeddings, layers_from=args.layers_from, seed=args.seed,
-                      query_prompt_name=args.query_prompt_name, document_prompt_name=args.document_prompt_name)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise FileExistsError(f"{out}: exists and is not empty; pass --overwrite to replace the model saved there")
     model = load_model(args)
-    if model.config.num_hidden_layers < args.layers_from:
-        raise ValueError(f"--layers-from {args.layers_from}: the model has {model.config.num_hidden_layers} layers")
+    if model.config.num_hidden_layers < cfg.layers_from:
+        raise ValueError(f"--layers-from {cfg.layers_from}: the model has {model.config.num_hidden_layers} layers")
     ir_options = {"query_prompt_name": cfg.query_prompt_name, "corpus_prompt_name": cfg.document_prompt_name,
                   "batch_size": args.eval_batch_size}
 
@@ -377,193 +626,24 @@ def cmd_train(args) -> int:
     return 0
 
 
-def number_in(low: float, high: float, what: str):
-    """An argparse type: a number with low < value <= high."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not low < value <= high:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-    return parse
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
+# ------------------------------------------------------------------------------------------------ the command
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", metavar="DIR",
-                        help="model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
-    common.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default float32)")
-    common.add_argument("--tokenizer", choices=list(TOKENIZERS), default="tokenizers",
-                        help="tokenizers: the Rust library (default); python: gemma_np.io.bpe, the same ids")
-    common.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="texts per forward pass (32)")
-    common.add_argument("--truncate-dim", type=positive_int, metavar="K",
-                        help="keep the first K coordinates (Matryoshka: 512, 256, 128)")
-    common.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.")
+    parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{embed,search,verify,goldens,probes,verify-endpoint,train}")
-
-    p = sub.add_parser("embed", parents=[common], help="embed texts, write JSON or .npy",
-                       description="Embed texts. Default prompt: none, as sentence-transformers' encode.")
-    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
-    p.add_argument("--input", metavar="FILE", help=".txt (one text a line), .json (list of strings), - for stdin")
-    prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt-name", metavar="NAME", help="a named prompt of the model: query, document, STS...")
-    prompt.add_argument("--prompt", metavar="STR", help="a literal prompt put before each text")
-    p.add_argument("--normalize", action="store_true", help="rescale to unit length after truncation")
-    p.add_argument("--format", choices=["json", "npy"], default="json", help="output format (npy needs --output)")
-    p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
-    p.set_defaults(func=cmd_embed, parser=p)
-
-    p = sub.add_parser("search", parents=[common], help="rank documents against a query by cosine similarity",
-                       description="Encode QUERY with the 'query' prompt and the documents with the 'document' "
-                                   "prompt; print the best matches.")
-    p.add_argument("query", metavar="QUERY")
-    p.add_argument("--documents", metavar="FILE",
-                   help=".txt (one document a line), .json (list of strings), - for stdin; default: a built-in demo")
-    p.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="how many results to print (5)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, score, index, text}")
-    p.set_defaults(func=cmd_search, parser=p)
-
-    probes = argparse.ArgumentParser(add_help=False)
-    probes.add_argument("--texts", metavar="FILE", help=".txt (one text a line) or .json (list of strings); "
-                                                      "default: the built-in probe set")
-    probes.add_argument("--prompt-name", metavar="NAME", help="prompt put before each text of --texts")
-    probes.add_argument("--probes", choices=["default", "short"], default="default",
-                        help="which built-in probe set (default: 2 to 2048 tokens; short: under 30 tokens)")
-
-    p = sub.add_parser("verify", parents=[common, probes],
-                       help="compare with PyTorch or a golden file, or check another runtime's vectors",
-                       description="Modes. --against torch|FILE.npz (the default, torch): run gemma_np and a "
-                                   "reference on the same inputs and print, for every named intermediate, the "
-                                   "largest difference and the tolerance; exit 1 at the first one past its "
-                                   "tolerance. --vectors FILE: check the vectors another runtime (Transformers.js, "
-                                   "MLX, a port) wrote for the probes of `gemma-np probes export`, print per-text "
-                                   "cosine and what is wrong, as verify-endpoint does; exit 1 when they do not "
-                                   "match. --against-gguf FILE.gguf: the same check on what llama.cpp computes "
-                                   "from a GGUF file. --against-onnx DIR_OR_FILE: run an ONNX export with ONNX "
-                                   "Runtime on the same probes, judge it the same way and compare it layer by layer.")
-    p.add_argument("--against", metavar="torch|FILE.npz",
-                   help="'torch' (transformers + sentence-transformers, needs the test extras; the default) or a "
-                        "golden file")
-    p.add_argument("--vectors", metavar="FILE",
-                   help="a .npy [N, d] or .json (list of N vectors, or {\"embeddings\": [...]}) of one vector per "
-                        "exported probe, in the export's order")
-    p.add_argument("--against-gguf", metavar="FILE.gguf",
-                   help="run llama.cpp (llama-cpp-python, the llama-cpp extra) on the GGUF file, judge its vectors "
-                        "and split each distance into quantization and runtime")
-    p.add_argument("--against-onnx", metavar="DIR_OR_FILE",
-                   help="an ONNX export (an .onnx file, or a folder holding onnx/model.onnx): run it with ONNX "
-                        "Runtime on the probes, judge its vectors as --vectors does, and compare it layer by layer "
-                        "(needs the onnx extra)")
-    p.add_argument("--batch", action="store_true",
-                   help="with --against-onnx: run the probes as one right-padded batch instead of one by one")
-    p.add_argument("--layers", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --against-onnx: compare the graph's intermediates with gemma-np's (default: when the "
-                        "graph is not quantized)")
-    p.add_argument("--dimensions", type=positive_int, metavar="K",
-                   help="with --vectors: the vectors hold the first K coordinates, normalized again (Matryoshka)")
-    p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), metavar="C",
-                   help="with --vectors, --against-gguf or --against-onnx: the cosine every text must reach "
-                        "(0.99999; bfloat16 reaches about 0.99994, Q8_0 about 0.9995)")
-    p.add_argument("--n-batch", type=positive_int, metavar="N",
-                   help="with --against-gguf: llama.cpp's n_batch and n_ubatch (2048; llama.cpp's default 512 cuts "
-                        "longer texts)")
-    p.add_argument("--raw", action="store_true",
-                   help="with --against-gguf: no normalization, as llama-cpp-python's embed() gives by default")
-    p.set_defaults(func=cmd_verify, parser=p)
-
-    p = sub.add_parser("goldens", parents=[common, probes], help="export golden outputs for other runtimes")
-    p.add_argument("action", choices=["export"])
-    p.add_argument("--out", required=True, metavar="FILE.npz", help="the golden file to write")
-    p.set_defaults(func=cmd_goldens, parser=p)
-
-    p = sub.add_parser("probes", help="export the probe texts for a runtime Python cannot drive",
-                       description="Write the probe texts of verify-endpoint as JSON: for each, its name, kind, "
-                                   "prompt, text, the input to embed (prompt + text) and gemma_np's token ids. "
-                                   "Embed every input with the other runtime, write the vectors as JSON or .npy, "
-                                   "and check them with `gemma-np verify --vectors FILE`.")
-    p.add_argument("action", choices=["export"])
-    p.add_argument("--out", required=True, metavar="FILE.json", help="the probes file to write")
-    p.add_argument("--model", metavar="DIR",
-                   help="model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
-    p.add_argument("--dimensions", type=positive_int, metavar="K",
-                   help="ask for K-dimensional vectors (the first K coordinates, normalized again)")
-    p.set_defaults(func=cmd_probes, parser=p)
-
-    p = sub.add_parser("verify-endpoint", help="check a served EmbeddingGemma against gemma-np and diagnose it",
-                       description="Send the probe texts (queries, documents, 16 to 800 tokens) to a running "
-                                   "server, compare every vector with gemma-np's, print per-text cosine and what "
-                                   "is wrong. Exit 1 when the endpoint does not match.")
-    p.add_argument("--url", required=True, help="the server's base URL, e.g. http://localhost:8080")
-    p.add_argument("--api", choices=["openai", "tei"], default="openai",
-                   help="openai: POST /v1/embeddings, the checker writes the prompts; tei: POST /embed with "
-                        "prompt_name (default openai)")
-    p.add_argument("--model", metavar="NAME", help="the model name to send (openai API; default "
-                                                   "google/embeddinggemma-300m)")
-    p.add_argument("--dimensions", type=positive_int, metavar="K", help="ask for K dimensions (Matryoshka)")
-    p.add_argument("--model-dir", metavar="DIR", help="the reference model folder (default: $GEMMA_NP_MODEL_DIR, "
-                                                      "else the weights_tools.fetch cache)")
-    p.add_argument("--min-cosine", type=number_in(0, 1, "in (0, 1]"), default=0.99999, metavar="C",
-                   help="the cosine every text must reach (0.99999; bfloat16 servers reach about 0.99994)")
-    p.add_argument("--timeout", type=number_in(0, 1e6, "a positive number of seconds"), default=120.0,
-                   metavar="S", help="seconds per request (120)")
-    p.set_defaults(func=cmd_verify_endpoint, parser=p)
-
-    p = sub.add_parser("train", help="fine-tune on (query, code) pairs with CachedMultipleNegativesRankingLoss",
-                       description="Fine-tune the model in NumPy (gemma_np.train) on a data folder built by "
-                                   "`python -m gemma_np.train.data build`, evaluate NDCG@10 on its eval split "
-                                   "during training and on its test split before and after, and write a "
-                                   "sentence-transformers model folder.")
-    p.add_argument("--model", metavar="DIR",
-                   help="base model folder (default: $GEMMA_NP_MODEL_DIR, else the weights_tools.fetch cache)")
-    p.add_argument("--data", metavar="DIR", help="data folder (default: the one `gemma_np.train.data build` makes "
-                                                 "in the cache)")
-    p.add_argument("--out", metavar="MODEL_DIR", required=True, help="where to write the fine-tuned model")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already saved at --out")
-    p.add_argument("--steps", type=positive_int, default=100, metavar="N", help="optimizer steps (100)")
-    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per step (32)")
-    p.add_argument("--mini-batch-size", type=positive_int, default=8, metavar="N",
-                   help="texts per forward pass in GradCache (8)")
-    p.add_argument("--lr", type=number_in(0, 1, "in (0, 1]"), default=2e-5, help="peak learning rate (2e-5)")
-    p.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up (0.1)")
-    p.add_argument("--max-seq-length", type=positive_int, default=256, metavar="N",
-                   help="tokens per text while training (256)")
-    p.add_argument("--freeze-embeddings", action="store_true", help="keep the token embedding table as it is")
-    p.add_argument("--layers-from", type=int, default=0, metavar="N",
-                   help="train layers N and above only (and the norm, the Dense layers); 0: all")
-    p.add_argument("--eval-every", type=positive_int, metavar="N", help="evaluate on the eval split every N steps")
-    p.add_argument("--eval-batch-size", type=positive_int, default=32, metavar="N", help="texts per forward (32)")
-    p.add_argument("--seed", type=int, default=12, help="seed of the batch order (12)")
-    p.add_argument("--query-prompt-name", default="InstructionRetrieval", metavar="NAME",
-                   help="the model's prompt for queries (InstructionRetrieval: 'task: code retrieval | query: ')")
-    p.add_argument("--document-prompt-name", default="document", metavar="NAME",
-                   help="the model's prompt for documents (document: 'title: none | text: ')")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--tokenizer", choices=list(TOKENIZERS), default="tokenizers",
-                   help="tokenizers: the Rust library (default); python: gemma_np.io.bpe, the same ids")
-    p.set_defaults(func=cmd_train, parser=p, dtype="float32", truncate_dim=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens,probes,train}")
+    for add in (add_embed, add_search, add_verify, add_goldens, add_probes, add_train):
+        add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (0 ok, 1 runtime error, 2 usage error)."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # refused by the subcommand's own parser, so that its usage line shows what it takes
+            getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
         with warnings.catch_warnings():  # library warnings (e.g. truncated texts) as one plain line
             warnings.showwarning = lambda msg, *a, **k: print(f"{PROG}: warning: {msg}", file=sys.stderr)
             return args.func(args)
@@ -572,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as e:  # GemmaNPError is a ValueError, FileNotFoundError an OSError
+    # GemmaNPError is a ValueError, FileNotFoundError an OSError; ImportError: an extra a mode needs is not
+    # installed, and its message names the extra.
+    except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
 

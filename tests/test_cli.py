@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -240,6 +241,103 @@ def test_usage_errors_exit_2(capsys, tiny_dir, argv, words):
     code, out, err = run(capsys, *argv, *(["--model", tiny_dir] if argv else []))
     check_error(code, err, 2, "usage: gemma-np", *words)
     assert out == ""
+
+
+# Each verb and mode of verify with the options its --help lists; every option of the table that is not its
+# own must be absent from its help and refused as an unrecognized argument.
+OWN_OPTIONS = {
+    ("embed",): {"--input", "--prompt-name", "--prompt", "--normalize", "--format", "--output", "--model", "--dtype",
+                 "--tokenizer", "--batch-size", "--truncate-dim", "--no-progress"},
+    ("search",): {"--documents", "--top-k", "--json", "--model", "--dtype", "--tokenizer", "--batch-size",
+                  "--truncate-dim", "--no-progress"},
+    ("verify", "torch"): {"--texts", "--prompt-name", "--probes", "--model", "--dtype", "--tokenizer"},
+    ("verify", "goldens"): {"--model", "--dtype", "--tokenizer"},
+    ("verify", "vectors"): {"--dimensions", "--min-cosine", "--model", "--dtype", "--tokenizer"},
+    ("verify", "gguf"): {"--n-batch", "--raw", "--min-cosine", "--model", "--dtype", "--tokenizer"},
+    ("verify", "onnx"): {"--batch", "--layers", "--min-cosine", "--model", "--tokenizer", "--no-progress"},
+    ("verify", "endpoint"): {"--api", "--served-model", "--dimensions", "--min-cosine", "--timeout", "--model"},
+    ("goldens", "export"): {"--out", "--texts", "--prompt-name", "--probes", "--model", "--dtype", "--tokenizer",
+                            "--batch-size", "--truncate-dim", "--no-progress"},
+    ("probes", "export"): {"--out", "--dimensions", "--model"},
+}
+ALL_OPTIONS = set().union(*OWN_OPTIONS.values())
+POSITIONAL = {("search",): ["q"], ("verify", "goldens"): ["g.npz"], ("verify", "vectors"): ["v.json"],
+              ("verify", "gguf"): ["m.gguf"], ("verify", "onnx"): ["m.onnx"], ("verify", "endpoint"): ["http://x"],
+              ("goldens", "export"): ["--out", "g.npz"], ("probes", "export"): ["--out", "p.json"]}
+
+
+def options_in_help(text: str) -> set[str]:
+    """The options a --help lists, one a line below its usage ("  --layers, --no-layers": --layers)."""
+    return set(re.findall(r"^ +(--[\w-]+)", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("verb", list(OWN_OPTIONS), ids=" ".join)
+def test_help_of_each_verb_shows_its_own_options_alone(capsys, verb):
+    assert main([*verb, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: gemma-np {' '.join(verb)} ")
+    shown = options_in_help(out)
+    assert shown == OWN_OPTIONS[verb], (shown ^ OWN_OPTIONS[verb])
+
+
+@pytest.mark.parametrize("verb", list(OWN_OPTIONS), ids=" ".join)
+def test_each_verb_refuses_the_options_of_the_others(capsys, verb):
+    for option in sorted(ALL_OPTIONS - OWN_OPTIONS[verb]):
+        code, out, err = run(capsys, *verb, *POSITIONAL.get(verb, []), option, "1")
+        check_error(code, err, 2, f"usage: gemma-np {' '.join(verb)} ", f"unrecognized arguments: {option}")
+        assert out == ""
+
+
+def test_help_of_verify_lists_the_modes(capsys):
+    assert main(["verify", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "{torch,goldens,vectors,gguf,onnx,endpoint}" in out and options_in_help(out) == set()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["verify"], ["usage: gemma-np verify", "the following arguments are required: {torch,goldens,vectors,"]),
+    (["verify", "--against", "torch"], ["unrecognized arguments: --against"]),  # the old spellings are gone
+    (["verify", "--vectors", "v.json"], ["invalid choice: 'v.json'"]),
+    (["verify-endpoint", "--url", "http://x"], ["invalid choice: 'verify-endpoint'"]),
+    (["verify", "goldens"], ["usage: gemma-np verify goldens", "required: FILE.npz"]),
+    (["verify", "gguf"], ["usage: gemma-np verify gguf", "required: FILE.gguf"]),
+    (["verify", "gguf", "m.gguf", "--n-batch", "0"], ["argument --n-batch: must be at least 1, got 0"]),
+    (["verify", "onnx", "m.onnx", "extra.onnx"], ["usage: gemma-np verify onnx", "unrecognized arguments: extra.onnx"]),
+    (["verify", "endpoint"], ["usage: gemma-np verify endpoint", "required: URL"]),
+    (["goldens", "export"], ["usage: gemma-np goldens export", "required: --out"]),
+    (["goldens", "export", "--out", "g.npz", "--probes", "long"], ["argument --probes: invalid choice: 'long'"]),
+    (["train", "--data", "d"], ["usage: gemma-np train", "required: --out"]),
+    (["train", "--out", "o", "--dtype", "float64"], ["usage: gemma-np train", "unrecognized arguments: --dtype"]),
+])
+def test_wrong_command_lines_exit_2(capsys, argv, words):
+    code, out, err = run(capsys, *argv)
+    check_error(code, err, 2, *words)
+    assert out == ""
+
+
+def test_verify_goldens_missing_file(capsys, tmp_path, tiny_dir):
+    code, out, err = run(capsys, "verify", "goldens", tmp_path / "missing.npz", "--model", tiny_dir)
+    check_error(code, err, 1, "gemma-np: error:", "missing.npz: golden file not found")
+    assert out == ""
+
+
+def test_verify_gguf_missing_file(capsys, tmp_path, tiny_dir):
+    code, out, err = run(capsys, "verify", "gguf", tmp_path / "missing.gguf", "--model", tiny_dir)
+    check_error(code, err, 1, "gemma-np: error:", "missing.gguf")
+    assert out == ""
+
+
+def test_verify_torch_missing_texts_file(capsys, tmp_path, tiny_dir):
+    code, out, err = run(capsys, "verify", "torch", "--model", tiny_dir, "--texts", tmp_path / "missing.txt")
+    check_error(code, err, 1, "gemma-np: error:", "missing.txt: no such file")
+    assert out == ""
+
+
+def test_goldens_export_missing_texts_file(capsys, tmp_path, tiny_dir):
+    code, _, err = run(capsys, "goldens", "export", "--out", tmp_path / "g.npz", "--model", tiny_dir,
+                         "--texts", tmp_path / "missing.txt")
+    check_error(code, err, 1, "gemma-np: error:", "missing.txt: no such file")
+    assert not (tmp_path / "g.npz").exists()
 
 
 def test_error_model_folder_does_not_exist(capsys, tmp_path):

@@ -1,4 +1,4 @@
-"""gemma-np verify-endpoint against small local servers: one faithful, one for each fault it must name.
+"""gemma-np verify endpoint against small local servers: one faithful, one for each fault it must name.
 
 The servers (tests/support_fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
 exactly one thing wrong (gemma_np.verify.faults, or the prompts). Each test runs the command line and asserts the
@@ -71,7 +71,7 @@ def run(capsys, url, *args):
     # oversubscribed) that took past the default 120 s, so the tests wait longer; the timeout has its own test.
     if "--timeout" not in args:
         args = (*args, "--timeout", "900")
-    code = main(["verify-endpoint", "--url", url, *args])
+    code = main(["verify", "endpoint", url, *args])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -95,7 +95,7 @@ def test_what_is_sent(model, capsys):
     alone, then all in one request (tei: one per prompt name)."""
     s = serve(model)
     with s as url:
-        run(capsys, url, "--api", "openai", "--model", "embeddinggemma", "--dimensions", "512")
+        run(capsys, url, "--api", "openai", "--served-model", "embeddinggemma", "--dimensions", "512")
         openai = list(s.requests)
         run(capsys, url, "--api", "tei")
     tei = s.requests[len(openai):]
@@ -349,17 +349,21 @@ def test_a_slow_server_is_named(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "the following arguments are required: --url"),
-    (["--url", "http://x", "--api", "grpc"], "argument --api: invalid choice: 'grpc'"),
-    (["--url", "http://x", "--min-cosine", "1.5"], "argument --min-cosine: must be in (0, 1], got 1.5"),
-    (["--url", "http://x", "--timeout", "0"], "argument --timeout: must be a positive number of seconds, got 0"),
-    (["--url", "http://x", "--dimensions", "0"], "argument --dimensions: must be at least 1, got 0"),
+    ([], "the following arguments are required: URL"),
+    (["http://x", "--api", "grpc"], "argument --api: invalid choice: 'grpc'"),
+    (["http://x", "--min-cosine", "1.5"], "argument --min-cosine: must be in (0, 1], got 1.5"),
+    (["http://x", "--timeout", "0"], "argument --timeout: must be a positive number of seconds, got 0"),
+    (["http://x", "--dimensions", "0"], "argument --dimensions: must be at least 1, got 0"),
+    # the options of the other modes are not endpoint's
+    (["http://x", "--raw"], "unrecognized arguments: --raw"),
+    (["http://x", "--dtype", "float64"], "unrecognized arguments: --dtype float64"),
+    (["http://x", "--texts", "t.txt"], "unrecognized arguments: --texts t.txt"),
 ])
 def test_usage_errors(capsys, args, message):
-    assert main(["verify-endpoint", *args]) == 2
+    assert main(["verify", "endpoint", *args]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_dimensions_past_the_model(capsys):
-    code = main(["verify-endpoint", "--url", "http://x", "--dimensions", "1000"])
+    code = main(["verify", "endpoint", "http://x", "--dimensions", "1000"])
     assert code == 1 and "dimensions must be from 1 to 768" in capsys.readouterr().err

@@ -157,7 +157,8 @@ def _write_jsonl(path, rows):
 
 
 def tiny_data(folder):
-    """A data folder in gemma_np.train.data's format, from the tiny pairs: 16 training pairs, 4 queries per split."""
+    """A data folder in the format gemma_np.train.data loads, from the tiny pairs: 16 training pairs, 4 queries per
+    split."""
     folder.mkdir()
     _write_jsonl(folder / "train.jsonl", [{"query": q, "document": d, "module": "m", "qualname": f"f{i}", "line": i}
                                           for i, (q, d) in enumerate(PAIRS)])
@@ -202,6 +203,41 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
     assert "--layers-from 9: the model has 4 layers" in capsys.readouterr().err
     assert main([*args[:4], str(tmp_path / "nowhere"), *args[5:]]) == 1
     assert "build the data set" in capsys.readouterr().err
+
+
+def test_the_train_options_are_the_config_fields_with_their_defaults(capsys):
+    """Every field of TrainConfig is an option of `gemma-np train` (steps -> --steps), its default read from the
+    dataclass: the command line with no setting gives TrainConfig()."""
+    from dataclasses import fields
+
+    from gemma_np.cli import build_parser, main
+
+    args = build_parser().parse_args(["train", "--out", "x"])
+    assert TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}) == TrainConfig()
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for f in fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in out and f.metadata["help"].split()[0] in out
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--steps", "0"], "steps must be a positive integer, got 0"),
+    (["--batch-size", "1"], "batch_size must be at least 2 (in-batch negatives), got 1"),
+    (["--warmup-ratio", "1"], "warmup_ratio must be in [0, 1), got 1.0"),
+    (["--lr", "x"], "argument --lr: invalid float value: 'x'"),
+    (["--lr", "nan"], "lr must be a finite number >= 0, got nan"),
+    (["--freeze-embeddings", "yes"], "unrecognized arguments: yes"),
+    (["--dtype", "float64"], "unrecognized arguments: --dtype float64"),
+    (["--min-cosine", "0.9"], "unrecognized arguments: --min-cosine 0.9"),
+])
+def test_the_train_command_refuses_wrong_settings(tmp_path, capsys, options, message):
+    """Refused before any file is read (the data folder here does not exist), with exit code 2."""
+    from gemma_np.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), *options]) == 2
+    err = capsys.readouterr().err
+    assert "usage: gemma-np train" in err and message in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_fine_tuned_real_model_loads_in_sentence_transformers_with_the_same_vectors(real_dir, tmp_path):

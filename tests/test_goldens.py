@@ -69,11 +69,11 @@ def test_default_probe_set_exports_under_20_mb(model, tmp_path):
     assert lengths.min() == 2 and lengths.max() == 2048
     assert {256, 257, 258, 512, 513, 514} <= set(lengths.tolist())
     assert path.stat().st_size < 20e6
-    assert main(["verify", "--model", str(model.folder), "--against", str(path)]) == 0
+    assert main(["verify", "goldens", str(path), "--model", str(model.folder)]) == 0
 
 
 def test_verify_command_against_torch(model, capsys):
-    code = main(["verify", "--model", str(model.folder), "--probes", "short"])
+    code = main(["verify", "torch", "--model", str(model.folder), "--probes", "short"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "layers.23.output" in out and f"all {len(trace_names(24))} compared names within tolerance" in out
@@ -83,5 +83,5 @@ def test_verify_command_fails_with_exit_1_on_a_bad_golden(model, short_goldens, 
     data = load_goldens(short_goldens)
     data["embeddings"][0, 0] += 1e-4
     path = save_goldens(tmp_path / "bad.npz", data)
-    assert main(["verify", "--model", str(model.folder), "--against", str(path)]) == 1
+    assert main(["verify", "goldens", str(path), "--model", str(model.folder)]) == 1
     assert "FIRST DIVERGENCE: sentence_embedding" in capsys.readouterr().out

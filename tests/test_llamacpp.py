@@ -1,4 +1,4 @@
-"""`gemma-np verify --against-gguf` with llama.cpp running: the README's llama.cpp command, not CI.
+"""`gemma-np verify gguf` with llama.cpp running: the README's llama.cpp command, not CI.
 
 CI cannot build llama-cpp-python in its time (tests/support_llamacpp_outputs.py says why, and
 tests/test_llamacpp_recorded.py judges llama.cpp's recorded outputs in every run). These tests run llama.cpp
@@ -57,7 +57,7 @@ def model(real_dir):
 
 
 def test_f32_matches_through_the_cli(gguf_dir, capsys):
-    code = main(["verify", "--against-gguf", str(gguf_dir / "embeddinggemma-300m-f32.gguf")])
+    code = main(["verify", "gguf", str(gguf_dir / "embeddinggemma-300m-f32.gguf")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "RESULT: llama.cpp on" in out and "matches gemma-np on all 10 texts" in out
@@ -108,7 +108,7 @@ def test_live_llama_cpp_gives_what_was_recorded(model, gguf_dir, name):
 
 def test_a_file_without_dense_is_named_by_the_reader_and_the_runtime(model, gguf_dir, capsys):
     path = gguf_dir / "embeddinggemma-300m-f32-nodense.gguf"
-    code = main(["verify", "--against-gguf", str(path), "--raw"])
+    code = main(["verify", "gguf", str(path), "--raw"])
     out = capsys.readouterr().out
     assert code == 1
     assert "DIAGNOSIS: Dense layers skipped" in out and "--sentence-transformers-dense-modules" in out
@@ -118,6 +118,6 @@ def test_a_file_without_dense_is_named_by_the_reader_and_the_runtime(model, gguf
 def test_not_a_gguf(tmp_path, gguf_dir, capsys):
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"not a gguf at all")
-    code = main(["verify", "--against-gguf", str(bad)])
+    code = main(["verify", "gguf", str(bad)])
     err = capsys.readouterr().err
     assert code != 0 and "not a GGUF file" in err

@@ -1,6 +1,6 @@
 """The diagnosis on real llama.cpp output: vectors llama.cpp computed for the probes (tests/support_llamacpp_outputs.py
 recorded them from llama-cpp-python 0.3.36, GGUF files made by llama.cpp's own converter and quantizer),
-judged as `gemma-np verify --against-gguf` judges a live run. Each configuration shows one fault users
+judged as `gemma-np verify gguf` judges a live run. Each configuration shows one fault users
 meet, or two at once, and every one must be named.
 """
 

@@ -1,4 +1,4 @@
-"""`gemma-np verify-endpoint` against a real server: llama-cpp-python's `python -m llama_cpp.server`, on the GGUF
+"""`gemma-np verify endpoint` against a real server: llama-cpp-python's `python -m llama_cpp.server`, on the GGUF
 files of `python -m weights_tools.gguf_convert` (llama.cpp's own converter and quantizer).
 
 Each configuration is one a user meets, and the DIAGNOSIS lines must be exactly these (a fault hidden by another

@@ -1,4 +1,4 @@
-"""gemma-np verify --against-onnx: a real ONNX export of EmbeddingGemma run with ONNX Runtime and judged.
+"""gemma-np verify onnx: a real ONNX export of EmbeddingGemma run with ONNX Runtime and judged.
 
 The export (python -m weights_tools.onnx_export: torch.onnx dynamo, float32, plus the int8 quantize_dynamic copy
 Transformers.js calls q8) is made once per weights hash into the cache, by .ci/run in CI or by the session
@@ -74,7 +74,7 @@ def graph(onnx_dir):
 
 @pytest.fixture(scope="module")
 def fp32(onnx_dir, model, monkeypatch_module):
-    """`gemma-np verify --against-onnx DIR` on the float32 export: (exit code, stdout, the report)."""
+    """`gemma-np verify onnx DIR` on the float32 export: (exit code, stdout, the report)."""
     from gemma_np.verify import onnxrt
 
     seen = []
@@ -86,7 +86,7 @@ def fp32(onnx_dir, model, monkeypatch_module):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["verify", "--against-onnx", str(onnx_dir), "--no-progress"])
+        code = main(["verify", "onnx", str(onnx_dir), "--no-progress"])
     monkeypatch_module.undo()
     print(out.getvalue())
     return code, out.getvalue(), seen[0]
@@ -252,7 +252,7 @@ def test_transformersjs_fp32_matches(node, probes_file, onnx_dir, model, items, 
 
     path = transformersjs(node, probes_file, onnx_dir, tmp_path / "fp32.json", "fp32")
     monkeypatch.setattr(EmbeddingGemma, "from_pretrained", classmethod(lambda cls, *a, **k: model))
-    code = main(["verify", "--vectors", str(path)])
+    code = main(["verify", "vectors", str(path)])
     out = capsys.readouterr().out
     print(out)
     assert code == 0, out
@@ -289,9 +289,9 @@ def test_missing_paths(model, tmp_path, capsys):
     with pytest.raises(OnnxError, match="expected an .onnx file"):
         find_model(tmp_path / "model.bin")
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
-    assert main(["verify", "--against-onnx", str(tmp_path / "broken.onnx")]) == 1
+    assert main(["verify", "onnx", str(tmp_path / "broken.onnx")]) == 1
     assert "broken.onnx: ONNX Runtime cannot load it" in capsys.readouterr().err
-    assert main(["verify", "--against-onnx", str(tmp_path / "nowhere")]) == 1
+    assert main(["verify", "onnx", str(tmp_path / "nowhere")]) == 1
     assert "nowhere: no such file or folder" in capsys.readouterr().err
 
 
@@ -325,11 +325,14 @@ def test_graph_without_usable_inputs_or_outputs(model, tmp_path, inputs, outputs
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch"], "--batch goes with --against-onnx DIR_OR_FILE"),
-    (["--no-layers"], "--layers/--no-layers goes with --against-onnx DIR_OR_FILE"),
-    (["--against-onnx", "m.onnx", "--vectors", "v.json"], "--vectors and --against-onnx are different checks"),
-    (["--against-onnx", "m.onnx", "--against", "torch"], "--against cannot go with it"),
-    (["--against-onnx", "m.onnx", "--texts", "t.txt", "--truncate-dim", "256"], "--texts, --truncate-dim cannot go"),
+    (["onnx"], "the following arguments are required: DIR_OR_FILE"),
+    (["onnx", "m.onnx", "v.json"], "unrecognized arguments: v.json"),
+    (["onnx", "m.onnx", "--dtype", "float64"], "unrecognized arguments: --dtype float64"),  # against float32
+    (["onnx", "m.onnx", "--texts", "t.txt", "--truncate-dim", "256"],
+     "unrecognized arguments: --texts t.txt --truncate-dim 256"),
+    (["onnx", "m.onnx", "--dimensions", "256"], "unrecognized arguments: --dimensions 256"),
+    (["vectors", "v.json", "--batch"], "unrecognized arguments: --batch"),
+    (["gguf", "m.gguf", "--no-layers"], "unrecognized arguments: --no-layers"),
 ])
 def test_usage_errors(capsys, args, message):
     assert main(["verify", *args]) == 2

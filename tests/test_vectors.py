@@ -1,4 +1,4 @@
-"""gemma-np probes export and gemma-np verify --vectors: the round trip for runtimes Python cannot drive.
+"""gemma-np probes export and gemma-np verify vectors: the round trip for runtimes Python cannot drive.
 
 The probes are exported, embedded here with gemma_np (faithfully, or with one fault from
 gemma_np.verify.faults) and written as .npy or .json files, as another runtime would; `verify --vectors` must
@@ -93,7 +93,7 @@ def write_npy(path, v: np.ndarray):
 
 
 def verify(capsys, path, *args):
-    code = main(["verify", "--vectors", str(path), *args])
+    code = main(["verify", "vectors", str(path), *args])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -107,7 +107,7 @@ def test_export_holds_what_to_embed(model, exported):
     query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
     assert exported["format"] == "gemma-np probes" and exported["version"] == 1
     assert exported["model"] == "google/embeddinggemma-300m" and exported["dimensions"] == 768
-    assert "gemma-np verify --vectors" in exported["answer"]
+    assert "gemma-np verify vectors FILE" in exported["answer"]
     probes = exported["probes"]
     assert [p["index"] for p in probes] == list(range(10))
     assert [p["kind"] for p in probes] == ["query"] * 3 + ["document"] * 7
@@ -224,13 +224,17 @@ def test_missing_file_and_other_suffix(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--vectors", "v.json", "--against", "torch"], "--against cannot go with it"),
-    (["--vectors", "v.json", "--texts", "t.txt"], "--texts cannot go with it"),
-    (["--vectors", "v.json", "--truncate-dim", "256"], "use --dimensions K"),
-    (["--vectors", "v.json", "--min-cosine", "2"], "argument --min-cosine: must be in (0, 1], got 2"),
-    (["--vectors", "v.json", "--dimensions", "0"], "argument --dimensions: must be at least 1, got 0"),
-    (["--dimensions", "256"], "--dimensions goes with --vectors FILE"),
-    (["--min-cosine", "0.999"], "--min-cosine goes with --vectors FILE"),
+    (["vectors"], "the following arguments are required: FILE"),
+    (["vectors", "v.json", "--min-cosine", "2"], "argument --min-cosine: must be in (0, 1], got 2"),
+    (["vectors", "v.json", "--dimensions", "0"], "argument --dimensions: must be at least 1, got 0"),
+    # the options of the other modes are not vectors': the vectors were made from the exported probes
+    (["vectors", "v.json", "--texts", "t.txt"], "unrecognized arguments: --texts t.txt"),
+    (["vectors", "v.json", "--probes", "short"], "unrecognized arguments: --probes short"),
+    (["vectors", "v.json", "--truncate-dim", "256"], "unrecognized arguments: --truncate-dim 256"),
+    (["vectors", "v.json", "--raw"], "unrecognized arguments: --raw"),
+    (["torch", "--dimensions", "256"], "unrecognized arguments: --dimensions 256"),
+    (["torch", "--min-cosine", "0.999"], "unrecognized arguments: --min-cosine 0.999"),
+    (["--vectors", "v.json"], "invalid choice: 'v.json'"),  # the old spelling
 ])
 def test_usage_errors(capsys, args, message):
     assert main(["verify", *args]) == 2
@@ -242,3 +246,5 @@ def test_probes_usage_errors(capsys):
     assert "the following arguments are required: --out" in capsys.readouterr().err
     assert main(["probes", "import", "--out", "x.json"]) == 2
     assert "invalid choice: 'import'" in capsys.readouterr().err
+    assert main(["probes", "export", "--out", "x.json", "--dtype", "float64"]) == 2
+    assert "unrecognized arguments: --dtype float64" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """A code-retrieval data set built from the Python standard library's own sources: no download, no network.
 
     python -m training_data_tools.code_retrieval build [--out DIR] [--force]   # about 3 s
-    python -m training_data_tools.code_retrieval verify [--out DIR]   # the files' hashes, then a rebuild, against the manifest
+    python -m training_data_tools.code_retrieval verify [--out DIR]   # the files' hashes, then a rebuild
 
 DIR: <cache>/data/code-retrieval-pyX.Y by default (gemma_np.train.data.default_dir, where training looks).
 
@@ -450,8 +450,8 @@ def _sha256(path: Path) -> str:
 def _read_manifest(folder: Path) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (build the data set: python -m training_data_tools.code_retrieval build "
-                                f"--out {folder})")
+        raise FileNotFoundError(f"{path}: no such file (build the data set: python -m "
+                                f"training_data_tools.code_retrieval build --out {folder})")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

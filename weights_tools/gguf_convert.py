@@ -1,4 +1,4 @@
-"""GGUF files of EmbeddingGemma made by llama.cpp's own tools, for `gemma-np verify --against-gguf`.
+"""GGUF files of EmbeddingGemma made by llama.cpp's own tools, for `gemma-np verify gguf`.
 
     python -m weights_tools.gguf_convert [--model DIR] [--out DIR] [--types f32,q8_0,q4_k_m] [--no-dense]
 

@@ -9,7 +9,7 @@ exported with ``torch.onnx.export(..., dynamo=True)`` from ``SentenceTransformer
 takes ``input_ids`` and ``attention_mask`` [B, S] int64 (B and S dynamic) and returns ``last_hidden_state``
 [B, S, D] (the final norm's output, what sentence-transformers calls token_embeddings) and
 ``sentence_embedding`` [B, 768] (unit length). Every node keeps torch's ``pkg.torch.onnx.name_scopes``
-metadata, which ``gemma-np verify --against-onnx`` uses to compare layer by layer.
+metadata, which ``gemma-np verify onnx`` uses to compare layer by layer.
 
 The folder (Transformers.js' layout)::
 
@@ -146,7 +146,7 @@ def export_graph(st, path: Path) -> None:
                                     dynamic_shapes={"input_ids": axes, "attention_mask": axes},
                                     external_data=False, verbose=False)
     # The stack traces torch records on every node hold this machine's file paths: left out. The module scopes
-    # and classes stay (verify --against-onnx compares layer by layer with them).
+    # and classes stay (verify onnx compares layer by layer with them).
     for node in program.model.graph.all_nodes():
         node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
     path.parent.mkdir(parents=True, exist_ok=True)

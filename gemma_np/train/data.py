@@ -45,8 +45,8 @@ def default_dir() -> Path:
 def _read_jsonl(path: Path, keys: dict[str, type]) -> list[dict]:
     """The rows of a .jsonl file, each checked to hold exactly these keys with values of these types."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (build the data set: python -m training_data_tools.code_retrieval build "
-                                f"--out {path.parent})")
+        raise FileNotFoundError(f"{path}: no such file (build the data set: python -m "
+                                f"training_data_tools.code_retrieval build --out {path.parent})")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -46,7 +46,7 @@ class TrainConfig:
 
     steps: int = setting(100, "optimizer steps")
     batch_size: int = setting(32, "pairs per step: each query's in-batch negatives are the other pairs' documents")
-    mini_batch_size: int = setting(8, "texts per forward pass in GradCache (the launch post's 8)")
+    mini_batch_size: int = setting(8, "texts per forward pass in GradCache (the launch post's size)")
     lr: float = setting(2e-5, "peak learning rate")
     warmup_ratio: float = setting(0.1, "share of the steps spent warming up: ceil(ratio * steps), as the Trainer")
     weight_decay: float = setting(0.01, "AdamW's decoupled weight decay (not on the norms)")
@@ -57,10 +57,10 @@ class TrainConfig:
     freeze_embeddings: bool = setting(False, "keep the token embedding table as it is")
     layers_from: int = setting(0, "train layers N and above only (and the norm, the Dense layers); 0: all")
     seed: int = setting(12, "seed of the batch order")
-    query_prompt_name: str = setting(QUERY_PROMPT_NAME, "the model's prompt for queries (InstructionRetrieval: "
-                                                        "'task: code retrieval | query: ')")
-    document_prompt_name: str = setting(DOCUMENT_PROMPT_NAME, "the model's prompt for documents (document: "
-                                                              "'title: none | text: ')")
+    query_prompt_name: str = setting(QUERY_PROMPT_NAME, "the model's prompt for queries; InstructionRetrieval is "
+                                                        "'task: code retrieval | query: '")
+    document_prompt_name: str = setting(DOCUMENT_PROMPT_NAME, "the model's prompt for documents; document is "
+                                                              "'title: none | text: '")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "mini_batch_size", "max_seq_length"):

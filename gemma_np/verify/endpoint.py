@@ -1,4 +1,4 @@
-"""Check a served EmbeddingGemma against gemma_np, and say what is wrong with it: `gemma-np verify-endpoint`.
+"""Check a served EmbeddingGemma against gemma_np, and say what is wrong with it: `gemma-np verify endpoint`.
 
 The probe texts (queries and documents, short and long, and one holding the strings "<bos>" and "<eos>") go to
 the server twice: one text per request, and all in one request (one per prompt with tei). Each vector sent alone
@@ -503,7 +503,7 @@ def _span(values) -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
-def format_report(findings: list[Finding], diagnoses: list[str], target: str, command: str = "verify-endpoint",
+def format_report(findings: list[Finding], diagnoses: list[str], target: str, command: str = "verify endpoint",
                   subject: str = "the endpoint") -> str:
     """The per-text table, the DIAGNOSIS lines and the RESULT line; `subject` matches or does not match."""
     batched = [f for f in findings if not math.isnan(f.batch)]  # only check() sends each text twice

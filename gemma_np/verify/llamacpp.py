@@ -1,4 +1,4 @@
-"""Run a GGUF file through llama.cpp and judge what it gives: `gemma-np verify --against-gguf FILE.gguf`.
+"""Run a GGUF file through llama.cpp and judge what it gives: `gemma-np verify gguf FILE.gguf`.
 
 llama.cpp is driven through llama-cpp-python (the `llama-cpp` extra, built from source). Each probe of
 gemma_np.verify.endpoint (prompt + text) is embedded alone, and the vector judged by endpoint.judge against

@@ -1,4 +1,4 @@
-"""An ONNX export of EmbeddingGemma run with ONNX Runtime and judged against gemma_np: `gemma-np verify --against-onnx`.
+"""An ONNX export of EmbeddingGemma run with ONNX Runtime and judged against gemma_np: `gemma-np verify onnx`.
 
 Two checks, on the probe texts of verify-endpoint (gemma_np.verify.endpoint.probes: prompt + text, tokenized
 with gemma_np's tokenizer, so the graph alone is judged):
@@ -64,7 +64,7 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as e:
-        raise ImportError(f"--against-onnx needs onnxruntime ({e}); install the extra: pip install 'gemma-np[onnx]'") from None
+        raise ImportError(f"verify onnx needs onnxruntime ({e}); install the extra: pip install 'gemma-np[onnx]'") from None
     return onnxruntime
 
 
@@ -324,7 +324,7 @@ def format_onnx_report(report: OnnxReport, target: str | None = None) -> str:
     """endpoint.format_report's table and verdict, with the largest absolute difference per text, the notes,
     and the layer-by-layer table (condensed) before the RESULT."""
     target = target or str(report.path)
-    base = format_report(report.findings, report.diagnoses, target, command="verify --against-onnx",
+    base = format_report(report.findings, report.diagnoses, target, command="verify onnx",
                          subject=target).splitlines()
     cut = next(i for i, line in enumerate(base) if line.startswith(("DIAGNOSIS:", "RESULT:")))
     dim = len(report.findings[0].vector)

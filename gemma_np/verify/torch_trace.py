@@ -1,7 +1,7 @@
 """The PyTorch side of a trace: the same names as gemma_np.nn.trace, captured from transformers' Gemma3TextModel
 and the sentence-transformers modules with hooks.
 
-For tests, goldens and `gemma-np verify --against torch` only: gemma_np itself never imports torch. The
+For tests, goldens and `gemma-np verify torch` only: gemma_np itself never imports torch. The
 attention probabilities are not an output of the default (sdpa) attention, so the model runs with an
 attention function registered here, "gemma_np_trace": transformers' eager attention (same mask, same
 float32 softmax) plus recording of q and k after the rotary embedding, the scores and the probabilities.
@@ -58,7 +58,7 @@ class TorchReference:
             import torch
             from sentence_transformers import SentenceTransformer
         except ImportError as e:  # the reference stack is a test/verify dependency only
-            raise ImportError(f"--against torch needs torch and sentence-transformers ({e}); install "
+            raise ImportError(f"verify torch needs torch and sentence-transformers ({e}); install "
                               "torch==2.13.0 then `pip install -e .[test]`") from None
         _register()
         if threads:

@@ -1,6 +1,6 @@
 """Vectors from anywhere: the probe texts exported for a runtime that cannot be driven from Python
 (Transformers.js in a browser, MLX, a Rust port, ...), and the vectors it wrote judged as `verify-endpoint`
-judges a server's: `gemma-np probes export` and `gemma-np verify --vectors`.
+judges a server's: `gemma-np probes export` and `gemma-np verify vectors`.
 
 The export (JSON, PROBES_FORMAT) lists each probe with its prompt, its text, the `input` to embed (prompt +
 text, exactly) and the token ids gemma_np's tokenizer gives for it (<bos> first, <eos> last). The runtime
@@ -45,7 +45,7 @@ def export_probes(model, dimensions: int | None = None) -> dict:
               f"order of \"probes\", and write the {len(items)} vectors, {dim} numbers each"
               + ("" if dimensions is None else f" (the first {dim} coordinates of the 768)")
               + ", L2-normalized, as a JSON list of lists (or {\"embeddings\": [...]}) or a float .npy array "
-                f"[{len(items)}, {dim}]. Then run: gemma-np verify --vectors FILE"
+                f"[{len(items)}, {dim}]. Then run: gemma-np verify vectors FILE"
               + ("" if dimensions is None else f" --dimensions {dim}"))
     return {
         "format": PROBES_FORMAT, "version": PROBES_VERSION, "model": MODEL_ID,
