@@ -311,7 +311,7 @@ assert mean_distance[sliding_layers].max() < 110 < mean_distance[full_layers].ma
 # - **causal** (`causal`): the right windows, with the future cut off (`j <= i`) in every layer, as an old
 #   transformers that ignored `use_bidirectional_attention` did.
 #
-# `gemma-np verify-endpoint` uses the same functions to recognise these faults in a served model.
+# `gemma-np verify endpoint` uses the same functions to recognise these faults in a served model.
 
 # %%
 from gemma_np.verify.faults import fault_embeddings

@@ -288,7 +288,7 @@ plt.show()
 # - bfloat16 errors inside the model are more than a thousand times float32's: about 1e-3 of the scale
 #   from layer 0 on, and about 20% in the last layers of the document.
 # - Yet the final embedding keeps a cosine above 0.9995 to the float64 one in every run: 1 − cosine
-#   between 1e-5 and 5e-4, the band in which `gemma-np verify-endpoint` reads a server's vectors as a
+#   between 1e-5 and 5e-4, the band in which `gemma-np verify endpoint` reads a server's vectors as a
 #   precision change (`gemma_np.verify.endpoint`: CLOSE = 0.9995, MIN_COSINE = 0.99999) rather than a bug.
 #   float32's 1 − cosine is far below it: under 2e-10, since its embedding is within 5e-7 of float64's on
 #   every coordinate.

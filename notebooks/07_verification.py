@@ -327,7 +327,7 @@ for run in (rows_window, rows_scale):
 #
 # ```bash
 # gemma-np goldens export --out probe.npz            # the built-in probe set, 2 to 2048 tokens
-# gemma-np verify --against probe.npz                # check gemma_np itself against a golden file
+# gemma-np verify goldens probe.npz                  # check gemma_np itself against a golden file
 # ```
 #
 # In Python, for our two texts, written into a temporary folder:
@@ -397,11 +397,11 @@ assert first_failure(rows_gold_bad).name == "layers.0.output"
 # Both comparisons are commands, with exit code 0 when every name passes and 1 at the first divergence:
 #
 # ```bash
-# gemma-np verify                                   # against PyTorch, the built-in probe set (2 to 2048 tokens)
-# gemma-np verify --against torch --probes short    # the 12 short probes only (seconds)
-# gemma-np verify --texts mine.txt --prompt-name query
+# gemma-np verify torch                             # against PyTorch, the built-in probe set (2 to 2048 tokens)
+# gemma-np verify torch --probes short              # the 12 short probes only (seconds)
+# gemma-np verify torch --texts mine.txt --prompt-name query
 # gemma-np goldens export --texts mine.txt --prompt-name query --out mine.npz
-# gemma-np verify --against mine.npz                # against a golden file
+# gemma-np verify goldens mine.npz                  # against a golden file
 # ```
 #
 # The last one, run here through `gemma_np.cli.main` (what the `gemma-np` script calls) on the golden file
@@ -411,7 +411,7 @@ assert first_failure(rows_gold_bad).name == "layers.0.output"
 out = io.StringIO()
 # stdout is the table; stderr only says "loading model from <folder>"
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-    code = gemma_np_cli(["verify", "--against", str(path), "--no-progress"])
+    code = gemma_np_cli(["verify", "goldens", str(path)])
 table = out.getvalue().splitlines()
 print("\n".join(table[-3:]))
 print("exit code", code)

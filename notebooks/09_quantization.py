@@ -57,7 +57,7 @@ u = UNIT_ROUNDOFF["float32"]  # 2^-24
 # %% [markdown]
 # ## The texts, and what llama.cpp computed for them
 #
-# The probes of `gemma-np verify-endpoint` (`gemma_np.verify.endpoint.probes`): three queries and the four
+# The probes of `gemma-np verify endpoint` (`gemma_np.verify.endpoint.probes`): three queries and the four
 # planet documents, each 18 to 25 tokens with its prompt, and three documents of 200, 400 and 800 tokens cut
 # from the model card. llama.cpp cannot be built in CI, so `tests/support_llamacpp_outputs.py` ran it once on these
 # very texts (llama-cpp-python 0.3.36, GGUF files made by llama.cpp's own converter and quantizer) and kept

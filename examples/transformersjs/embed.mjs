@@ -1,11 +1,11 @@
 // Embed the probes of `gemma-np probes export` with Transformers.js (Node) and write the vectors for
-// `gemma-np verify --vectors`. Tested by gemma-np's tests/test_transformersjs.py on the export of
+// `gemma-np verify vectors`. Tested by gemma-np's tests/test_transformersjs.py on the export of
 // `python -m weights_tools.onnx_export`.
 //
 //   cd examples/transformersjs && npm ci --ignore-scripts     # or npm install --ignore-scripts
 //   gemma-np probes export --out probes.json
 //   node examples/transformersjs/embed.mjs probes.json vectors.json MODEL_DIR [fp32|q8] [--batch] [--pipeline]
-//   gemma-np verify --vectors vectors.json
+//   gemma-np verify vectors vectors.json
 //
 // MODEL_DIR is a local folder holding an ONNX export of EmbeddingGemma: config.json, the tokenizer files and
 // onnx/model.onnx (fp32) or onnx/model_quantized.onnx (q8). Nothing is fetched (env.allowRemoteModels = false).
@@ -13,7 +13,7 @@
 // The embedding is the model's own output `sentence_embedding`: the export holds the mean pooling, the two Dense
 // layers and the normalization. --pipeline instead does what many guides show, pipeline('feature-extraction')
 // with mean pooling and normalization: it pools the token states (last_hidden_state) and so skips the Dense
-// layers; verify --vectors names that fault ("Dense layers skipped"). --batch runs every probe in one padded
+// layers; verify vectors names that fault ("Dense layers skipped"). --batch runs every probe in one padded
 // batch instead of one at a time.
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
