@@ -20,8 +20,8 @@ Two ways to get the same gradients:
                            rows of that gradient, adding into one set of parameter gradients. Memory: the caches
                            of one mini-batch, whatever the batch size. Cost: one more forward.
 
-Like the rest of train/, nothing here reads a file: `model` is an EmbeddingGemma (or anything with its
-attributes: params, config, dense_weights, head, dtype, embed_scale).
+Nothing here reads a file (in train/, only data.py's two loaders do): `model` is an EmbeddingGemma (or anything
+with its attributes: params, config, dense_weights, head, dtype, embed_scale).
 """
 
 from __future__ import annotations
