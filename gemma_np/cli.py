@@ -164,8 +164,8 @@ def input_pairs(args, model) -> list[tuple[str, str]]:
 
 
 def cmd_verify(args) -> int:
-    from .verify.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
-    from .verify.goldens import load_goldens
+    from .verify.parity.compare import first_failure, format_table, verify_against_goldens, verify_against_torch
+    from .verify.parity.goldens import load_goldens
 
     runtimes = [flag for flag, v in (("--vectors", args.vectors), ("--against-gguf", args.against_gguf),
                                       ("--against-onnx", args.against_onnx)) if v is not None]
@@ -201,8 +201,8 @@ def cmd_verify(args) -> int:
 
 def verify_vectors(args) -> int:
     """verify --vectors FILE: a vectors file some runtime wrote for the exported probes, judged and diagnosed."""
-    from .verify.endpoint import MIN_COSINE, format_report
-    from .verify.vectors import check_vectors
+    from .verify.runtimes.judge import MIN_COSINE, format_report
+    from .verify.runtimes.vectors import check_vectors
 
     clash = [flag for flag, given in (("--against", args.against is not None), ("--texts", args.texts is not None),
                                       ("--prompt-name", args.prompt_name is not None),
@@ -222,8 +222,8 @@ def verify_vectors(args) -> int:
 
 def verify_gguf(args) -> int:
     """verify --against-gguf FILE: llama.cpp (llama-cpp-python) run on the probes, judged and diagnosed."""
-    from .verify.endpoint import MIN_COSINE, format_report
-    from .verify.llamacpp import N_CTX, check_gguf, format_split
+    from .verify.runtimes.judge import MIN_COSINE, format_report
+    from .verify.runtimes.llamacpp import N_CTX, check_gguf, format_split
 
     clash = [flag for flag, given in (("--against", args.against is not None), ("--texts", args.texts is not None),
                                       ("--prompt-name", args.prompt_name is not None),
@@ -248,8 +248,8 @@ def verify_gguf(args) -> int:
 def verify_onnx(args) -> int:
     """verify --against-onnx PATH: an ONNX export run with ONNX Runtime on the probes, judged and diagnosed, and
     compared layer by layer where its graph allows."""
-    from .verify.endpoint import MIN_COSINE
-    from .verify.onnxrt import check_onnx, format_onnx_report
+    from .verify.runtimes.judge import MIN_COSINE
+    from .verify.runtimes.onnxrt import check_onnx, format_onnx_report
 
     clash = [flag for flag, given in (("--against", args.against is not None), ("--vectors", args.vectors is not None),
                                       ("--texts", args.texts is not None),
@@ -276,7 +276,7 @@ def verify_onnx(args) -> int:
 
 
 def cmd_probes(args) -> int:
-    from .verify.vectors import export_probes, probes_json
+    from .verify.runtimes.vectors import export_probes, probes_json
 
     model = EmbeddingGemma.from_pretrained(args.model)
     data = export_probes(model, args.dimensions)
@@ -288,7 +288,7 @@ def cmd_probes(args) -> int:
 
 
 def cmd_goldens(args) -> int:
-    from .verify.goldens import compute_goldens, save_goldens
+    from .verify.parity.goldens import compute_goldens, save_goldens
 
     model = load_model(args)
     pairs = input_pairs(args, model)
@@ -298,7 +298,8 @@ def cmd_goldens(args) -> int:
 
 
 def cmd_verify_endpoint(args) -> int:
-    from .verify.endpoint import check, endpoint_url, format_report
+    from .verify.runtimes.endpoint import check, endpoint_url
+    from .verify.runtimes.judge import format_report
 
     model = EmbeddingGemma.from_pretrained(args.model_dir)
     target = endpoint_url(args.url, args.api)

@@ -1,4 +1,4 @@
-"""gemma_np.verify.faults computes what a port with one fault computes: each fault checked against the same fault
+"""gemma_np.verify.runtimes.faults computes what a port with one fault computes: each fault checked against the same fault
 made another way (a replaced mask function, the head's steps by hand), on the real weights."""
 
 import numpy as np
@@ -9,9 +9,9 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.head import l2_normalize, mean_pool
-from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
-from gemma_np.verify.faults import FAULTS, fault_embeddings, plain_text_ids
 from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
+from gemma_np.verify.runtimes.faults import FAULTS, fault_embeddings, plain_text_ids
+from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE
 
 from support_bounds import assert_above
 

@@ -107,11 +107,11 @@ def test_the_folders_are_there():
     ("gemma_np.nn.attention", "import torch", "imports torch"),
     ("gemma_np.nn.attention", "def f():\n    from ..verify import compare", "imports gemma_np.verify"),
     ("gemma_np.io.weights", "from ..model import EmbeddingGemma", "imports gemma_np.model"),
-    ("gemma_np.verify.compare", "from ..cli import main", "imports gemma_np.cli"),
-    ("gemma_np.verify.compare", "import transformers", "at module level"),
+    ("gemma_np.verify.parity.compare", "from ..cli import main", "imports gemma_np.cli"),
+    ("gemma_np.verify.parity.compare", "import transformers", "at module level"),
     ("gemma_np.io.weights", "def f():\n    import gguf", "imports gguf"),
     ("gemma_np.io.gguf", "import gguf", "at module level"),
-    ("gemma_np.verify.onnxrt", "import onnxruntime", "at module level"),
+    ("gemma_np.verify.runtimes.onnxrt", "import onnxruntime", "at module level"),
     ("gemma_np.train.loss", "import torch", "imports torch"),
     ("gemma_np.train.loss", "from ..io.weights import load", "imports gemma_np.io.weights"),
     ("gemma_np.train.optim", "def f():\n    from ..model import EmbeddingGemma", "imports gemma_np.model"),
@@ -125,8 +125,8 @@ def test_the_checker_lets_the_right_imports_pass():
     source = ("from typing import TYPE_CHECKING\nimport numpy as np\nfrom .norms import rms_norm\n"
               "if TYPE_CHECKING:\n    from ..io.config import GemmaConfig\n")
     assert violations("gemma_np.nn.encoder", imports(source, "gemma_np.nn.encoder")) == []
-    assert violations("gemma_np.verify.torch_trace",
-                      imports("def f():\n    import torch\n", "gemma_np.verify.torch_trace")) == []
+    assert violations("gemma_np.verify.parity.torch_trace",
+                      imports("def f():\n    import torch\n", "gemma_np.verify.parity.torch_trace")) == []
     assert violations("gemma_np.io.gguf", imports("def f():\n    import gguf\n", "gemma_np.io.gguf")) == []
     source = "import numpy as np\nfrom ..nn.head import l2_normalize\nfrom .loss import mnrl_loss\n"
     assert violations("gemma_np.train.optim", imports(source, "gemma_np.train.optim")) == []

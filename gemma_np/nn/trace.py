@@ -2,7 +2,7 @@
 
 Pass a dict as `trace` and every step stores its output under a stable name; pass None (the default) and
 nothing is recorded (each step pays one `is None` test). Names follow the checkpoint's module names where
-there is a module, so that the PyTorch side (gemma_np.verify.torch_trace) can capture the same names with hooks.
+there is a module, so that the PyTorch side (gemma_np.verify.parity.torch_trace) can capture the same names with hooks.
 
 Global names, in the order they are computed, around the per-layer names `layers.{i}.<op>`:
 
@@ -63,7 +63,7 @@ def trace_names(num_layers: int, num_dense: int = 2,
 
 class Trace(dict):
     """A dict of named intermediates whose `tap` may also change each value on its way through: a subclass
-    that rounds every op's output emulates a lower precision (gemma_np.verify.precision). A plain dict works too.
+    that rounds every op's output emulates a lower precision (gemma_np.verify.parity.precision). A plain dict works too.
 
     keep: None stores every name; a collection of names stores only those (a full trace of a long text holds
     every layer's [H, S, T] attention maps: over a gigabyte at 700 tokens). Values not stored still pass.
