@@ -6,6 +6,7 @@
     mlp.py        the gated GELU-tanh MLP
     encoder.py    token embedding, one layer (four norms, two residuals), the 24 layers, the final norm
     head.py       mean pooling, Dense, L2 normalization, Matryoshka truncation
+    linear.py     the projections: every Linear is x @ w.T with w as stored, [out, in]
     trace.py      the named capture points every step records into (what verify/ compares)
 
 Each step's backward sits beside its forward (`rms_norm_backward` under `rms_norm`, ...). A forward given a

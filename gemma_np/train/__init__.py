@@ -6,6 +6,8 @@
               the linear schedule with warm-up, clipping by global norm, the Trainer's no-decay names
     step.py   one step's gradients: the model forward with a cache, the loss, the backward; plain and cached
               (GradCache); which parameters train (parameters(), the frozen-table option)
+    fit.py    the fine-tuning loop: (query, document) pairs to steps, as sentence-transformers' trainer runs
+              CachedMultipleNegativesRankingLoss
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
     data.py   a code-retrieval data set (docstring summary -> the function's code) built from the standard
               library's sources into the cache, split by package; load_train and load_ir read it
