@@ -39,6 +39,7 @@ WINDOW_FLOOR = 0.9  # a wrong window keeps each token's 257 nearest keys: the wo
 # tokens, is 0.977; a long text far below this is something else, never called a window fault
 LONG_TOKENS = (200, 400, 800)  # document lengths, prompt and <bos>/<eos> included: either side of the edge
 
+
 @dataclass
 class Probe:
     name: str
@@ -75,7 +76,6 @@ def special_probes(model) -> list[Probe]:
     p.prompt = model.resolve_prompt(prompt_name="document")
     p.tokens = len(model.tokenize([p.prompt + p.text])[0][0])
     return [p]
-
 
 
 # ------------------------------------------------------------------------------------------------ judging
