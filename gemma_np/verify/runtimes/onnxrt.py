@@ -321,7 +321,7 @@ def _quantized_precision(findings: list[Finding], diagnoses: list[str], quant: d
 
 
 def format_onnx_report(report: OnnxReport, target: str | None = None) -> str:
-    """endpoint.format_report's table and verdict, with the largest absolute difference per text, the notes,
+    """judge.format_report's table and verdict, with the largest absolute difference per text, the notes,
     and the layer-by-layer table (condensed) before the RESULT."""
     target = target or str(report.path)
     base = format_report(report.findings, report.diagnoses, target, command="verify --against-onnx",
