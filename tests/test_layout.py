@@ -203,6 +203,12 @@ def test_the_checker_catches_a_wrong_import_inside_the_oracle(module, source, ex
     assert found and expected in found[0], found
 
 
+def test_the_oracle_s_table_names_real_modules():
+    """A part renamed or moved would leave its rule behind, silently: each key is a module or folder here."""
+    modules = {module_name(p) for p in MODULES}
+    assert [part for part in [*ORACLE, *CLI_ONLY] if part not in modules] == []
+
+
 def test_the_checker_lets_the_oracle_s_own_imports_pass():
     right = {
         "gemma_np.verify.runtimes.judge": ("from ..parity.compare import cosine\nfrom ..probes import QUERY\n"
