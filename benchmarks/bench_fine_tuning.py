@@ -6,7 +6,7 @@
     python benchmarks/bench_fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
 
 compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
-the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.st_trainer.st_fit (SentenceTransformerTrainer,
+the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.training.st_fit (SentenceTransformerTrainer,
 torch float32, CPU) with the same pairs, prompts, hyperparameters, frozen tensors and batch order (fit's
 seeded order, handed to the trainer as its batch sampler). Printed: the loss of every step on both sides and the
 largest difference between the two curves, seconds per step (the median of fit's steps; the trainer's wall time
@@ -78,7 +78,7 @@ def run_worker(side: str, work_file: str) -> dict:
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
-        from gemma_np.verify.st_trainer import st_fit
+        from gemma_np.verify.training import st_fit
 
         torch.set_num_threads(work["threads"])
         st = SentenceTransformer(work["model"], device="cpu")

@@ -6,7 +6,7 @@ gemma_np float64 is float64 throughout (torch's "float64" still runs RMSNorm, ro
 float32), so it is the most exact forward available. For each traced name (gemma_np.nn.trace) and each probe
 text, the error is max |x - x64| / max |x64| over the real tokens ("relative to scale"); the table gives, per
 layer, the largest over that layer's ops and texts, and per op kind the largest over layers and texts.
-These figures are where gemma_np.verify.compare.TOLERANCES come from (docs/tolerances.md).
+These figures are where gemma_np.verify.parity.compare.TOLERANCES come from (docs/tolerances.md).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ def main(argv=None) -> int:
     from gemma_np.io.tokenizer import pad_batch
     from gemma_np.model import default_model_dir
     from gemma_np.nn.trace import LAYER_OPS
-    from gemma_np.verify.compare import compare, trace_one
+    from gemma_np.verify.parity.compare import compare, trace_one
+    from gemma_np.verify.parity.torch_trace import TorchReference
     from gemma_np.verify.probes import probe_texts
-    from gemma_np.verify.torch_trace import TorchReference
 
     folder = args.model or str(default_model_dir())
     m32 = EmbeddingGemma.from_pretrained(folder)

@@ -42,8 +42,9 @@ import numpy as np
 
 from gemma_np import EmbeddingGemma
 from gemma_np.verify import quant
-from gemma_np.verify.endpoint import Probe
+from gemma_np.verify.parity.compare import cosine
 from gemma_np.verify.probes import PLANETS, QUERY, probe_set, retrieval_set
+from gemma_np.verify.runtimes.judge import Probe
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def onnx_path(model: EmbeddingGemma, kind: str) -> Path | None:
 def llama_cpp_vectors(path: Path, *text_lists: list[str]) -> list[np.ndarray] | None:
     """llama.cpp's vectors (normalized) for each list, one text per call; None when llama-cpp-python is not
     installed."""
-    from gemma_np.verify import llamacpp
+    from gemma_np.verify.runtimes import llamacpp
 
     try:
         llm = llamacpp.load(path)
@@ -115,7 +116,7 @@ def llama_cpp_vectors(path: Path, *text_lists: list[str]) -> list[np.ndarray] | 
 def onnx_vectors(path: Path, model: EmbeddingGemma, *text_lists: list[str]) -> list[np.ndarray] | None:
     """ONNX Runtime's vectors for each list, one text per run; None when onnxruntime is not installed."""
     try:
-        from gemma_np.verify import onnxrt
+        from gemma_np.verify.runtimes import onnxrt
 
         session = onnxrt._session(str(path), path.name)
     except Exception as e:  # noqa: BLE001  onnxruntime missing or the file unreadable: emulation only
@@ -167,7 +168,7 @@ def weights_check(model: EmbeddingGemma, fmt: Format, path: Path, q: quant.Quant
         return "bit-identical" if same else "DIFFERENT"
     from onnx import numpy_helper
 
-    from gemma_np.verify.onnxrt import load_graph
+    from gemma_np.verify.runtimes.onnxrt import load_graph
 
     graph = load_graph(path).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -230,12 +231,12 @@ def measure(model: EmbeddingGemma, fmt: Format, texts: list[str], ref: np.ndarra
             log(f"    runtime {time.perf_counter() - t0:.0f} s")
     vec, vec_r = (run, run_r) if run is not None else (emu, emu_r)
     row["source"] = ("llama.cpp" if fmt.gguf else "ONNX Runtime") if run is not None else "emulation"
-    cos = quant.cosines(vec, ref)
+    cos = cosine(vec, ref)
     row["cos_min"], row["cos_median"] = float(cos.min()), float(np.median(cos))
     row["cos_each"] = cos.tolist()
     if run is not None and emu is not None:
-        row["emulation_ratio"] = float(np.median((1 - cos) / (1 - quant.cosines(emu, ref))))
-        row["emulation_cos_each"] = quant.cosines(emu, ref).tolist()
+        row["emulation_ratio"] = float(np.median((1 - cos) / (1 - cosine(emu, ref))))
+        row["emulation_cos_each"] = cosine(emu, ref).tolist()
     docs = slice(n_queries, n_queries + n_docs)
     ref_ranks = quant.ranks(rref[:n_queries], rref[docs], relevant)
     got = quant.ranks(vec_r[:n_queries], vec_r[docs], relevant)

@@ -4,8 +4,10 @@ The package's folders are the model's architecture:
 
     nn/            the math: one step per file, plain functions over NumPy arrays
     io/            what reads the model folder: config, safetensors, weights, tokenizer
-    verify/        the oracle: traces of PyTorch, layer-by-layer comparison, golden files, faults, precision,
-                   probe texts, served endpoints
+    verify/        the oracle: parity with PyTorch (traces, layer-by-layer comparison, golden files, precision),
+                   runtimes' vectors judged (servers, files, llama.cpp, ONNX Runtime; faults named), the
+                   quantization lab, the trainer's oracle, probe texts
+    train/         the loss, the optimizer, the fine-tuning loop
     integrations/  adapters for LangChain, LlamaIndex, Haystack, txtai
     model.py       EmbeddingGemma: a model folder behind a sentence-transformers-style API
     cli.py         the gemma-np command;  errors.py  the error classes

@@ -139,7 +139,7 @@ def add_dimensions(p, help_text: str) -> None:
 
 
 def min_cosine(args) -> float:
-    from .verify.endpoint import MIN_COSINE
+    from .verify.runtimes.judge import MIN_COSINE
 
     return MIN_COSINE if args.min_cosine is None else args.min_cosine
 
@@ -324,7 +324,7 @@ def add_verify_torch(modes) -> None:
 
 
 def verify_torch(args) -> int:
-    from .verify.compare import first_failure, format_table, verify_against_torch
+    from .verify.parity.compare import first_failure, format_table, verify_against_torch
 
     model = load_model(args)
     texts = [p + t for p, t in input_pairs(args, model)]
@@ -343,8 +343,8 @@ def add_verify_goldens(modes) -> None:
 
 
 def verify_goldens(args) -> int:
-    from .verify.compare import first_failure, format_table, verify_against_goldens
-    from .verify.goldens import load_goldens
+    from .verify.parity.compare import first_failure, format_table, verify_against_goldens
+    from .verify.parity.goldens import load_goldens
 
     model = load_model(args)
     rows = verify_against_goldens(model, load_goldens(args.goldens))
@@ -367,8 +367,8 @@ def add_verify_vectors(modes) -> None:
 
 def verify_vectors(args) -> int:
     """verify vectors FILE: a vectors file some runtime wrote for the exported probes, judged and diagnosed."""
-    from .verify.endpoint import format_report
-    from .verify.vectors import check_vectors
+    from .verify.runtimes.judge import format_report
+    from .verify.runtimes.vectors import check_vectors
 
     model = load_model(args)
     print(f"checking {args.vectors} against the probe texts", file=sys.stderr)
@@ -393,8 +393,8 @@ def add_verify_gguf(modes) -> None:
 
 def verify_gguf(args) -> int:
     """verify gguf FILE: llama.cpp (llama-cpp-python) run on the probes, judged and diagnosed."""
-    from .verify.endpoint import format_report
-    from .verify.llamacpp import N_CTX, check_gguf, format_split
+    from .verify.runtimes.judge import format_report
+    from .verify.runtimes.llamacpp import N_CTX, check_gguf, format_split
 
     model = load_model(args)
     n_batch = args.n_batch or N_CTX
@@ -427,7 +427,7 @@ def add_verify_onnx(modes) -> None:
 def verify_onnx(args) -> int:
     """verify onnx PATH: an ONNX export run with ONNX Runtime on the probes, judged and diagnosed, and compared
     layer by layer where its graph allows."""
-    from .verify.onnxrt import check_onnx, format_onnx_report
+    from .verify.runtimes.onnxrt import check_onnx, format_onnx_report
 
     model = load_model(args)
     print(f"running {args.onnx} with ONNX Runtime on the probe texts"
@@ -458,7 +458,8 @@ def add_verify_endpoint(modes) -> None:
 
 
 def verify_endpoint(args) -> int:
-    from .verify.endpoint import TIMEOUT, check, endpoint_url, format_report
+    from .verify.runtimes.endpoint import TIMEOUT, check, endpoint_url
+    from .verify.runtimes.judge import format_report
 
     model = EmbeddingGemma.from_pretrained(args.model)
     target = endpoint_url(args.url, args.api)
@@ -483,7 +484,7 @@ def add_goldens(sub) -> None:
 
 
 def cmd_goldens(args) -> int:
-    from .verify.goldens import compute_goldens, save_goldens
+    from .verify.parity.goldens import compute_goldens, save_goldens
 
     model = load_model(args)
     pairs = input_pairs(args, model)
@@ -506,7 +507,7 @@ def add_probes(sub) -> None:
 
 
 def cmd_probes(args) -> int:
-    from .verify.vectors import export_probes, probes_json
+    from .verify.runtimes.vectors import export_probes, probes_json
 
     model = EmbeddingGemma.from_pretrained(args.model)
     data = export_probes(model, args.dimensions)

@@ -45,7 +45,7 @@ def default_workers() -> int:
 DTYPES = {"float32": np.float32, "float64": np.float64}
 _REFUSED_DTYPES = {
     "float16": "float16 is refused: EmbeddingGemma's activations grow past float16's largest value 65504 "
-               "(in layer 22, to ~1.2e5; see gemma_np.verify.precision.float16_report), which gives Inf and "
+               "(in layer 22, to ~1.2e5; see gemma_np.verify.parity.precision.float16_report), which gives Inf and "
                "NaN. Use 'float32' (or 'float64').",
     "bfloat16": "bfloat16 is not a compute dtype of gemma_np: use 'float32' (or 'float64').",
 }

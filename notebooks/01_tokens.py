@@ -32,7 +32,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import probes
-from gemma_np.verify.precision import UNIT_ROUNDOFF
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
 tok = model.tokenizer  # a `tokenizers.Tokenizer` built from the model folder's tokenizer.json

@@ -37,8 +37,8 @@ from gemma_np.nn.mlp import gelu_tanh
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope, rope_frequencies, rope_tables
 from gemma_np.nn.trace import LAYER_OPS, Trace
-from gemma_np.verify.compare import tolerance_for
-from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.parity.compare import tolerance_for
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights

@@ -33,7 +33,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.trace import Trace
-from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 from gemma_np.verify.probes import text_of_length
 
 plt.rcParams.update({"font.size": 10})
@@ -303,7 +303,7 @@ assert mean_distance[sliding_layers].max() < 110 < mean_distance[full_layers].ma
 # %% [markdown]
 # ## What a wrong window does
 #
-# Ports of EmbeddingGemma have got the window wrong in three ways. `gemma_np.verify.faults` computes what each of
+# Ports of EmbeddingGemma have got the window wrong in three ways. `gemma_np.verify.runtimes.faults` computes what each of
 # them gives, from the real weights, changing that one thing and nothing else:
 #
 # - **±512** (`window_512`): the stored 512 used as it is (`|i - j| <= 512`);
@@ -314,7 +314,8 @@ assert mean_distance[sliding_layers].max() < 110 < mean_distance[full_layers].ma
 # `gemma-np verify endpoint` uses the same functions to recognise these faults in a served model.
 
 # %%
-from gemma_np.verify.faults import fault_embeddings
+from gemma_np.verify.parity.compare import cosine  # float64, as verify endpoint measures
+from gemma_np.verify.runtimes.faults import fault_embeddings
 
 short_doc = text_of_length(model.folder, 200)
 for fault in ("window_512", "no_window"):  # under 257 tokens the right band already allows every key
@@ -330,12 +331,6 @@ for fault in ("window_512", "no_window"):  # under 257 tokens the right band alr
 # %%
 lengths = [100, 257, 258, 400, 513, 1100]
 wrong = {"±512 (stored window, not halved)": "window_512", "no window": "no_window", "causal": "causal"}
-
-
-def cosine(a, b):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
 
 right, emb, cos_to_right = {}, {}, {name: [] for name in wrong}
 for n in lengths:

@@ -35,8 +35,8 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.head import dense, l2_normalize, matryoshka, mean_pool
 from gemma_np.nn.trace import Trace
-from gemma_np.verify.compare import tolerance_for
-from gemma_np.verify.precision import UNIT_ROUNDOFF
+from gemma_np.verify.parity.compare import tolerance_for
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 from gemma_np.verify.probes import retrieval_set
 
 plt.rcParams.update({"font.size": 10})

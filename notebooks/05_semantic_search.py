@@ -35,7 +35,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.cli import demo_documents
 from gemma_np.cli import main as cli_main
 from gemma_np.verify import probes
-from gemma_np.verify.precision import UNIT_ROUNDOFF
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
 

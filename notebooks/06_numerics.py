@@ -26,9 +26,8 @@ import numpy as np
 from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.trace import Trace
-from gemma_np.verify.compare import compare, tolerance_for
-from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
-from gemma_np.verify.precision import (
+from gemma_np.verify.parity.compare import compare, tolerance_for
+from gemma_np.verify.parity.precision import (
     FLOAT16_MAX,
     UNIT_ROUNDOFF,
     BFloat16Emulation,
@@ -38,6 +37,7 @@ from gemma_np.verify.precision import (
     same_order,
 )
 from gemma_np.verify.probes import DOC_PROMPT, MULTILINGUAL, QUERY, text_of_length
+from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE
 
 m32 = EmbeddingGemma.from_pretrained(dtype="float32")
 m64 = EmbeddingGemma.from_pretrained(dtype="float64")
@@ -102,7 +102,7 @@ rel = np.abs(a - b).max() / np.abs(b).max()
 print(f"layers.10.output: max |x32 - x64| / max |x64| = {rel:.2e}")
 
 # %% [markdown]
-# `gemma_np.verify.compare` computes the same number for every name (here with `tolerances=None`: measure,
+# `gemma_np.verify.parity.compare` computes the same number for every name (here with `tolerances=None`: measure,
 # no verdict). Both compute in float64 from the same float32 values, so they agree exactly.
 
 # %%
@@ -289,7 +289,7 @@ plt.show()
 #   from layer 0 on, and about 20% in the last layers of the document.
 # - Yet the final embedding keeps a cosine above 0.9995 to the float64 one in every run: 1 − cosine
 #   between 1e-5 and 5e-4, the band in which `gemma-np verify endpoint` reads a server's vectors as a
-#   precision change (`gemma_np.verify.endpoint`: CLOSE = 0.9995, MIN_COSINE = 0.99999) rather than a bug.
+#   precision change (`gemma_np.verify.runtimes.judge`: CLOSE = 0.9995, MIN_COSINE = 0.99999) rather than a bug.
 #   float32's 1 − cosine is far below it: under 2e-10, since its embedding is within 5e-7 of float64's on
 #   every coordinate.
 # - The error shrinks on the way out: the final norm, the mean over tokens and the Dense layers take it

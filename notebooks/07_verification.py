@@ -40,7 +40,7 @@ from gemma_np.cli import main as gemma_np_cli
 from gemma_np.io.config import GemmaConfig
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.trace import LAYER_OPS, trace_names
-from gemma_np.verify.compare import (
+from gemma_np.verify.parity.compare import (
     ABSOLUTE,
     TOLERANCES,
     compare,
@@ -51,10 +51,10 @@ from gemma_np.verify.compare import (
     verify_against_goldens,
     verify_against_torch,
 )
-from gemma_np.verify.goldens import compute_goldens, load_goldens, save_goldens
-from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.parity.goldens import compute_goldens, load_goldens, save_goldens
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.parity.torch_trace import TorchReference
 from gemma_np.verify.probes import DOC_PROMPT, QUERY, text_of_length
-from gemma_np.verify.torch_trace import TorchReference
 
 model = EmbeddingGemma.from_pretrained()
 with contextlib.redirect_stderr(io.StringIO()):  # hides the loading progress bars of transformers

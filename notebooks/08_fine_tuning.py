@@ -53,8 +53,8 @@ from gemma_np.train.evaluate import evaluate
 from gemma_np.train.loss import mnrl_backward, mnrl_loss
 from gemma_np.train.optim import AdamW, clip_grad_norm, linear_schedule_lr, trainer_no_decay
 from gemma_np.train.step import forward, mnrl_gradients, parameters
-from gemma_np.verify.compare import tolerance_for
-from gemma_np.verify.precision import UNIT_ROUNDOFF, same_order
+from gemma_np.verify.parity.compare import tolerance_for
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 from training_data_tools import code_retrieval
 
 plt.rcParams.update({"font.size": 10})

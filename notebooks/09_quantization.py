@@ -42,11 +42,12 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.trace import Trace
-from gemma_np.verify import onnxrt, quant
-from gemma_np.verify.compare import tolerance_for
-from gemma_np.verify.endpoint import probes
-from gemma_np.verify.precision import FLOAT16_MAX, UNIT_ROUNDOFF, float16_report, same_order
+from gemma_np.verify import quant
+from gemma_np.verify.parity.compare import cosine, tolerance_for
+from gemma_np.verify.parity.precision import FLOAT16_MAX, UNIT_ROUNDOFF, float16_report, same_order
 from gemma_np.verify.probes import retrieval_set
+from gemma_np.verify.runtimes import onnxrt
+from gemma_np.verify.runtimes.judge import probes
 from weights_tools.onnx_export import QUANTIZED_FILE, export
 
 plt.rcParams.update({"font.size": 10})
@@ -57,7 +58,7 @@ u = UNIT_ROUNDOFF["float32"]  # 2^-24
 # %% [markdown]
 # ## The texts, and what llama.cpp computed for them
 #
-# The probes of `gemma-np verify endpoint` (`gemma_np.verify.endpoint.probes`): three queries and the four
+# The probes of `gemma-np verify endpoint` (`gemma_np.verify.runtimes.judge.probes`): three queries and the four
 # planet documents, each 18 to 25 tokens with its prompt, and three documents of 200, 400 and 800 tokens cut
 # from the model card. llama.cpp cannot be built in CI, so `tests/support_llamacpp_outputs.py` ran it once on these
 # very texts (llama-cpp-python 0.3.36, GGUF files made by llama.cpp's own converter and quantizer) and kept
@@ -428,7 +429,7 @@ vec, gap = {}, {}  # label -> [10, 768] vectors, and 1 - cosine to float32 per p
 def put(label, vectors, where=slice(None)):
     v = np.full((len(texts), D), np.nan)
     v[where] = vectors
-    vec[label], gap[label] = v, 1 - quant.cosines(v, REF)
+    vec[label], gap[label] = v, 1 - cosine(v, REF)
 
 
 put("Q8_0 + activations (emulated)", qm_q8.embed(texts))
@@ -449,7 +450,7 @@ put("ONNX Runtime int8 (live)",
 # texts they stand in for a weights-only run we skip here.
 
 # %%
-same = 1 - quant.cosines(recorded["expected/q8_0"][SHORT], vec["Q8_0 weights only (emulated)"][SHORT])
+same = 1 - cosine(recorded["expected/q8_0"][SHORT], vec["Q8_0 weights only (emulated)"][SHORT])
 print(f"recorded weights-only Q8_0 vs ours, 1 - cosine: at most {same.max():.1e}")
 # two float32 forwards of the same weights: within 1e-6 (the parity bar) on each coordinate of a unit vector,
 # so 1 - cosine <= |a - b|^2 / 2 <= D (1e-6)^2 / 2 = 3.8e-10
@@ -566,7 +567,7 @@ assert 1.3 < np.median(gap["Q4_0 + activations (emulated)"][SHORT]) / k_med < 4
 alone_w, batch_w = qm_q8w.embed(short_texts), qm_q8w.embed(short_texts, batch=True)
 alone_a, batch_a = vec["Q8_0 + activations (emulated)"][SHORT], qm_q8.embed(short_texts, batch=True)
 padded = mask7.sum(axis=1) < mask7.shape[1]  # [7]: the texts shorter than the batch
-chaos_w, chaos_a = 1 - quant.cosines(alone_w, batch_w), 1 - quant.cosines(alone_a, batch_a)
+chaos_w, chaos_a = 1 - cosine(alone_w, batch_w), 1 - cosine(alone_a, batch_a)
 print("1 - cosine, alone vs in the batch:")
 print("  weights only    ", " ".join(f"{v:.1e}" for v in chaos_w))
 print("  + activations   ", " ".join(f"{v:.1e}" for v in chaos_a), "  (the 25-token text is not padded)")
@@ -670,9 +671,9 @@ plt.show()
 # %%
 emu_vs_real = {  # 1 - cos between the emulation and the runtime, per probe
     "Q8_0 emulated vs llama.cpp":
-        1 - quant.cosines(vec["Q8_0 + activations (emulated)"], vec["llama.cpp Q8_0 (recorded)"]),
+        1 - cosine(vec["Q8_0 + activations (emulated)"], vec["llama.cpp Q8_0 (recorded)"]),
     "int8 emulated vs ONNX Runtime":
-        1 - quant.cosines(vec["int8 + activations (emulated)"], vec["ONNX Runtime int8 (live)"]),
+        1 - cosine(vec["int8 + activations (emulated)"], vec["ONNX Runtime int8 (live)"]),
 }
 to_float = {"Q8_0 emulated vs llama.cpp": gap["llama.cpp Q8_0 (recorded)"],
             "int8 emulated vs ONNX Runtime": gap["ONNX Runtime int8 (live)"]}
@@ -689,7 +690,7 @@ for label, v in emu_vs_real.items():
 
 # %%
 ort_batch = onnxrt.run_vectors(session, io, ids7, mask7)  # [7, 768]
-g_alone, g_batch = gap["ONNX Runtime int8 (live)"][SHORT], 1 - quant.cosines(ort_batch, REF[SHORT])  # [7] each
+g_alone, g_batch = gap["ONNX Runtime int8 (live)"][SHORT], 1 - cosine(ort_batch, REF[SHORT])  # [7] each
 print("ONNX Runtime int8, 1 - cos to float32, alone:   ", np.array2string(g_alone, precision=4))
 print("                                in the batch:  ", np.array2string(g_batch, precision=4))
 # the figures: about 1.2e-2 alone, 1.6e-2 .. 2.3e-2 in the batch; worse in the batch for the median text
@@ -743,7 +744,7 @@ for label, e in r_emb.items():
     # of all (query, doc a, doc b) triples, how many swap their order
     swapped = np.mean([(np.sign(ref_sim[k][:, None] - ref_sim[k][None, :]) !=
                         np.sign(sim[k][:, None] - sim[k][None, :])).mean() for k in range(Q)])
-    gap_r = float(np.median(1 - quant.cosines(e, r_emb["float32"])))
+    gap_r = float(np.median(1 - cosine(e, r_emb["float32"])))
     retrieval[label] = dict(cost, shift=shift, swapped=float(swapped), gap=gap_r)
     print(f"{label:<10}{cost['recall@1']:>9.3f}{cost['MRR']:>7.3f}{cost['rank changes']:>15}{gap_r:>14.1e}"
           f"{shift:>20.4f}{swapped:>17.2%}")
@@ -806,7 +807,7 @@ alone = {label: quant.sweep(make[fmt], groups, SWEEP, SWEEP_REF) for label, fmt 
 full = {label: 1 - gap[FULL_RUN[fmt]][SWEEP_IDX] for label, fmt in SWEEP_FORMATS.items()}  # cosines
 all_but = quant.sweep(make["int8-channel"], {g: [n for n in ALL if n not in set(v)] for g, v in groups.items()},
                       SWEEP, SWEEP_REF)
-down_weights_only = quant.cosines(make["int8-channel"](groups["mlp down"], runtime="none").embed(SWEEP), SWEEP_REF)
+down_weights_only = cosine(make["int8-channel"](groups["mlp down"], runtime="none").embed(SWEEP), SWEEP_REF)
 
 print(f"{'1 - cos, one group quantized':<26}" + "".join(f"{g:>18}" for g in groups) + f"{'all':>10}")
 for label in SWEEP_FORMATS:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from gemma_np.verify.precision import UNIT_ROUNDOFF
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 
 # float32's unit roundoff: one correctly rounded float32 operation is off by at most U32 relative.
 U32 = UNIT_ROUNDOFF["float32"]

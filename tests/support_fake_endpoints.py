@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from gemma_np.nn.head import l2_normalize
-from gemma_np.verify.faults import fault_embeddings, parse_faults
+from gemma_np.verify.runtimes.faults import fault_embeddings, parse_faults
 
-# Faults of the serving layer rather than the model (see gemma_np.verify.faults for the model's, which combine
+# Faults of the serving layer rather than the model (see gemma_np.verify.runtimes.faults for the model's, which combine
 # with '+': "window_512+bfloat16"). bfloat16_long: bfloat16 vectors for texts past 257 tokens, float32 for the
 # rest, so that precision noise alone lies where a window fault would show.
 SERVING_FAULTS = ("no_prompt", "other_prompt", "double_prompt", "truncated_unnormalized", "ignores_dimensions",

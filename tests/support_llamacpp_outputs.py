@@ -1,7 +1,7 @@
 """What real llama.cpp computed for the probe texts, recorded, so that CI judges a real runtime's output.
 
 Building llama-cpp-python takes longer than CI can spend, so CI cannot run llama.cpp. This file records its
-vectors for the probes (gemma_np.verify.endpoint.probes) once, under the settings users meet, into
+vectors for the probes (gemma_np.verify.runtimes.judge.probes) once, under the settings users meet, into
 tests/data/llamacpp_probes.npz (about 300 KB), and tests/test_llamacpp_recorded.py judges them in every CI run.
 tests/test_llamacpp.py runs llama.cpp live where it is installed (the README's llama.cpp command).
 
@@ -38,7 +38,7 @@ QUANTIZED = ("q8_0", "q4_k_m")
 
 def probe_key(model) -> str:
     """SHA-256 of the probes' inputs: a recording is of these exact texts."""
-    from gemma_np.verify.endpoint import probes
+    from gemma_np.verify.runtimes.judge import probes
 
     return hashlib.sha256(json.dumps([p.prompt + p.text for p in probes(model)]).encode()).hexdigest()
 
@@ -58,8 +58,8 @@ def record(path: Path = DATA) -> None:
 
     from gemma_np import EmbeddingGemma
     from gemma_np.model import default_model_dir
-    from gemma_np.verify import llamacpp
-    from gemma_np.verify.endpoint import probes
+    from gemma_np.verify.runtimes import llamacpp
+    from gemma_np.verify.runtimes.judge import probes
     from weights_tools.gguf_convert import default_out_dir
 
     model = EmbeddingGemma.from_pretrained(default_model_dir())

@@ -1,7 +1,7 @@
 """gemma-np verify endpoint against small local servers: one faithful, one for each fault it must name.
 
 The servers (tests/support_fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
-exactly one thing wrong (gemma_np.verify.faults, or the prompts). Each test runs the command line and asserts the
+exactly one thing wrong (gemma_np.verify.runtimes.faults, or the prompts). Each test runs the command line and asserts the
 exit status and the diagnosis. The model's vectors are cached across tests, text by text (the same texts recur in
 every check, each sent alone and in one request; the results are deterministic, so a cache changes nothing but
 the time).
@@ -19,9 +19,10 @@ import pytest
 
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
-from gemma_np.verify import endpoint
-from gemma_np.verify.faults import fault_embeddings
+from gemma_np.verify.parity.compare import cosine
 from gemma_np.verify.probes import text_of_length
+from gemma_np.verify.runtimes import endpoint, judge
+from gemma_np.verify.runtimes.faults import fault_embeddings
 
 from support_bounds import assert_above
 from support_fake_endpoints import FakeEndpoint
@@ -62,7 +63,7 @@ def model(real_dir):
 
 @pytest.fixture(autouse=True)
 def _cache_faults(monkeypatch, model):
-    monkeypatch.setattr(endpoint, "fault_embeddings", cached_faults)
+    monkeypatch.setattr(judge, "fault_embeddings", cached_faults)
     monkeypatch.setattr(EmbeddingGemma, "from_pretrained", classmethod(lambda cls, *a, **k: model))
 
 
@@ -99,14 +100,14 @@ def test_what_is_sent(model, capsys):
         openai = list(s.requests)
         run(capsys, url, "--api", "tei")
     tei = s.requests[len(openai):]
-    items = endpoint.probes(model) + endpoint.special_probes(model)
+    items = judge.probes(model) + judge.special_probes(model)
     assert len(openai) == len(items) + 1 and len(tei) == len(items) + 2
     first, together = openai[0], openai[-1]
     assert first["path"] == "/v1/embeddings" and first["model"] == "embeddinggemma" and first["dimensions"] == 512
     assert first["input"] == ["task: search result | query: Which planet is known as the Red Planet?"]
     assert [r["input"] for r in openai[:-1]] == [[p.prompt + p.text] for p in items]
     assert together["input"] == [p.prompt + p.text for p in items]
-    assert together["input"][-1] == "title: none | text: " + endpoint.SPECIAL_TEXT
+    assert together["input"][-1] == "title: none | text: " + judge.SPECIAL_TEXT
     tei_q, tei_d = tei[-2:]
     assert tei_q["path"] == "/embed" and tei_q["prompt_name"] == "query" and tei_d["prompt_name"] == "document"
     assert tei_q["inputs"] == [p.text for p in items if p.kind == "query"]
@@ -161,10 +162,10 @@ def test_bfloat16_passes_with_a_lower_bar(model, capsys):
     # The bar a bfloat16 deployment is held to is CLOSE, the precision level (docs/tolerances.md): bfloat16
     # measured 1 - cos up to 1.04e-4 (800 tokens, SkylakeX kernels), a factor five inside 1 - CLOSE.
     with serve(model, "bfloat16") as url:
-        code, out, _ = run(capsys, url, "--min-cosine", str(endpoint.CLOSE))
+        code, out, _ = run(capsys, url, "--min-cosine", str(judge.CLOSE))
         findings, _ = endpoint.check(model, url, timeout=900)
     assert code == 0, out
-    assert_above("endpoint: bfloat16 server, lowest cosine", min(f.cosine for f in findings), endpoint.CLOSE)
+    assert_above("endpoint: bfloat16 server, lowest cosine", min(f.cosine for f in findings), judge.CLOSE)
 
 
 def _diagnoses(out: str) -> list[str]:
@@ -283,9 +284,9 @@ def test_cosines_are_computed_in_float64():
     vectors = [np.random.default_rng(seed).standard_normal(768).astype(np.float32) for seed in range(50)]
     assert any(_cos_float32(v, v) > 1.0 for v in vectors)  # what the test guards against is there
     for v in vectors:
-        c = endpoint._cos(v, v)
+        c = cosine(v, v)
         assert c <= 1.0 and 1.0 - c < 1e-15, c
-        assert endpoint._cos(v.astype(np.float64), v) <= 1.0
+        assert cosine(v.astype(np.float64), v) <= 1.0
 
 
 # ------------------------------------------------------------------------------------------------ errors

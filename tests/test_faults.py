@@ -1,4 +1,4 @@
-"""gemma_np.verify.faults computes what a port with one fault computes: each fault checked against the same fault
+"""gemma_np.verify.runtimes.faults computes what a port with one fault computes: each fault checked against the same fault
 made another way (a replaced mask function, the head's steps by hand), on the real weights."""
 
 import numpy as np
@@ -9,9 +9,9 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.head import l2_normalize, mean_pool
-from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
-from gemma_np.verify.faults import FAULTS, fault_embeddings, plain_text_ids
 from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
+from gemma_np.verify.runtimes.faults import FAULTS, fault_embeddings, plain_text_ids
+from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE
 
 from support_bounds import assert_above
 
@@ -118,7 +118,7 @@ def test_precision_faults(model, texts):
     assert np.all(np.isnan(fault_embeddings(model, texts[:2], DOC_PROMPT, "float16")))  # overflow in layer 22
     bf16 = fault_embeddings(model, texts[:2], DOC_PROMPT, "bfloat16")
     cos = np.sum(bf16 * right, axis=1) / np.linalg.norm(bf16, axis=1)  # bfloat16 rounds the unit vector too
-    # The precision level verify-endpoint names (docs/tolerances.md): never a float32 match, never a fault.
+    # The precision level verify endpoint names (docs/tolerances.md): never a float32 match, never a fault.
     for c in cos:
         assert_above("faults: bfloat16 cosine to float32", c, CLOSE)
         assert c < MIN_COSINE, cos

@@ -60,7 +60,7 @@ def test_fit_equals_the_sentence_transformers_trainer(tiny_folder, torch_in_floa
     """Five steps of CMNRL with warm-up, clipping and the Trainer's no-decay groups, in the same batch order."""
     from sentence_transformers import SentenceTransformer
 
-    from gemma_np.verify.st_trainer import st_fit
+    from gemma_np.verify.training import st_fit
 
     cfg = TrainConfig(**{**CONFIG.__dict__, **variant})
     model = EmbeddingGemma.from_pretrained(tiny_folder, dtype="float64")

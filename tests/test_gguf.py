@@ -21,7 +21,7 @@ gguf = pytest.importorskip("gguf")
 
 from gemma_np import EmbeddingGemma, WeightsError
 from gemma_np.io.gguf import gguf_tensor_names, is_shifted
-from gemma_np.verify import llamacpp
+from gemma_np.verify.runtimes import llamacpp
 
 pytestmark = pytest.mark.real
 

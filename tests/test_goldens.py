@@ -8,8 +8,8 @@ import pytest
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
 from gemma_np.nn.trace import trace_names
-from gemma_np.verify.compare import first_failure, format_table, verify_against_goldens
-from gemma_np.verify.goldens import choose_positions, compute_goldens, load_goldens, save_goldens
+from gemma_np.verify.parity.compare import first_failure, format_table, verify_against_goldens
+from gemma_np.verify.parity.goldens import choose_positions, compute_goldens, load_goldens, save_goldens
 from gemma_np.verify.probes import probe_set
 
 from support_bounds import assert_close

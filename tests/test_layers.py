@@ -122,7 +122,7 @@ def test_blocked_attention_equals_the_plain_masked_one(S, window, block, causal)
     key_mask = np.ones((B, S), int)
     key_mask[1, S - 9:] = 0  # padding, including queries whose whole window is padding
     allowed = attention_mask(key_mask, window)
-    if causal:  # a mask that is no band around the query (a decoder's), as gemma_np.verify.faults makes
+    if causal:  # a mask that is no band around the query (a decoder's), as gemma_np.verify.runtimes.faults makes
         allowed = allowed & np.tri(S, dtype=bool)
     plain = attend(q, k, v, allowed, 0.3)
     banded = attend_blocked(q, k, v, allowed, 0.3, block)

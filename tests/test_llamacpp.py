@@ -14,9 +14,9 @@ import pytest
 
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
-from gemma_np.verify.endpoint import MIN_COSINE
-from gemma_np.verify.llamacpp import BUILD_FLAGS, check_gguf
-from gemma_np.verify.quant import cosines
+from gemma_np.verify.parity.compare import cosine
+from gemma_np.verify.runtimes.judge import MIN_COSINE
+from gemma_np.verify.runtimes.llamacpp import BUILD_FLAGS, check_gguf
 
 from support_bounds import assert_above, assert_below, redraw_bound
 from support_llamacpp_outputs import CONFIGS, QUANTIZED, load
@@ -88,13 +88,13 @@ def test_live_llama_cpp_gives_what_was_recorded(model, gguf_dir, name):
         bound = redraw_bound(live, rec, expected)  # [10], in 1 - cos
         # The same noise: this machine's roundings move each text as far from the file's exact output as the
         # recording's did, within the [2/3, 3/2] test_quant.py holds the emulation to (measured 0.84 to 1.13).
-        noise = (1 - cosines(live, expected)) / (1 - cosines(rec, expected))
+        noise = (1 - cosine(live, expected)) / (1 - cosine(rec, expected))
         print(f"{name}: own spread, live over recorded: {noise}")
         assert_above(f"llama.cpp live {kind} vs recorded: own spread, live / recorded", noise.min(), 2 / 3)
         assert_below(f"llama.cpp live {kind} vs recorded: own spread, live / recorded", noise.max(), 3 / 2)
     else:
         bound = np.full(len(rec), 1 - MIN_COSINE)
-    apart = 1 - cosines(live, rec)
+    apart = 1 - cosine(live, rec)
     length = np.abs(np.linalg.norm(live, axis=1) / np.linalg.norm(rec, axis=1) - 1)
     print(f"{name}: 1 - cos to the recording {apart}, its bound {bound}; relative length {length}")
     assert_below(f"llama.cpp live {kind} vs recorded: (1 - cos) / its bound", np.max(apart / bound), 1)

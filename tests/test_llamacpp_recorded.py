@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from gemma_np import EmbeddingGemma
-from gemma_np.verify import endpoint
-from gemma_np.verify.endpoint import CLOSE, MIN_COSINE, probes
-from gemma_np.verify.faults import fault_embeddings
-from gemma_np.verify.llamacpp import judge_runtime
+from gemma_np.verify.runtimes import judge
+from gemma_np.verify.runtimes.faults import fault_embeddings
+from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE, probes
+from gemma_np.verify.runtimes.llamacpp import judge_runtime
 
 from support_bounds import assert_above, assert_below
 from support_llamacpp_outputs import CONFIGS, QUANTIZED, load, probe_key
@@ -49,7 +49,7 @@ def _fault(model, texts, prompt, fault):
 
 @pytest.fixture(autouse=True)
 def _cache_faults(monkeypatch):
-    monkeypatch.setattr(endpoint, "fault_embeddings", lambda m, t, p, f: _fault(m, tuple(t), p, f).copy())
+    monkeypatch.setattr(judge, "fault_embeddings", lambda m, t, p, f: _fault(m, tuple(t), p, f).copy())
 
 
 @pytest.fixture(scope="module")

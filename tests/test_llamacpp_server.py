@@ -28,7 +28,7 @@ import pytest
 from test_llamacpp import REQUIRE, _missing
 from test_llamacpp_recorded import _cache_faults, model  # noqa: F401  (fixtures)
 
-from gemma_np.verify import endpoint
+from gemma_np.verify.runtimes import endpoint, judge
 
 pytestmark = pytest.mark.real
 
@@ -112,7 +112,7 @@ def test_verify_endpoint_names_every_fault_of_a_real_server(model, gguf_dir, nam
         findings, diagnoses = endpoint.check(model, url, api="openai", timeout=900)
     with capsys.disabled():  # the report, for the record (pytest -s is not needed to see it)
         print(f"\n--- llama_cpp.server, {path.name}, n_batch = n_ubatch = {n_batch}")
-        print(endpoint.format_report(findings, diagnoses, url))
+        print(judge.format_report(findings, diagnoses, url))
     assert [d.split(":")[0] for d in diagnoses] == [w.split(":")[0] for w in want], diagnoses
     for got, w in zip(diagnoses, want):
         assert got.startswith(w), diagnoses

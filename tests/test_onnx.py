@@ -19,9 +19,9 @@ import pytest
 
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
-from gemma_np.verify import endpoint
-from gemma_np.verify.endpoint import CLOSE, MIN_COSINE, probes
-from gemma_np.verify.faults import fault_embeddings
+from gemma_np.verify.runtimes import judge as judge_module
+from gemma_np.verify.runtimes.faults import fault_embeddings
+from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE, probes
 
 from support_bounds import PARITY_BAR, assert_above, assert_below
 from support_optional import REQUIRE, need
@@ -34,7 +34,7 @@ TRANSFORMERS_JS = Path(__file__).resolve().parents[1] / "examples" / "transforme
 def model(real_dir):
     """The model, its encode memoized text by text for the module (onnxrt.memoized_encode): every check below
     judges against the same reference vectors, computed once."""
-    from gemma_np.verify.onnxrt import memoized_encode
+    from gemma_np.verify.runtimes.onnxrt import memoized_encode
 
     m = EmbeddingGemma.from_pretrained(real_dir)
     with memoized_encode(m):
@@ -49,7 +49,7 @@ def _fault_cached(model, text: str, prompt: str, fault: str) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def _cache_faults(monkeypatch):
     """judge's fault vectors, remembered across tests (deterministic: only the time changes)."""
-    monkeypatch.setattr(endpoint, "fault_embeddings",
+    monkeypatch.setattr(judge_module, "fault_embeddings",
                         lambda model, texts, prompt, fault: np.concatenate(
                             [_fault_cached(model, t, prompt, fault) for t in texts]).copy())
 
@@ -67,7 +67,7 @@ def short(items):
 @pytest.fixture(scope="module")
 def graph(onnx_dir):
     """The float32 graph in memory, for edited copies (each test edits it and puts it back)."""
-    from gemma_np.verify.onnxrt import load_graph
+    from gemma_np.verify.runtimes.onnxrt import load_graph
 
     return load_graph(onnx_dir / "onnx" / "model.onnx")
 
@@ -75,7 +75,7 @@ def graph(onnx_dir):
 @pytest.fixture(scope="module")
 def fp32(onnx_dir, model, monkeypatch_module):
     """`gemma-np verify onnx DIR` on the float32 export: (exit code, stdout, the report)."""
-    from gemma_np.verify import onnxrt
+    from gemma_np.verify.runtimes import onnxrt
 
     seen = []
     plain = onnxrt.check_onnx
@@ -113,7 +113,7 @@ def test_fp32_export_matches_every_probe(fp32):
 
 def test_fp32_layer_by_layer_passes(fp32):
     _, out, report = fp32
-    from gemma_np.verify.compare import first_failure
+    from gemma_np.verify.parity.compare import first_failure
 
     assert report.layers is not None, report.layers_note
     names = {r.name for r in report.layers}
@@ -126,7 +126,7 @@ def test_fp32_layer_by_layer_passes(fp32):
 
 
 def test_fp32_padded_batch_equals(onnx_dir, model, fp32):
-    from gemma_np.verify.onnxrt import check_onnx
+    from gemma_np.verify.runtimes.onnxrt import check_onnx
 
     upto = [p for p in fp32[2].findings if p.probe.tokens <= 400]  # nine texts padded to 400 tokens
     report = check_onnx(model, onnx_dir, batch=True, layers=False, items=[f.probe for f in upto])
@@ -143,7 +143,7 @@ def test_fp32_padded_batch_equals(onnx_dir, model, fp32):
 # ------------------------------------------------------------------------------------------------ broken graphs
 def _initializer_of(graph, scope: str):
     """The weight initializer of the MatMul inside a module scope."""
-    from gemma_np.verify.onnxrt import _scopes
+    from gemma_np.verify.runtimes.onnxrt import _scopes
 
     inits = {i.name: i for i in graph.graph.initializer}
     for node in graph.graph.node:
@@ -156,8 +156,8 @@ def _initializer_of(graph, scope: str):
 def test_perturbed_layer_5_is_the_first_divergence(graph, model, items):
     from onnx import numpy_helper
 
-    from gemma_np.verify.compare import first_failure, format_table
-    from gemma_np.verify.onnxrt import compare_layers
+    from gemma_np.verify.parity.compare import first_failure, format_table
+    from gemma_np.verify.runtimes.onnxrt import compare_layers
 
     init = _initializer_of(graph, "st.0.model.layers.5.mlp.down_proj")
     saved = numpy_helper.to_array(init).copy()
@@ -175,7 +175,7 @@ def test_perturbed_layer_5_is_the_first_divergence(graph, model, items):
 
 
 def test_token_states_only_is_dense_skipped(graph, model, short):
-    from gemma_np.verify.onnxrt import check_onnx, format_onnx_report
+    from gemma_np.verify.runtimes.onnxrt import check_onnx, format_onnx_report
 
     outputs = list(graph.graph.output)
     keep = [o for o in outputs if o.name == "last_hidden_state"]
@@ -196,7 +196,7 @@ def test_token_states_only_is_dense_skipped(graph, model, short):
 
 # ------------------------------------------------------------------------------------------------ int8
 def test_int8_is_reduced_precision(onnx_dir, model, short):
-    from gemma_np.verify.onnxrt import check_onnx, format_onnx_report
+    from gemma_np.verify.runtimes.onnxrt import check_onnx, format_onnx_report
 
     report = check_onnx(model, onnx_dir / "onnx" / "model_quantized.onnx", layers=True, items=short)
     text = format_onnx_report(report)
@@ -229,7 +229,7 @@ def node():
 
 @pytest.fixture(scope="module")
 def probes_file(model, tmp_path_factory):
-    from gemma_np.verify.vectors import export_probes, probes_json
+    from gemma_np.verify.runtimes.vectors import export_probes, probes_json
 
     path = tmp_path_factory.mktemp("probes") / "probes.json"
     path.write_text(probes_json(export_probes(model)), encoding="utf-8")
@@ -247,8 +247,8 @@ def transformersjs(node, probes_file, onnx_dir, out, *options) -> Path:
 
 
 def test_transformersjs_fp32_matches(node, probes_file, onnx_dir, model, items, tmp_path, capsys, monkeypatch):
-    from gemma_np.verify.onnxrt import reference_vectors
-    from gemma_np.verify.vectors import read_vectors
+    from gemma_np.verify.runtimes.onnxrt import reference_vectors
+    from gemma_np.verify.runtimes.vectors import read_vectors
 
     path = transformersjs(node, probes_file, onnx_dir, tmp_path / "fp32.json", "fp32")
     monkeypatch.setattr(EmbeddingGemma, "from_pretrained", classmethod(lambda cls, *a, **k: model))
@@ -265,8 +265,8 @@ def test_transformersjs_fp32_matches(node, probes_file, onnx_dir, model, items, 
 
 def test_transformersjs_feature_extraction_is_dense_skipped(node, probes_file, onnx_dir, model, items, short,
                                                            tmp_path):
-    from gemma_np.verify.endpoint import judge
-    from gemma_np.verify.vectors import read_vectors
+    from gemma_np.verify.runtimes.judge import judge
+    from gemma_np.verify.runtimes.vectors import read_vectors
 
     path = transformersjs(node, probes_file, onnx_dir, tmp_path / "pipeline.json", "fp32", "--pipeline")
     vectors = dict(zip([p.name for p in items], read_vectors(path, len(items))))
@@ -279,7 +279,7 @@ def test_transformersjs_feature_extraction_is_dense_skipped(node, probes_file, o
 
 # ------------------------------------------------------------------------------------------------ errors
 def test_missing_paths(model, tmp_path, capsys):
-    from gemma_np.verify.onnxrt import OnnxError, find_model
+    from gemma_np.verify.runtimes.onnxrt import OnnxError, find_model
 
     with pytest.raises(FileNotFoundError, match="nowhere: no such file or folder"):
         find_model(tmp_path / "nowhere")
@@ -317,7 +317,7 @@ def _tiny_graph(path, inputs, outputs):
 def test_graph_without_usable_inputs_or_outputs(model, tmp_path, inputs, outputs, message):
     need("onnxruntime")
     need("onnx")
-    from gemma_np.verify.onnxrt import OnnxError, check_onnx
+    from gemma_np.verify.runtimes.onnxrt import OnnxError, check_onnx
 
     path = _tiny_graph(tmp_path / "tiny.onnx", inputs, outputs)
     with pytest.raises(OnnxError, match=f"{path}: .*" + message.replace("(", r"\(").replace(")", r"\)")):

@@ -5,10 +5,10 @@ import pytest
 
 from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
-from gemma_np.verify.compare import compare
-from gemma_np.verify.endpoint import CLOSE
-from gemma_np.verify.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
+from gemma_np.verify.parity.compare import compare
+from gemma_np.verify.parity.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
 from gemma_np.verify.probes import DOC_PROMPT, text_of_length
+from gemma_np.verify.runtimes.judge import CLOSE
 
 from support_bounds import assert_above, assert_below
 
@@ -32,7 +32,7 @@ def setup(real_dir):
 
 @pytest.mark.real
 def test_bfloat16_emulation_follows_torch_bfloat16(setup, real_dir):
-    from gemma_np.verify.torch_trace import TorchReference
+    from gemma_np.verify.parity.torch_trace import TorchReference
 
     model, input_ids, mask = setup
     reference = TorchReference(real_dir, dtype="bfloat16", threads=2).trace(input_ids, mask, attention_maps=False)

@@ -32,8 +32,9 @@ from gemma_np import EmbeddingGemma
 from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import quant as Q
-from gemma_np.verify.endpoint import CLOSE, MIN_COSINE
-from gemma_np.verify.precision import UNIT_ROUNDOFF
+from gemma_np.verify.parity.compare import cosine
+from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
+from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE
 
 from support_bounds import PARITY_BAR, U32, assert_above, assert_below, assert_close, redraw_bound
 from support_optional import need
@@ -562,7 +563,7 @@ def model(real_dir):
 
 @pytest.fixture(scope="module")
 def items(model):
-    from gemma_np.verify.endpoint import probes
+    from gemma_np.verify.runtimes.judge import probes
 
     return probes(model)
 
@@ -586,7 +587,7 @@ def reference(model, strings):
 
 
 def one_minus_cos(a, b):
-    return 1 - Q.cosines(a, b)
+    return 1 - cosine(a, b)
 
 
 @pytest.mark.real
@@ -685,7 +686,7 @@ def test_q8_0_emulation_is_llama_cpp_statistically(items, short, strings, refere
 
 @pytest.fixture(scope="module")
 def int8_graph(onnx_dir):
-    from gemma_np.verify.onnxrt import load_graph
+    from gemma_np.verify.runtimes.onnxrt import load_graph
 
     return load_graph(onnx_dir / "onnx" / "model_quantized.onnx")
 
@@ -696,7 +697,7 @@ def int8_session(int8_graph):
     outputs (the levels and the zero point as uint8)."""
     from onnx import TensorProto
 
-    from gemma_np.verify.onnxrt import _scopes, _session, graph_io, with_outputs
+    from gemma_np.verify.runtimes.onnxrt import _scopes, _session, graph_io, with_outputs
 
     graph = int8_graph.graph
     node = next(n for n in graph.node if n.op_type == "DynamicQuantizeLinear")
@@ -774,7 +775,7 @@ def test_onnx_int8_emulation_is_onnxruntime_statistically(model, strings, refere
     Measured on the seven short texts: alone, r = ORT / emulation = 0.90..1.25 (median 1.05), 1 - cos ~1e-2;
     in the batch, 0.88..1.16 (median 1.04). Weights only (int8 and the uint8 table, float32 activations):
     r = 2.05..3.20 (median 2.48). Bounds as in the llama.cpp test: [2/3, 3/2] and above 3/2."""
-    from gemma_np.verify.onnxrt import run_vectors
+    from gemma_np.verify.runtimes.onnxrt import run_vectors
 
     session, io, _ = int8_session
     emulation = Q.quantize_model(model, "int8")
@@ -794,7 +795,7 @@ def test_onnx_int8_emulation_is_onnxruntime_statistically(model, strings, refere
     # The batch dependence, in both: alone vs batched 1 - cos measured 1.4e-2..2.2e-2 for the emulation and
     # 1.4e-2..2.2e-2 for ORT, every text (the unpadded one too: the others' ranges set its scale). The bound,
     # 1e-3, is twice 1 - CLOSE: a move beyond what any precision change short of a fault makes (CLOSE, the
-    # line below which verify-endpoint looks for a fault), ten times below the measured median.
+    # line below which verify endpoint looks for a fault), ten times below the measured median.
     for what, vectors in (("emulation", ours), ("ORT", ort)):
         moved = one_minus_cos(vectors[False], vectors[True])
         print(f"{what}: alone vs batch, 1 - cos:", np.round(moved, 4))
@@ -823,8 +824,8 @@ def test_dynamic_quantize_linear_is_onnxruntimes_op(model, short, int8_session):
         differ only where x / s lies within t of a rounding boundary (k + 1/2), and then by exactly one. Measured:
         no level differs; 3 of 13824 values lie that close (t = 6.2e-5).
     """
-    from gemma_np.verify.compare import tolerance_for
-    from gemma_np.verify.onnxrt import _feed
+    from gemma_np.verify.parity.compare import tolerance_for
+    from gemma_np.verify.runtimes.onnxrt import _feed
 
     session, io, names = int8_session
     text = next(p for p in short if p.name == "query: Red Planet")

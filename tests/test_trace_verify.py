@@ -19,14 +19,14 @@ from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope
 from gemma_np.nn.trace import LAYER_OPS, Trace, tap, trace_names
-from gemma_np.verify.compare import compare, first_failure, format_table, merge, tolerance_for
-from gemma_np.verify.precision import Float16Emulation
+from gemma_np.verify.parity.compare import compare, first_failure, format_table, merge, tolerance_for
+from gemma_np.verify.parity.precision import Float16Emulation
 from gemma_np.verify.probes import DOC_PROMPT, text_of_length
 
 from support_bounds import assert_below
 
 torch = pytest.importorskip("torch")
-from gemma_np.verify.torch_trace import TorchReference  # noqa: E402
+from gemma_np.verify.parity.torch_trace import TorchReference  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ tiny models: the names

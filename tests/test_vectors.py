@@ -1,7 +1,7 @@
 """gemma-np probes export and gemma-np verify vectors: the round trip for runtimes Python cannot drive.
 
 The probes are exported, embedded here with gemma_np (faithfully, or with one fault from
-gemma_np.verify.faults) and written as .npy or .json files, as another runtime would; `verify --vectors` must
+gemma_np.verify.runtimes.faults) and written as .npy or .json files, as another runtime would; `verify vectors` must
 say they match, or name the fault. As in test_endpoint.py, the model's vectors and the faults' vectors are
 cached across tests (deterministic, so the cache changes only the time).
 """
@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
-import gemma_np.verify.endpoint as endpoint
+import gemma_np.verify.runtimes.judge as judge
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
 from gemma_np.nn.head import l2_normalize
-from gemma_np.verify.faults import fault_embeddings
+from gemma_np.verify.runtimes.faults import fault_embeddings
 
 pytestmark = pytest.mark.real
 
@@ -51,7 +51,7 @@ def model(real_dir):
 
 @pytest.fixture(autouse=True)
 def _cache_faults(monkeypatch, model):
-    monkeypatch.setattr(endpoint, "fault_embeddings", cached_faults)
+    monkeypatch.setattr(judge, "fault_embeddings", cached_faults)
     monkeypatch.setattr(EmbeddingGemma, "from_pretrained", classmethod(lambda cls, *a, **k: model))
 
 

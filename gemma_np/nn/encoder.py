@@ -34,7 +34,7 @@ def embed_tokens(input_ids: np.ndarray, table: np.ndarray, dtype: np.dtype, scal
 
     The scale is rounded to the weights' dtype first, as transformers does (`embed_scale.to(weight.dtype)`):
     27.712812 in float32, the default. Weights of another precision pass their own rounding as `scale`
-    (bfloat16: 27.75, gemma_np.verify.precision.bfloat16_weights). Only the rows the batch uses are read,
+    (bfloat16: 27.75, gemma_np.verify.parity.precision.bfloat16_weights). Only the rows the batch uses are read,
     and cast. With a `cache` dict, stores what embed_tokens_backward reads (the ids, the scale, the table's shape).
     """
     D = table.shape[1]

@@ -2,7 +2,7 @@
 
 Pass a dict as `trace` and every step stores its output under a stable name; pass None (the default) and
 nothing is recorded (each step pays one `is None` test). Names follow the checkpoint's module names where
-there is a module, so that the PyTorch side (gemma_np.verify.torch_trace) can capture the same names with hooks.
+there is a module, so that the PyTorch side (gemma_np.verify.parity.torch_trace) can capture the same names with hooks.
 
 Each step passes its output through `tap(trace, prefix, name, value)` and goes on with what tap returns. For a
 dict, that is the value itself; a Trace subclass may return it changed (rounded to float16 or bfloat16, a fault
@@ -68,7 +68,7 @@ def trace_names(num_layers: int, num_dense: int = 2,
 
 class Trace(dict):
     """A dict of named intermediates whose `tap` may also change each value on its way through: a subclass
-    that rounds every op's output emulates a lower precision (gemma_np.verify.precision). A plain dict works too.
+    that rounds every op's output emulates a lower precision (gemma_np.verify.parity.precision). A plain dict works too.
 
     keep: None stores every name; a collection of names stores only those (a full trace of a long text holds
     every layer's [H, S, T] attention maps: over a gigabyte at 700 tokens). Values not stored still pass.
@@ -127,8 +127,9 @@ def stores_arrays(trace: dict | None) -> bool:
 def tap(trace: dict | None, prefix: str, name: str, value: np.ndarray) -> np.ndarray:
     """Pass value through the trace under prefix + name, and return what comes back: the value itself from a dict
     or a plain Trace (which store it), but possibly a CHANGED value from a Trace subclass whose `tap` rounds or
-    alters it (precision emulation: gemma_np.verify.precision; injected faults: gemma_np.verify.faults). Every
-    forward therefore goes on with tap's result, never with the value it passed in. trace None: value as it is."""
+    alters it (precision emulation: gemma_np.verify.parity.precision; injected faults:
+    gemma_np.verify.runtimes.faults). Every forward therefore goes on with tap's result, never with the value it
+    passed in. trace None: value as it is."""
     if trace is None:
         return value
     if isinstance(trace, Trace):

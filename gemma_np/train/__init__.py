@@ -7,8 +7,8 @@
     step.py   one step's gradients: the model's forward with a cache, the loss, the model's backward (both
               gemma_np.nn.sentence's); plain and cached (GradCache); which parameters train (parameters(), the
               frozen-table option)
-    fit.py    the fine-tuning loop: TrainConfig (every training default, once), the batch order, AdamW steps,
-              evaluation every N steps
+    fit.py    the fine-tuning loop: (query, document) pairs to steps, as sentence-transformers' trainer runs
+              CachedMultipleNegativesRankingLoss; TrainConfig, every training default written once
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
     data.py   the code-retrieval data set's folder, prompts and loaders (load_train, load_ir); the set itself is
               built by a tool apart: python -m training_data_tools.code_retrieval build

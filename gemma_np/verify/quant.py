@@ -49,6 +49,7 @@ import numpy as np
 
 from ..io.tokenizer import pad_batch
 from ..nn.trace import Trace
+from .parity.compare import cosine
 
 # ----------------------------------------------------------------------------------------------------------
 # GGUF block formats, as llama.cpp's reference quantizers (ggml-quants.c, quantize_row_*_ref) compute them:
@@ -482,12 +483,6 @@ def gguf_tensor_types(path) -> dict[str, str]:
 # What it costs: cosines to float32, and retrieval on a labelled set.
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two [N, d] arrays, in float64 (a float32 norm can give 1.0000001)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
 def ranks(query_emb: np.ndarray, doc_emb: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """Rank (1 = first) of each query's relevant document by cosine.  [Q, d], [N, d], [Q] -> [Q]"""
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # a runtime may not normalize
@@ -530,7 +525,7 @@ def sweep(make: Callable[[list[str]], QuantizedModel], subsets: Mapping[str, lis
     for k, (label, names) in enumerate(subsets.items()):
         if progress:
             print(f"  [{k + 1}/{len(subsets)}] {label}", flush=True)
-        out[label] = cosines(make(names).embed(texts), reference)
+        out[label] = cosine(make(names).embed(texts), reference)
     return out
 
 

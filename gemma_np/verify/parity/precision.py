@@ -20,7 +20,7 @@ import copy
 
 import numpy as np
 
-from ..nn.trace import Trace
+from ...nn.trace import Trace
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 

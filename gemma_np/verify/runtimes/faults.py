@@ -2,7 +2,7 @@
 
 Each fault below is one that deployments of this model have shipped or easily could: the vectors it gives
 are computed here exactly, from the real weights, by changing that one thing and nothing else. `gemma-np
-verify-endpoint` compares a server's vectors with these to name what the server does wrong; the endpoint
+verify endpoint` compares a server's vectors with these to name what the server does wrong; the endpoint
 tests serve them from local fake servers.
 
     FAULTS              what is wrong                                   how it is computed here
@@ -17,7 +17,7 @@ tests serve them from local fake servers.
     special_as_text     "<bos>", "<eos>" ... in a text tokenized as     the special tokens left out of the
                         plain text (llama.cpp's special=False)          added-token match (plain_text_ids)
     float16             activations in float16                          every op's output rounded to float16
-    bfloat16            weights and activations in bfloat16             gemma_np.verify.precision's emulation
+    bfloat16            weights and activations in bfloat16             gemma_np.verify.parity.precision's emulation
 
 Prompts missing or wrong are not a change to the model: they are the same `encode` with another prompt.
 """
@@ -30,11 +30,11 @@ import re
 
 import numpy as np
 
-from ..io.bpe import SPACE, WORD_SPACE, BPETokenizer
-from ..io.tokenizer import pad_batch
-from ..nn.head import l2_normalize
-from ..nn.trace import Trace
-from .precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
+from ...io.bpe import SPACE, WORD_SPACE, BPETokenizer
+from ...io.tokenizer import pad_batch
+from ...nn.head import l2_normalize
+from ...nn.trace import Trace
+from ..parity.precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
 
 FAULTS = ("causal", "window_512", "no_window", "dense_skipped", "unnormalized", "truncated_512", "cut_512",
           "special_as_text", "float16", "bfloat16")

@@ -1,5 +1,5 @@
 """Vectors from anywhere: the probe texts exported for a runtime that cannot be driven from Python
-(Transformers.js in a browser, MLX, a Rust port, ...), and the vectors it wrote judged as `verify-endpoint`
+(Transformers.js in a browser, MLX, a Rust port, ...), and the vectors it wrote judged as `verify endpoint`
 judges a server's: `gemma-np probes export` and `gemma-np verify vectors`.
 
 The export (JSON, PROBES_FORMAT) lists each probe with its prompt, its text, the `input` to embed (prompt +
@@ -12,7 +12,7 @@ embeds every input in that order and writes a vectors file:
             null stands for NaN (JSON.stringify writes NaN as null)
 
 with d = 768, or K when the probes were exported with --dimensions K (the first K coordinates, normalized
-again). The vectors are then judged by gemma_np.verify.endpoint.judge: cosine, length, and the fault named.
+again). The vectors are then judged by gemma_np.verify.runtimes.judge.judge: cosine, length, and the fault named.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GemmaNPError
-from .endpoint import MIN_COSINE, Finding, Probe, _check_dimensions, judge, probes
+from ...errors import GemmaNPError
+from .judge import MIN_COSINE, Finding, Probe, check_dimensions, judge, probes
 
 PROBES_FORMAT, PROBES_VERSION = "gemma-np probes", 1
 MODEL_ID = "google/embeddinggemma-300m"
@@ -37,7 +37,7 @@ class VectorsError(GemmaNPError):
 # ------------------------------------------------------------------------------------------------ export
 def export_probes(model, dimensions: int | None = None) -> dict:
     """The probes as a JSON-able dict: what to embed, in which order, and how to write the answer."""
-    _check_dimensions(model, dimensions)
+    check_dimensions(model, dimensions)
     items = probes(model)
     ids, _ = model.tokenize([p.prompt + p.text for p in items])
     dim = dimensions or model.head.embedding_dim
@@ -143,6 +143,6 @@ def read_vectors(path: str | Path, count: int) -> list[np.ndarray]:
 def check_vectors(model, path: str | Path, dimensions: int | None = None,
                   min_cosine: float = MIN_COSINE) -> tuple[list[Finding], list[str]]:
     """Judge a vectors file against the probes: (per-text findings, diagnoses); no diagnoses: it matches."""
-    _check_dimensions(model, dimensions)
+    check_dimensions(model, dimensions)
     items: list[Probe] = probes(model)
     return judge(model, items, read_vectors(path, len(items)), dimensions, min_cosine, api="vectors")

@@ -1,7 +1,7 @@
 """Run a GGUF file through llama.cpp and judge what it gives: `gemma-np verify gguf FILE.gguf`.
 
 llama.cpp is driven through llama-cpp-python (the `llama-cpp` extra, built from source). Each probe of
-gemma_np.verify.endpoint (prompt + text) is embedded alone, and the vector judged by endpoint.judge against
+gemma_np.verify.runtimes.judge (prompt + text) is embedded alone, and the vector judged by judge.judge against
 gemma_np on the safetensors weights: cosine, length, and every known fault that holds, named.
 
 Where the distance comes from, for a quantized file (Q8_0, Q4_K_M, ...):
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GemmaNPError
-from .endpoint import MIN_COSINE, Probe, _cos, judge, probes
+from ...errors import GemmaNPError
+from ..parity.compare import cosine
+from .judge import MIN_COSINE, Probe, judge, probes
 
 N_CTX = 2048  # EmbeddingGemma's max_seq_length: every probe fits one micro-batch
 # How to build llama-cpp-python for this CPU's kernels, without ggml's AMX-INT8 ones (see has_amx_int8). GCC lets
@@ -141,7 +142,7 @@ def check_gguf(model, path: str | os.PathLike, n_batch: int = N_CTX, normalize: 
     `expectation`: also compute gemma_np on the file's dequantized weights, to split each distance into
     quantization and runtime (skipped for an all-F32 file, whose expectation is the reference itself).
     """
-    from ..model import EmbeddingGemma
+    from ...model import EmbeddingGemma
 
     path = check_file(path)
     _llama_cpp()  # the extra is there, before any work
@@ -185,7 +186,7 @@ def judge_runtime(model, items: list[Probe], vectors: list[np.ndarray], weights:
         norm = np.linalg.norm(v) if np.all(np.isfinite(v)) else 0.0
         gap = float(np.max(np.abs(v / norm - e))) if norm > 0 and v.shape == e.shape else math.nan
         same = runtime_ids is None or list(runtime_ids[i]) == list(ours[i])
-        splits.append(Split(p, _cos(e, reference[p.name]), _cos(v, e) if v.shape == e.shape else math.nan, gap,
+        splits.append(Split(p, cosine(e, reference[p.name]), cosine(v, e) if v.shape == e.shape else math.nan, gap,
                             same))
     bad = [s for s in splits if not s.tokens_equal]
     if bad:

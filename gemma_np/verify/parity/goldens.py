@@ -31,7 +31,7 @@ import numpy as np
 
 from weights_tools.fetch import sha256_file
 
-from ..io.tokenizer import pad_batch
+from ...io.tokenizer import pad_batch
 
 FORMAT_VERSION = 1
 POSITIONS = 12
@@ -57,7 +57,7 @@ def compute_goldens(model, pairs: list[tuple[str, str]], batch_size: int = 8) ->
     """The arrays of a golden file for (prompt, text) pairs, computed in padded batches."""
     import tokenizers
 
-    from .. import __version__
+    from ... import __version__
 
     ids, _ = model.tokenize([p + t for p, t in pairs])
     input_ids, mask = pad_batch(ids)  # [N, S]
@@ -113,7 +113,7 @@ def save_goldens(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def load_goldens(path: str | Path) -> dict[str, np.ndarray]:
     """Read a golden file (never with allow_pickle: every array of the format is numeric or str)."""
-    from ..errors import InputError
+    from ...errors import InputError
 
     path = Path(path)
     if not path.is_file():

@@ -1,35 +1,28 @@
-"""Check a served EmbeddingGemma against gemma_np, and say what is wrong with it: `gemma-np verify endpoint`.
+"""The judge every runtime check shares: one vector per probe text, from a server (endpoint.py), a file
+(vectors.py), llama.cpp (llamacpp.py) or ONNX Runtime (onnxrt.py), compared with gemma_np's and, where they
+disagree, named.
 
-The probe texts (queries and documents, short and long, and one holding the strings "<bos>" and "<eos>") go to
-the server twice: one text per request, and all in one request (one per prompt with tei). Each vector sent alone
-is compared with gemma_np's, by cosine and by length; where they disagree, with what the model gives under each
-common deployment fault (gemma_np.verify.faults, and the wrong prompts), and every fault it matches is named.
-Each text's two vectors are compared with each other: a server whose output moves with the request it comes in
-is named too (batch-dependent outputs). Two APIs:
-
-    openai  POST {url}/v1/embeddings  {"input": [...], "model": ..., "dimensions": k}
-            The OpenAI API has no prompts: as a client must, the checker writes the prompt before each text.
-    tei     POST {url}/embed          {"inputs": [...], "prompt_name": "query"|"document", "dimensions": k}
-            Text Embeddings Inference applies the prompt it is asked for by name.
+Each vector is compared with gemma_np's for the same prompt + text, by cosine (in float64) and by length;
+where the direction disagrees, with what the model gives under each common deployment fault
+(gemma_np.verify.runtimes.faults, and the wrong prompts), and every fault it matches is named. Two vectors of
+the same text from two requests are compared with each other: a runtime whose output moves with the request it
+comes in is named too (batch-dependent outputs).
 
 Expected: unit vectors (the OpenAI convention, and what both servers give by default), also when asked for
 k < 768 dimensions: the first k coordinates, normalized again. sentence-transformers' own truncate_dim does
-not normalize again; a server that does the same is named ("truncated without re-normalizing").
+not normalize again; a runtime that does the same is named ("truncated without re-normalizing").
 """
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GemmaNPError
+from ..parity.compare import cosine
+from ..probes import MULTILINGUAL, PLANETS, QUERY, text_of_length
 from .faults import fault_embeddings
-from .probes import MULTILINGUAL, PLANETS, QUERY, text_of_length
 
 # The three levels of agreement, by cosine to gemma_np's vector (docs/tolerances.md, "Bounds in tests"):
 MIN_COSINE = 0.99999  # a float32 server agrees to ~1e-7 per coordinate: 1 - cos ~ 1e-13, on every kernel
@@ -45,11 +38,6 @@ PRECISION_FLOOR = 0.9  # below this, never "reduced precision": int8 ONNX reache
 WINDOW_FLOOR = 0.9  # a wrong window keeps each token's 257 nearest keys: the worst measured, no window at 1100
 # tokens, is 0.977; a long text far below this is something else, never called a window fault
 LONG_TOKENS = (200, 400, 800)  # document lengths, prompt and <bos>/<eos> included: either side of the edge
-TIMEOUT = 120.0  # seconds per request
-
-
-class EndpointError(GemmaNPError):
-    """The server could not be asked, or its answer is not embeddings."""
 
 
 @dataclass
@@ -62,7 +50,7 @@ class Probe:
     special: bool = False  # the text holds special tokens' strings ("<bos>"), which the reference parses as such
 
 
-# verify-endpoint's own probe beyond probes() (whose texts tests/data/llamacpp_probes.npz and the quantization
+# verify endpoint's own probe beyond probes() (whose texts tests/data/llamacpp_probes.npz and the quantization
 # notebook record): the reference tokenizer makes the literal "<bos>" and "<eos>" of a text ids 2 and 1, while
 # llama.cpp's embed() (tokenize(..., special=False)) reads them as plain text.
 SPECIAL_TEXT = "The markers <bos> and <eos> begin and end every text the model reads."
@@ -83,86 +71,14 @@ def probes(model) -> list[Probe]:
 
 
 def special_probes(model) -> list[Probe]:
-    """The probe whose text holds special tokens' strings: verify-endpoint sends it after probes()."""
+    """The probe whose text holds special tokens' strings: verify endpoint sends it after probes()."""
     p = Probe("document: <bos> <eos> text", "document", SPECIAL_TEXT, special=True)
     p.prompt = model.resolve_prompt(prompt_name="document")
     p.tokens = len(model.tokenize([p.prompt + p.text])[0][0])
     return [p]
 
 
-# ------------------------------------------------------------------------------------------------ talking
-def _post(url: str, payload: dict, timeout: float) -> object:
-    body = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read()[:300].decode("utf-8", "replace")
-        raise EndpointError(f"{url}: the server answered HTTP {e.code} {e.reason}: {detail}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            raise EndpointError(f"{url}: no answer within {timeout:g} s; is the server busy or loading? Raise "
-                                "--timeout") from None
-        raise EndpointError(f"{url}: cannot reach the server ({reason}); is it running, and is the URL its "
-                            "base address (e.g. http://localhost:8080)?") from None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise EndpointError(f"{url}: the answer is not JSON: {raw[:200]!r}") from None
-
-
-def endpoint_url(url: str, api: str) -> str:
-    """The URL the requests go to: the base URL plus the API's path, unless the path is already there."""
-    path = {"openai": "/v1/embeddings", "tei": "/embed"}[api]
-    url = url.rstrip("/")
-    if url.endswith(path) or (api == "openai" and url.endswith("/embeddings")):
-        return url
-    return url + path
-
-
-def _vector(x, where: str) -> np.ndarray:
-    if not isinstance(x, list) or not all(v is None or isinstance(v, (int, float)) for v in x):
-        raise EndpointError(f"{where}: expected a list of numbers, got {type(x).__name__}")
-    return np.array([math.nan if v is None else v for v in x], dtype=np.float64)
-
-
-def fetch(url: str, api: str, texts: list[str], kind: str, model_name: str | None, dimensions: int | None,
-          timeout: float = TIMEOUT) -> list[np.ndarray]:
-    """The server's vector for each text (prompted already for openai; by prompt_name for tei)."""
-    target = endpoint_url(url, api)
-    if api == "openai":
-        payload = {"input": texts, "model": model_name or "google/embeddinggemma-300m", "encoding_format": "float"}
-        if dimensions is not None:
-            payload["dimensions"] = dimensions
-        answer = _post(target, payload, timeout)
-        data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, list) or len(data) != len(texts):
-            raise EndpointError(f"{target}: expected {{'data': [{len(texts)} embeddings]}}, got "
-                                f"{json.dumps(answer)[:200]}")
-        if all(isinstance(d, dict) and isinstance(d.get("index"), int) for d in data):
-            data = sorted(data, key=lambda d: d["index"])
-        return [_vector(d.get("embedding") if isinstance(d, dict) else None, f"{target}: data[{i}].embedding")
-                for i, d in enumerate(data)]
-    payload = {"inputs": texts, "prompt_name": kind, "normalize": True, "truncate": True}
-    if dimensions is not None:
-        payload["dimensions"] = dimensions
-    answer = _post(target, payload, timeout)
-    if not isinstance(answer, list) or len(answer) != len(texts):
-        raise EndpointError(f"{target}: expected a list of {len(texts)} embeddings, got {json.dumps(answer)[:200]}")
-    return [_vector(v, f"{target}: embedding {i}") for i, v in enumerate(answer)]
-
-
 # ------------------------------------------------------------------------------------------------ judging
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine in float64 (float32 norms put the cosine of two equal directions up to 1.0000001), clipped to
-    [-1, 1]: what float64 rounding leaves past 1 (~2e-16) is far below the 7 digits the report prints."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(np.clip(a @ b / (na * nb), -1.0, 1.0)) if na > 0 and nb > 0 else 0.0
-
-
 @dataclass
 class Finding:
     probe: Probe
@@ -280,31 +196,8 @@ RUNTIME_FIXES = {
 }
 
 
-def check(model, url: str, api: str = "openai", model_name: str | None = None, dimensions: int | None = None,
-          min_cosine: float = MIN_COSINE, timeout: float = TIMEOUT) -> tuple[list[Finding], list[str]]:
-    """Ask the server for every probe's vector and judge it: (per-text findings, diagnoses).
-
-    Every probe goes once alone (one text per request: the vectors judged against gemma_np) and once with the
-    others in one request (openai: all texts; tei: one request per prompt name), and each text's two vectors are
-    compared: a server whose vectors move with their neighbours is named. No diagnoses: it matches gemma_np.
-    """
-    if api not in ("openai", "tei"):
-        raise ValueError(f"api must be 'openai' or 'tei', got {api!r}")
-    _check_dimensions(model, dimensions)
-    items = probes(model) + special_probes(model)
-    sent = [p.prompt + p.text if api == "openai" else p.text for p in items]
-    alone = [fetch(url, api, [t], p.kind, model_name, dimensions, timeout)[0] for p, t in zip(items, sent)]
-    together: list[np.ndarray | None] = [None] * len(items)
-    groups = [None] if api == "openai" else ["query", "document"]  # openai: prompts are written, kinds can mix
-    for kind in groups:
-        index = [i for i, p in enumerate(items) if kind is None or p.kind == kind]
-        vectors = fetch(url, api, [sent[i] for i in index], kind or "document", model_name, dimensions, timeout)
-        for i, v in zip(index, vectors):
-            together[i] = v
-    return judge(model, items, alone, dimensions, min_cosine, api=api, together=together)
-
-
-def _check_dimensions(model, dimensions: int | None) -> None:
+def check_dimensions(model, dimensions: int | None) -> None:
+    """ValueError unless `dimensions` is None or from 1 to the model's embedding size."""
     dim = model.head.embedding_dim
     if dimensions is not None and not 1 <= dimensions <= dim:
         raise ValueError(f"dimensions must be from 1 to {dim}, got {dimensions}")
@@ -317,12 +210,12 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
 
     Each vector is compared with gemma_np's for the probe's prompt + text, first `dimensions` coordinates
     (normalized again) when given. `api` only picks the wording of the advice: "openai", "tei", "vectors" (a
-    file some other runtime wrote), "gguf" (llama.cpp run by gemma_np.verify.llamacpp) or "onnx" (ONNX Runtime).
+    file some other runtime wrote), "gguf" (llama.cpp run by gemma_np.verify.runtimes.llamacpp) or "onnx" (ONNX Runtime).
     No diagnoses means every vector matches gemma_np.
 
     `expected`: for quantized weights, gemma_np's vector of each probe on the file's own dequantized weights
     (`weights` names their types). A vector that this explains (_explained_by_file) is "quantized": the loss is
-    the weight format's, and what is left the runtime's arithmetic (gemma_np.verify.llamacpp splits the two).
+    the weight format's, and what is left the runtime's arithmetic (gemma_np.verify.runtimes.llamacpp splits the two).
 
     `together`: the same texts' vectors from one request holding them all (check sends both). A text whose two
     vectors agree less than `min_cosine` is "batch_dependent": a vector may differ from itself no more than from
@@ -332,7 +225,7 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
         raise ValueError(f"judge: {len(vectors)} vectors for {len(items)} probes")
     if api not in PROMPT_FIXES:
         raise ValueError(f"judge: api must be one of {', '.join(PROMPT_FIXES)}, got {api!r}")
-    _check_dimensions(model, dimensions)
+    check_dimensions(model, dimensions)
     want = dimensions or model.head.embedding_dim
     findings = [Finding(p, np.asarray(v, dtype=np.float64)) for p, v in zip(items, vectors)]
     reference = {}
@@ -352,12 +245,12 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
             continue
         # Direction and length are judged apart, on every text: a server can be quantized AND unnormalized.
         f.norm = float(np.linalg.norm(v))
-        f.cosine = _cos(v, ref[:want])
+        f.cosine = cosine(v, ref[:want])
         if f.cosine < min_cosine:
             e = None if expected is None else np.asarray(expected[items.index(f.probe)], np.float64)[:want]
-            if e is not None and _explained_by_file(_cos(v, e), f.cosine):
+            if e is not None and _explained_by_file(cosine(v, e), f.cosine):
                 f.verdicts.append("quantized")
-                f.quantized = (_cos(e, ref[:want]), _cos(v, e))
+                f.quantized = (cosine(e, ref[:want]), cosine(v, e))
             else:
                 f.verdicts += _explain(model, f, want)
         if abs(f.norm - 1) > NORM_TOLERANCE:
@@ -367,7 +260,7 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
         # The third axis, also on every text: the vector against itself in another request.
         w = None if together is None else np.asarray(together[items.index(f.probe)], np.float64)
         if w is not None and w.shape == v.shape and np.all(np.isfinite(w)):
-            f.batch = _cos(v, w)
+            f.batch = cosine(v, w)
             if f.batch < min_cosine:
                 f.verdicts.append("batch_dependent")
     # Every text off by a little and no fault behind any of them: a runtime that computes in low precision
@@ -440,7 +333,7 @@ def _explain(model, f: Finding, want: int) -> list[str]:
         candidates.append((fault, lambda fault=fault: fault_embeddings(model, [p.text], p.prompt, "+".join(fault))[0]))
     nearest, best = None, f.cosine  # a fault must be nearer than the reference itself
     for labels, vector in candidates:
-        c = _cos(f.vector, vector()[:want])
+        c = cosine(f.vector, vector()[:want])
         if c >= EXPLAINS:
             return labels
         if c >= CLOSE and c > best:

@@ -58,6 +58,22 @@ def tolerance_for(name: str, table: dict[str, float] = TOLERANCES) -> float:
     raise KeyError(f"no tolerance for {name!r}")
 
 
+def cosine(a, b):
+    """Cosine of two vectors (a float), or of each row of two [..., d] arrays (an array), in float64: float32
+    norms put the cosine of two equal directions up to 1.0000001. Clipped to [-1, 1] (what float64 rounding
+    leaves past 1, ~2e-16, is far below any digit a report prints); 0 where either vector is all zeros, NaN
+    where either holds NaN or Inf. The judge of every runtime check, the quantization lab and the notebooks
+    all measure with this one."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN or Inf in: NaN out, silently
+        if a.ndim == 1 and b.ndim == 1:
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            return 0.0 if na == 0 or nb == 0 else float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+        na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+        c = np.clip(np.sum(a * b, axis=-1) / (na * nb), -1.0, 1.0)
+    return np.where((na == 0) | (nb == 0), 0.0, c)
+
+
 @dataclass
 class Row:
     name: str
@@ -153,7 +169,7 @@ def merge(per_text: list[list[Row]]) -> list[Row]:
 
 def trace_one(model, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """gemma_np's trace of one padded batch, attention maps left out past ATTENTION_MAPS_MAX_TOKENS."""
-    from ..nn.trace import Trace, trace_names
+    from ...nn.trace import Trace, trace_names
 
     keep = None
     if input_ids.shape[1] > ATTENTION_MAPS_MAX_TOKENS:  # dropped as they come: 2.4 GB at 2048 tokens
@@ -167,7 +183,7 @@ def trace_one(model, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.nd
 def verify_against_torch(model, texts: list[str], reference=None) -> list[Row]:
     """Trace each text (a full model input, prompt included) through gemma_np and through the PyTorch model
     of the same folder; the worst row per name over the texts."""
-    from ..io.tokenizer import pad_batch
+    from ...io.tokenizer import pad_batch
     from .torch_trace import TorchReference
 
     reference = reference or TorchReference(model.folder, dtype=np.dtype(model.dtype).name)

@@ -1,10 +1,10 @@
 """An ONNX export of EmbeddingGemma run with ONNX Runtime and judged against gemma_np: `gemma-np verify onnx`.
 
-Two checks, on the probe texts of verify-endpoint (gemma_np.verify.endpoint.probes: prompt + text, tokenized
+Two checks, on the probe texts of verify endpoint (gemma_np.verify.runtimes.judge.probes: prompt + text, tokenized
 with gemma_np's tokenizer, so the graph alone is judged):
 
 1. The vectors. Each probe runs alone (or all of them as one right-padded batch); the graph's
-   `sentence_embedding` is judged by endpoint.judge, as a server's vectors are: cosine, length, the fault
+   `sentence_embedding` is judged by judge.judge, as a server's vectors are: cosine, length, the fault
    named. A graph with only token states (`last_hidden_state` / `token_embeddings`, an export of the bare
    transformer) is mean-pooled and normalized here, which is what a runtime does with it, and the report says
    so: such an export has left out the Dense layers. The largest absolute difference from gemma_np's vector is
@@ -15,7 +15,7 @@ with gemma_np's tokenizer, so the graph alone is judged):
    and `pkg.torch.onnx.class_hierarchy`, their classes). A module's output is a value made by a node inside
    the module and used by a node outside it (or a graph output); a module's input, a value used inside and
    made outside. Those values become extra graph outputs under gemma_np.nn.trace's names (module_values), the
-   graph runs once more, and gemma_np.verify.compare compares them with gemma_np's trace, name by name, with
+   graph runs once more, and gemma_np.verify.parity.compare compares them with gemma_np's trace, name by name, with
    its tolerance per name, and names the first divergence as `gemma-np verify` does. The rotary-applied q and
    k have no module boundary and are not compared; the attention probabilities are the Softmax inside each
    self_attn, the scores the MatMul that feeds it through the mask's Add. A quantized graph whose rewritten
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GemmaNPError
-from ..io.tokenizer import pad_batch
-from ..nn.head import l2_normalize, mean_pool
-from .endpoint import MIN_COSINE, Finding, Probe, format_report, judge, probes
+from ...errors import GemmaNPError
+from ...io.tokenizer import pad_batch
+from ...nn.head import l2_normalize, mean_pool
+from .judge import MIN_COSINE, Finding, Probe, format_report, judge, probes
 
 SCOPES = "pkg.torch.onnx.name_scopes"
 CLASSES = "pkg.torch.onnx.class_hierarchy"
@@ -194,7 +194,7 @@ class OnnxReport:
 
     @property
     def ok(self) -> bool:
-        from .compare import first_failure
+        from ..parity.compare import first_failure
 
         return not self.diagnoses and (self.layers is None or first_failure(self.layers) is None)
 
@@ -256,7 +256,7 @@ def check_onnx(model, path, batch: bool = False, layers: bool | None = None, min
 
     path: an .onnx file or a folder (find_model). proto: an already loaded (edited) ModelProto to run instead
     of the file's, path then only names it. layers None: compare layer by layer when the graph is not quantized.
-    items: the probes to run (default: all of endpoint.probes; a vector that matches no known fault costs judge
+    items: the probes to run (default: all of judge.probes; a vector that matches no known fault costs judge
     a gemma_np forward per fault, so a subset keeps a test of a quantized graph short).
     """
     t0 = time.perf_counter()
@@ -321,7 +321,7 @@ def _quantized_precision(findings: list[Finding], diagnoses: list[str], quant: d
 
 
 def format_onnx_report(report: OnnxReport, target: str | None = None) -> str:
-    """endpoint.format_report's table and verdict, with the largest absolute difference per text, the notes,
+    """judge.format_report's table and verdict, with the largest absolute difference per text, the notes,
     and the layer-by-layer table (condensed) before the RESULT."""
     target = target or str(report.path)
     base = format_report(report.findings, report.diagnoses, target, command="verify onnx",
@@ -343,7 +343,7 @@ def format_onnx_report(report: OnnxReport, target: str | None = None) -> str:
 
 def _condensed_table(rows) -> str:
     """compare.format_table with only the layer outputs, the head and every name past its tolerance."""
-    from .compare import format_table
+    from ..parity.compare import format_table
 
     keep = re.compile(r"^(embed_tokens|layers\.\d+\.output|norm|pooled|dense\.\d+|sentence_embedding)$")
     lines = format_table(rows).splitlines()
@@ -543,7 +543,7 @@ def with_outputs(proto, names: list[str], types: dict[str, int] | None = None) -
 def compare_layers(model, proto, items: list[Probe], what: str, names: tuple[str, ...] = LAYER_PROBES):
     """(merged compare.Rows, a note) for the probes named `names`, traced through the graph and gemma_np;
     (None, why not) when the graph's values cannot be matched to gemma_np's names."""
-    from .compare import compare, merge, trace_one
+    from ..parity.compare import compare, merge, trace_one
 
     try:
         vmap = module_values(proto, tuple(model.config.layer_types))
