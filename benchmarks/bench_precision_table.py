@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from gemma_np import EmbeddingGemma
-    from gemma_np.io.tokenizer import pad_batch
     from gemma_np.model import default_model_dir
+    from gemma_np.nn.sentence import pad_batch
     from gemma_np.nn.trace import LAYER_OPS
     from gemma_np.verify.parity.compare import compare, trace_one
     from gemma_np.verify.parity.torch_trace import TorchReference

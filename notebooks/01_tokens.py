@@ -29,7 +29,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import probes
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF

@@ -30,12 +30,12 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask, masked_softmax
 from gemma_np.nn.encoder import embed_tokens, encoder_layer, layer_params
 from gemma_np.nn.mlp import gelu_tanh
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope, rope_frequencies, rope_tables
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import LAYER_OPS, Trace
 from gemma_np.verify.parity.compare import tolerance_for
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order

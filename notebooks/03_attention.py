@@ -30,8 +30,8 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 from gemma_np.verify.probes import text_of_length

@@ -32,8 +32,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.head import dense, l2_normalize, matryoshka, mean_pool
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.parity.compare import tolerance_for
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF

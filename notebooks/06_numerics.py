@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.parity.compare import compare, tolerance_for
 from gemma_np.verify.parity.precision import (

@@ -38,7 +38,7 @@ import gemma_np.nn.encoder as encoder_mod
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import main as gemma_np_cli
 from gemma_np.io.config import GemmaConfig
-from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import LAYER_OPS, trace_names
 from gemma_np.verify.parity.compare import (
     ABSOLUTE,

@@ -39,8 +39,8 @@ import onnx
 
 import gemma_np
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.norms import rms_norm
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import quant
 from gemma_np.verify.parity.compare import cosine, tolerance_for

@@ -6,9 +6,9 @@ import pytest
 
 import gemma_np.nn.encoder as encoder_mod
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.head import l2_normalize, mean_pool
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
 from gemma_np.verify.runtimes.faults import FAULTS, fault_embeddings, plain_text_ids
 from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE

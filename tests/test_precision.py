@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.verify.parity.compare import compare
 from gemma_np.verify.parity.precision import BFloat16Emulation, bfloat16_weights, float16_report, round_to_bfloat16
 from gemma_np.verify.probes import DOC_PROMPT, text_of_length

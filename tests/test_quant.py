@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import quant as Q
 from gemma_np.verify.parity.compare import cosine

@@ -12,8 +12,8 @@ import pytest
 
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import InputError
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn import attention, linear, mlp
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import LAYER_OPS, OpTimer, Trace, stores_arrays
 
 from support_bounds import assert_close, parity_bar

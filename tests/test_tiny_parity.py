@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gemma_np import EmbeddingGemma
-from gemma_np.io.tokenizer import pad_batch
+from gemma_np.nn.sentence import pad_batch
 
 from support_bounds import U32, assert_below, assert_close, parity_bar
 

@@ -15,9 +15,9 @@ import gemma_np.nn.encoder as encoder_mod
 import gemma_np.nn.head as head_mod
 from gemma_np import EmbeddingGemma, WeightsError
 from gemma_np.io.config import GemmaConfig
-from gemma_np.io.tokenizer import pad_batch
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope
+from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import LAYER_OPS, Trace, tap, trace_names
 from gemma_np.verify.parity.compare import compare, first_failure, format_table, merge, tolerance_for
 from gemma_np.verify.parity.precision import Float16Emulation

@@ -4,8 +4,7 @@ tokenizer.json already adds <bos> (2) first and <eos> (1) last (a TemplateProces
 its truncation counts them: a text cut at 2048 tokens keeps both. This is what transformers' fast tokenizer
 does for sentence-transformers (`truncation=True, max_length=2048`), and the tests check the ids are equal.
 tokenizer="python" reads the same file with gemma_np.io.bpe instead: the same ids, slower, every rule readable.
-pad_batch, which turns the id lists into the padded [B, S] arrays the forward takes, lives with the forward
-(gemma_np.nn.sentence) and is importable from here too.
+The ids become the padded [B, S] arrays the forward takes in gemma_np.nn.sentence.pad_batch, beside the forward.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from ..errors import ModelFolderError
-from ..nn.sentence import pad_batch  # noqa: F401  the ids' padding is the forward's (nn/), re-exported beside them
 from .bpe import BPETokenizer
 
 TOKENIZERS = ("tokenizers", "python")  # the Rust library (fast), or gemma_np.io.bpe (readable)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..io.tokenizer import pad_batch
+from ..nn.sentence import pad_batch
 from ..nn.trace import Trace
 from .parity.compare import cosine
 

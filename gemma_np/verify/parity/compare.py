@@ -183,7 +183,7 @@ def trace_one(model, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.nd
 def verify_against_torch(model, texts: list[str], reference=None) -> list[Row]:
     """Trace each text (a full model input, prompt included) through gemma_np and through the PyTorch model
     of the same folder; the worst row per name over the texts."""
-    from ...io.tokenizer import pad_batch
+    from ...nn.sentence import pad_batch
     from .torch_trace import TorchReference
 
     reference = reference or TorchReference(model.folder, dtype=np.dtype(model.dtype).name)

@@ -31,7 +31,7 @@ import numpy as np
 
 from weights_tools.fetch import sha256_file
 
-from ...io.tokenizer import pad_batch
+from ...nn.sentence import pad_batch
 
 FORMAT_VERSION = 1
 POSITIONS = 12

@@ -31,8 +31,8 @@ import re
 import numpy as np
 
 from ...io.bpe import SPACE, WORD_SPACE, BPETokenizer
-from ...io.tokenizer import pad_batch
 from ...nn.head import l2_normalize
+from ...nn.sentence import pad_batch
 from ...nn.trace import Trace
 from ..parity.precision import BFloat16Emulation, Float16Emulation, bfloat16_weights
 

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import GemmaNPError
-from ...io.tokenizer import pad_batch
 from ...nn.head import l2_normalize, mean_pool
+from ...nn.sentence import pad_batch
 from .judge import MIN_COSINE, Finding, Probe, format_report, judge, probes
 
 SCOPES = "pkg.torch.onnx.name_scopes"
