@@ -79,7 +79,7 @@ for op in LAYER_OPS:
 # ### How we compare
 #
 # Each hand-computed array is held to the library's with `np.testing.assert_allclose(mine, library,
-# rtol=0, atol=tol * max|library|)`, where `tol = tolerance_for(name)` is the bound `gemma-np verify` puts
+# rtol=0, atol=tol * max|library|)`, where `tol = tolerance_for(name)` is the bound `gemma-np verify torch` puts
 # on two float32 forwards for that named intermediate (notebook 07, docs/tolerances.md): ten times the
 # error of a float32 forward against an exact float64 one, measured on texts of up to 1000 tokens. That is
 # our case: both sides compute in float32 (unit roundoff u = 2^-24 ≈ 6e-8), but in a different order (an

@@ -397,5 +397,5 @@ plt.show()
 #   models; `gemma_np` matches that in `config.attention_window`.
 # - Padding keys are masked in every layer; padding queries are computed and then left out of the mean.
 # - Any window wider than 256 on each side is invisible up to 257 tokens and wrong after: test a port on
-#   documents longer than 257 tokens (the probe set of `gemma-np verify` has 256, 257, 258, 512, 513, 514 and
+#   documents longer than 257 tokens (the probe set of `gemma-np verify torch` has 256, 257, 258, 512, 513, 514 and
 #   2,048).

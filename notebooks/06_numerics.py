@@ -155,7 +155,7 @@ plt.show()
 #   Part of it starts in the rotary tables: the angle position × frequency is formed in float32 (as
 #   transformers does), and the document's cos table, out to position 299, is more than ten times less
 #   exact than the query's, out to position 17.
-# - Every stage stays under half the tolerance `gemma-np verify` allows two float32 forwards for that name
+# - Every stage stays under half the tolerance `gemma-np verify torch` allows two float32 forwards for that name
 #   (notebook 07): one float32 forward against the exact one gets half of it.
 # - The final embedding, a unit vector, is within about 1e-7 of the float64 one on every coordinate: the
 #   final norm, the mean and the Dense layers shrink the error back.

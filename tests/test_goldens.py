@@ -1,4 +1,4 @@
-"""Golden files: export, read back, verify against them; and the `gemma-np verify` / `goldens` commands."""
+"""Golden files: export, read back, verify against them; and the `gemma-np verify torch` / `verify goldens` / `goldens export` commands."""
 
 import json
 

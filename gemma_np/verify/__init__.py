@@ -1,7 +1,7 @@
 """The oracle: what tells whether another implementation of EmbeddingGemma computes the same thing, and
 where it parts. Four jobs, one place each:
 
-    parity/         parity with PyTorch, name by name (`gemma-np verify`, `gemma-np goldens`)
+    parity/         parity with PyTorch, name by name (`gemma-np verify torch`, `verify goldens`, `goldens export`)
       compare.py      named intermediates compared against a tolerance per name; cosine(), the float64 cosine
                       every job measures with
       torch_trace.py  the same names captured from transformers + sentence-transformers with hooks

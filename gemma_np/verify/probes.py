@@ -68,7 +68,7 @@ def long_documents(model_dir: Path) -> list[str]:
     return [text_of_length(model_dir, n) for n in LONG_LENGTHS]
 
 
-# The built-in probe set of `gemma-np verify` and `gemma-np goldens export`: full model inputs (prompt
+# The built-in probe set of `gemma-np verify torch` and `gemma-np goldens export`: full model inputs (prompt
 # included), from 2 tokens (the empty text: <bos><eos>) to 2048, the sliding window's edges, several scripts.
 WINDOW_EDGE_LENGTHS = (256, 257, 258, 512, 513, 514)
 

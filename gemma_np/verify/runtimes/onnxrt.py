@@ -16,7 +16,7 @@ with gemma_np's tokenizer, so the graph alone is judged):
    the module and used by a node outside it (or a graph output); a module's input, a value used inside and
    made outside. Those values become extra graph outputs under gemma_np.nn.trace's names (module_values), the
    graph runs once more, and gemma_np.verify.parity.compare compares them with gemma_np's trace, name by name, with
-   its tolerance per name, and names the first divergence as `gemma-np verify` does. The rotary-applied q and
+   its tolerance per name, and names the first divergence as `gemma-np verify torch` does. The rotary-applied q and
    k have no module boundary and are not compared; the attention probabilities are the Softmax inside each
    self_attn, the scores the MatMul that feeds it through the mask's Add. A quantized graph whose rewritten
    nodes lost their scopes is reported as not comparable layer by layer.
