@@ -303,8 +303,8 @@ assert mean_distance[sliding_layers].max() < 110 < mean_distance[full_layers].ma
 # %% [markdown]
 # ## What a wrong window does
 #
-# Ports of EmbeddingGemma have got the window wrong in three ways. `gemma_np.verify.runtimes.faults` computes what each of
-# them gives, from the real weights, changing that one thing and nothing else:
+# Ports of EmbeddingGemma have got the window wrong in three ways. `gemma_np.verify.runtimes.faults` computes what
+# each of them gives, from the real weights, changing that one thing and nothing else:
 #
 # - **±512** (`window_512`): the stored 512 used as it is (`|i - j| <= 512`);
 # - **no window** (`no_window`): the sliding layers attend to everything, like the full ones;

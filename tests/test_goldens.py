@@ -1,4 +1,5 @@
-"""Golden files: export, read back, verify against them; and the `gemma-np verify torch` / `verify goldens` / `goldens export` commands."""
+"""Golden files: export, read back, verify against them; and the commands `gemma-np goldens export`, `verify goldens`
+and `verify torch`."""
 
 import json
 
