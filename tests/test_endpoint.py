@@ -1,8 +1,8 @@
 """gemma-np verify endpoint against small local servers: one faithful, one for each fault it must name.
 
 The servers (tests/support_fake_endpoints.py) serve gemma_np's own vectors over HTTP on 127.0.0.1, computed with
-exactly one thing wrong (gemma_np.verify.runtimes.faults, or the prompts). Each test runs the command line and asserts the
-exit status and the diagnosis. The model's vectors are cached across tests, text by text (the same texts recur in
+exactly one thing wrong (gemma_np.verify.runtimes.faults, or the prompts). Each test runs the command line and asserts
+the exit status and the diagnosis. The model's vectors are cached across tests, text by text (the same texts recur in
 every check, each sent alone and in one request; the results are deterministic, so a cache changes nothing but
 the time).
 """

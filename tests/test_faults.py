@@ -1,5 +1,5 @@
-"""gemma_np.verify.runtimes.faults computes what a port with one fault computes: each fault checked against the same fault
-made another way (a replaced mask function, the head's steps by hand), on the real weights."""
+"""gemma_np.verify.runtimes.faults computes what a port with one fault computes: each fault checked against the same
+fault made another way (a replaced mask function, the head's steps by hand), on the real weights."""
 
 import numpy as np
 import pytest

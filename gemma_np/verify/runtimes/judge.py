@@ -210,8 +210,8 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
 
     Each vector is compared with gemma_np's for the probe's prompt + text, first `dimensions` coordinates
     (normalized again) when given. `api` only picks the wording of the advice: "openai", "tei", "vectors" (a
-    file some other runtime wrote), "gguf" (llama.cpp run by gemma_np.verify.runtimes.llamacpp) or "onnx" (ONNX Runtime).
-    No diagnoses means every vector matches gemma_np.
+    file some other runtime wrote), "gguf" (llama.cpp run by gemma_np.verify.runtimes.llamacpp) or "onnx" (ONNX
+    Runtime). No diagnoses means every vector matches gemma_np.
 
     `expected`: for quantized weights, gemma_np's vector of each probe on the file's own dequantized weights
     (`weights` names their types). A vector that this explains (_explained_by_file) is "quantized": the loss is
