@@ -1,19 +1,24 @@
 """gemma_np.verify.runtimes.faults computes what a port with one fault computes: each fault checked against the same
-fault made another way (a replaced mask function, the head's steps by hand), on the real weights."""
+fault made another way (a replaced nn function, the head's steps by hand), on the real weights, and checked to move
+the vectors past the parity bar (two float32 forwards agree within it; a fault that stays inside it is no fault)."""
 
 import numpy as np
 import pytest
 
+import gemma_np.nn.attention as attention_mod
 import gemma_np.nn.encoder as encoder_mod
+import gemma_np.nn.mlp as mlp_mod
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.attention import attention_mask
-from gemma_np.nn.head import l2_normalize, mean_pool
+from gemma_np.nn.head import dense, l2_normalize, mean_pool
+from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.verify.parity.precision import Float16Emulation
 from gemma_np.verify.probes import DOC_PROMPT, PLANETS, text_of_length
-from gemma_np.verify.runtimes.faults import FAULTS, fault_embeddings, plain_text_ids
+from gemma_np.verify.runtimes.faults import FAULTS, WINDOWS, fault_embeddings, float16_overflow, plain_text_ids
 from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE
 
-from support_bounds import assert_above
+from support_bounds import PARITY_BAR, assert_above, assert_close
 
 pytestmark = pytest.mark.real
 
@@ -131,7 +136,12 @@ def test_unknown_fault(model):
         fault_embeddings(model, ["x"], "", "causal+")
     with pytest.raises(ValueError, match=r"faults window_512 and no_window change the same step"):
         fault_embeddings(model, ["x"], "", "window_512+no_window")
-    assert len(FAULTS) == 10
+    for pair in ("window_128+window_asym", "norm_double_one+norm_no_one", "rope_one_base_10k+rope_one_base_1m",
+                 "pool_first+pool_padding", "dense_tanh+dense_skipped"):
+        a, b = pair.split("+")
+        with pytest.raises(ValueError, match=rf"faults {a} and {b} change the same step"):
+            fault_embeddings(model, ["x"], "", pair)
+    assert len(FAULTS) == 24
 
 
 def test_faults_combine(model, texts):
@@ -151,3 +161,207 @@ def test_faults_combine(model, texts):
     # bfloat16 noise around the window fault's vector (precision level: CLOSE), not around bfloat16's own
     assert_above("faults: window_512+bfloat16 cosine to window_512", cos(both, window), CLOSE)
     assert cos(both, bf16) < CLOSE
+
+
+# ------------------------------------------------------------------------------------------------ new faults
+# Each is compared with the same fault made another way within the parity bar, and must move the vectors of the
+# texts it concerns past that bar (and leave the others within it).
+
+
+def differs(name, got, right):
+    """The largest coordinate change is past the parity bar: the fault is seen, not float32 noise."""
+    gap = float(np.max(np.abs(np.asarray(got, np.float64) - right)))
+    assert gap > PARITY_BAR, f"{name}: the fault moved the vector by {gap:.3g}, within the parity bar"
+
+
+def band(left, right):
+    """attention_mask with the sliding layers' band replaced: query i sees key j where i - left <= j <= i + right."""
+    def mask_fn(m, w):
+        allowed = attention_mask(m, None)
+        if w is None:
+            return allowed
+        d = np.arange(m.shape[1])[None, :] - np.arange(m.shape[1])[:, None]  # j - i
+        return allowed & ((d >= -left) & (d <= right))[None]
+    return mask_fn
+
+
+@pytest.mark.parametrize("fault, left, right", [
+    ("window_128", 128, 128),  # llama.cpp's converter: n_swa 257 (transformers' adjusted value), |i - j| <= 257 // 2
+    ("window_255", 255, 255),
+    ("window_257", 257, 257),
+    ("window_asym", 511, 256),  # transformers PR #40700: eager/sdpa saw SW - 1 keys before, SW // 2 after (SW 512)
+])
+def test_window_faults_equal_a_replaced_band(model, texts, monkeypatch, fault, left, right):
+    # The 600-token text takes the banded path in the replaced route, which reads its key spans off the band.
+    want = masked_differently(model, monkeypatch, texts, band(left, right))
+    got = fault_embeddings(model, texts, DOC_PROMPT, fault)
+    assert_close(f"faults: {fault} against a replaced band", got, want, PARITY_BAR)
+    ref = model.encode(texts, prompt=DOC_PROMPT)
+    assert_close(f"faults: {fault} on a text inside every window", got[0], ref[0], PARITY_BAR)  # 25 tokens
+    for g, r in zip(got[1:], ref[1:]):  # 300 and 600 tokens: past every window's edge
+        differs(fault, g, r)
+
+
+def test_window_fault_of_the_models_own_extent_is_the_model(model, texts, monkeypatch):
+    """The band's convention, pinned: (256, 256) is the model's attention_window 257, exclusive; the one-sided
+    window is not its mirror image."""
+    monkeypatch.setitem(WINDOWS, "window_512", (256, 256))
+    got = fault_embeddings(model, texts[1:2], DOC_PROMPT, "window_512")
+    ref = model.encode(texts[1:2], prompt=DOC_PROMPT)
+    assert_close("faults: window (256, 256) against the model", got, ref, PARITY_BAR)
+    monkeypatch.setitem(WINDOWS, "window_512", (256, 511))  # the mirror of window_asym
+    differs("window (256, 511) against (511, 256)", fault_embeddings(model, texts[1:2], DOC_PROMPT, "window_512"),
+            fault_embeddings(model, texts[1:2], DOC_PROMPT, "window_asym"))
+
+
+def rms_norm_times(factor):
+    """rms_norm with its (1 + w) replaced by factor(w), through the normalization alone (w = 0: x * rstd exactly)."""
+    def patched(x, weight, eps, cache=None):
+        return rms_norm(x, np.zeros_like(weight), eps) * factor(weight)
+    return patched
+
+
+@pytest.mark.parametrize("fault, factor", [
+    ("norm_double_one", lambda w: np.float32(1) + (np.float32(1) + w)),  # the GGUF's float32 1 + w, plus 1 again
+    ("norm_no_one", lambda w: w),
+])
+def test_norm_faults_equal_a_replaced_rms_norm(model, texts, monkeypatch, fault, factor):
+    for module in (encoder_mod, attention_mod):  # the layer norms and the final norm; q_norm and k_norm
+        monkeypatch.setattr(module, "rms_norm", rms_norm_times(factor))
+    want = model.encode(texts[:1], prompt=DOC_PROMPT)
+    monkeypatch.undo()
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, fault)
+    assert_close(f"faults: {fault} against a replaced rms_norm", got, want, PARITY_BAR)
+    differs(fault, got, model.encode(texts[:1], prompt=DOC_PROMPT))
+
+
+@pytest.mark.parametrize("fault, base", [("rope_one_base_10k", 1e4), ("rope_one_base_1m", 1e6)])
+def test_rope_faults_equal_replaced_tables(model, texts, monkeypatch, fault, base):
+    assert {model.config.rope_theta, model.config.rope_local_base_freq} == {1e4, 1e6}  # two bases, one fault
+    tables = encoder_mod.rope_tables
+    monkeypatch.setattr(encoder_mod, "rope_tables", lambda S, E, _base, dtype: tables(S, E, base, dtype))
+    want = model.encode(texts[:1], prompt=DOC_PROMPT)
+    monkeypatch.undo()
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, fault)
+    assert_close(f"faults: {fault} against replaced rotary tables", got, want, PARITY_BAR)
+    differs(fault, got, model.encode(texts[:1], prompt=DOC_PROMPT))
+
+
+def test_gelu_erf_equals_a_replaced_gelu(model, texts, monkeypatch):
+    """Against scipy's erf (the fault uses math.erf): the MLP's activation replaced in gemma_np.nn.mlp."""
+    from scipy.special import erf
+
+    monkeypatch.setattr(mlp_mod, "gelu_tanh",
+                        lambda x: (0.5 * x * (1 + erf(np.asarray(x, np.float64) / np.sqrt(2)))).astype(x.dtype))
+    want = model.encode(texts[:1], prompt=DOC_PROMPT)
+    monkeypatch.undo()
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, "gelu_erf")
+    assert_close("faults: gelu_erf against a replaced gelu", got, want, PARITY_BAR)
+    # A small fault: under MIN_COSINE's 1e-5 on these texts, but tens of times the parity bar on a coordinate.
+    differs("gelu_erf", got, model.encode(texts[:1], prompt=DOC_PROMPT))
+
+
+def test_softcap_equals_a_replaced_softmax(model, texts, monkeypatch):
+    softmax = attention_mod.masked_softmax
+    monkeypatch.setattr(attention_mod, "masked_softmax", lambda s, allowed: softmax(
+        np.float32(50) * np.tanh(s / np.float32(50)), allowed))
+    want = model.encode(texts[:1], prompt=DOC_PROMPT)
+    monkeypatch.undo()
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, "softcap_50")
+    assert_close("faults: softcap_50 against a replaced softmax", got, want, PARITY_BAR)
+    differs("softcap_50", got, model.encode(texts[:1], prompt=DOC_PROMPT))
+
+
+def head_by_hand(model, pooled, act=lambda x: x):
+    """The Dense layers (each followed by act) and the L2 normalization, in NumPy, on pooled [B, D]."""
+    x = pooled
+    for w in model.dense_weights:
+        x = act(dense(x, w))
+    return l2_normalize(x)
+
+
+def test_dense_tanh_is_sentence_transformers_default_dense(model, texts):
+    """sentence-transformers' Dense has Tanh as its default activation: what a port that builds the Dense modules
+    without the model's config (activation Identity) computes; the head by hand with tanh after each Dense."""
+    import inspect
+
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    assert isinstance(inspect.signature(Dense).parameters["activation_function"].default, torch.nn.Tanh)
+    trace = {}
+    model.forward(*pad_batch(model.tokenize([DOC_PROMPT + texts[0]])[0]), trace=trace)
+    want = head_by_hand(model, trace["pooled"], np.tanh)
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, "dense_tanh")
+    assert_close("faults: dense_tanh against the head by hand", got, want, PARITY_BAR)
+    differs("dense_tanh", got, trace["sentence_embedding"])
+
+
+@pytest.mark.parametrize("fault, row", [("pool_first", lambda n: 0), ("pool_last", lambda n: n - 1)])
+def test_token_pooling_faults_by_hand(model, texts, fault, row):
+    ids, _ = model.tokenize([DOC_PROMPT + texts[0]])
+    out = model.forward(*pad_batch(ids))
+    want = head_by_hand(model, out["token_embeddings"][:, row(len(ids[0]))])
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, fault)
+    assert_close(f"faults: {fault} against the head by hand", got, want, PARITY_BAR)
+    assert ids[0][row(len(ids[0]))] == (2 if fault == "pool_first" else 1)  # <bos>, <eos>
+    differs(fault, got, out["sentence_embedding"])
+
+
+def test_pool_padding_counts_the_padding_of_a_batch(model, texts):
+    """One right-padded batch, each text's mean taken over all S rows: the longest text (no padding) is right, the
+    shorter one is not; by hand on the same batch's token embeddings."""
+    batch = texts[:2]  # 25 and 300 tokens
+    ids, _ = model.tokenize([DOC_PROMPT + t for t in batch])
+    tokens = model.forward(*pad_batch(ids))["token_embeddings"]  # [2, 300, D]
+    want = head_by_hand(model, np.mean(tokens, axis=1, dtype=np.float64).astype(np.float32))
+    got = fault_embeddings(model, batch, DOC_PROMPT, "pool_padding")
+    assert_close("faults: pool_padding against the mean by hand", got, want, PARITY_BAR)
+    ref = model.encode(batch, prompt=DOC_PROMPT)
+    differs("pool_padding", got[0], ref[0])
+    assert_close("faults: pool_padding on the longest text", got[1], ref[1], PARITY_BAR)
+    alone = fault_embeddings(model, batch[:1], DOC_PROMPT, "pool_padding")  # a batch of one has no padding
+    assert_close("faults: pool_padding on a batch of one", alone, ref[:1], PARITY_BAR)
+
+
+class FirstInf(Float16Emulation):
+    """The float16 emulation, noting the first op whose float16 output is not finite."""
+
+    first = None
+
+    def tap(self, name, value):
+        value = super().tap(name, value)
+        if self.first is None and not np.all(np.isfinite(value)):
+            self.first = name
+        return value
+
+
+def test_float16_overflow_is_where_the_emulation_first_overflows(model, texts):
+    """float16_overflow reads the float32 peaks (float16_report); the float16 emulation itself first gives Inf
+    at the same op, and the float16 fault's vector is NaN."""
+    ids, _ = model.tokenize([DOC_PROMPT + texts[0]])
+    emulation = FirstInf(keep=())
+    with pytest.raises(ValueError):  # the forward refuses the non-finite result
+        model.forward(*pad_batch(ids), trace=emulation)
+    where = float16_overflow(model, texts[0], DOC_PROMPT)
+    assert where is not None and where == emulation.first, (where, emulation.first)
+    assert np.all(np.isnan(fault_embeddings(model, texts[:1], DOC_PROMPT, "float16")))
+
+
+def test_new_faults_combine(model, texts, monkeypatch):
+    """Two changed intermediates at once (the activation and the scores) equal both nn functions replaced."""
+    from scipy.special import erf
+
+    softmax = attention_mod.masked_softmax
+    monkeypatch.setattr(attention_mod, "masked_softmax", lambda s, allowed: softmax(
+        np.float32(50) * np.tanh(s / np.float32(50)), allowed))
+    monkeypatch.setattr(mlp_mod, "gelu_tanh",
+                        lambda x: (0.5 * x * (1 + erf(np.asarray(x, np.float64) / np.sqrt(2)))).astype(x.dtype))
+    want = model.encode(texts[:1], prompt=DOC_PROMPT)
+    monkeypatch.undo()
+    got = fault_embeddings(model, texts[:1], DOC_PROMPT, "gelu_erf+softcap_50")
+    assert_close("faults: gelu_erf+softcap_50 against both replaced", got, want, PARITY_BAR)
+    raw = fault_embeddings(model, texts[:1], DOC_PROMPT, "pool_first+dense_tanh+unnormalized")
+    assert_close("faults: pool_first+dense_tanh+unnormalized", l2_normalize(raw),
+                 fault_embeddings(model, texts[:1], DOC_PROMPT, "pool_first+dense_tanh"), PARITY_BAR)
+    assert np.max(np.abs(raw)) <= 1  # tanh's range: the unnormalized output is the last Dense's tanh
