@@ -141,7 +141,7 @@ def test_unknown_fault(model):
         a, b = pair.split("+")
         with pytest.raises(ValueError, match=rf"faults {a} and {b} change the same step"):
             fault_embeddings(model, ["x"], "", pair)
-    assert len(FAULTS) == 24
+    assert len(FAULTS) == 25
 
 
 def test_faults_combine(model, texts):
@@ -190,6 +190,7 @@ def band(left, right):
     ("window_255", 255, 255),
     ("window_257", 257, 257),
     ("window_asym", 511, 256),  # transformers PR #40700: eager/sdpa saw SW - 1 keys before, SW // 2 after (SW 512)
+    ("window_511", 511, 511),  # and its flash-attention path SW - 1 each side
 ])
 def test_window_faults_equal_a_replaced_band(model, texts, monkeypatch, fault, left, right):
     # The 600-token text takes the banded path in the replaced route, which reads its key spans off the band.

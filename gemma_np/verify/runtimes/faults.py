@@ -18,6 +18,8 @@ tests serve them from local fake servers.
                         (transformers' eager/sdpa mask before PR
                         #40700: the causal sliding window of 512, then
                         the bidirectional overlay of 512 // 2)
+    window_511          +-511 (transformers' flash-attention path       window_fault(511, 511)
+                        before PR #40700: SW - 1 each side, SW 512)
     no_window           sliding layers attend to every token            a window wider than any input
     norm_double_one     RMSNorm weights stored as 1 + w (a GGUF) and    every *norm.weight w -> float32
                         applied as 1 + that: x * (2 + w)                1 + w (rms_norm adds its own 1)
@@ -74,14 +76,14 @@ from ...nn.sentence import pad_batch
 from ...nn.trace import Trace
 from ..parity.precision import BFloat16Emulation, Float16Emulation, bfloat16_weights, float16_report
 
-FAULTS = ("causal", "window_512", "window_128", "window_255", "window_257", "window_asym", "no_window",
-          "norm_double_one", "norm_no_one", "rope_one_base_10k", "rope_one_base_1m", "gelu_erf", "dense_tanh",
-          "pool_last", "pool_first", "pool_padding", "softcap_50", "dense_skipped", "unnormalized", "truncated_512",
-          "cut_512", "special_as_text", "float16", "bfloat16")
+FAULTS = ("causal", "window_512", "window_128", "window_255", "window_257", "window_asym", "window_511",
+          "no_window", "norm_double_one", "norm_no_one", "rope_one_base_10k", "rope_one_base_1m", "gelu_erf",
+          "dense_tanh", "pool_last", "pool_first", "pool_padding", "softcap_50", "dense_skipped", "unnormalized",
+          "truncated_512", "cut_512", "special_as_text", "float16", "bfloat16")
 
 # The window faults' extents: (keys before the query, keys after it) a sliding layer lets each query see.
 WINDOWS = {"window_512": (512, 512), "window_128": (128, 128), "window_255": (255, 255), "window_257": (257, 257),
-           "window_asym": (511, 256)}
+           "window_asym": (511, 256), "window_511": (511, 511)}
 
 SOFTCAP = 50.0  # Gemma2's attn_logit_softcapping
 
