@@ -14,10 +14,11 @@ tests serve them from local fake servers.
     window_255          the window's bound off by one inwards: +-255    window_fault(255, 255)
     window_257          the window's bound off by one outwards: +-257   window_fault(257, 257)
                         (the exclusive 257 read as inclusive)
-    window_asym         a one-sided window: 511 keys before, 256 after  window_fault(511, 256)
+    window_asym         a lopsided window: 511 keys before, 256 after   window_fault(511, 256)
                         (transformers' eager/sdpa mask before PR
-                        #40700: the causal sliding window of 512, then
-                        the bidirectional overlay of 512 // 2)
+                        #40700, "(SW - 1, SW // 2)" in its words, SW
+                        512; the exact right bound, 256 or 255, is
+                        that description's, not read off the old code)
     window_511          +-511 (transformers' flash-attention path       window_fault(511, 511)
                         before PR #40700: SW - 1 each side, SW 512)
     no_window           sliding layers attend to every token            a window wider than any input
