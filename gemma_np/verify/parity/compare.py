@@ -51,6 +51,20 @@ def _calibrated() -> dict[str, float]:
 TOLERANCES = {**GROUP_TOLERANCES, **_calibrated(), **{n: GROUP_TOLERANCES[n] for n in ABSOLUTE}}
 
 
+# The parity bar (docs/tolerances.md, "Fixed bars"): two float32 forwards agree within this on every coordinate
+# of the 768-d unit vector (measured at most 2.4e-7 against float64 each, so 5e-7 apart).
+PARITY_BAR = 1e-6
+
+
+def parity_bar(dim: int = 768) -> float:
+    """The parity bar for a unit vector of `dim` coordinates: the same error relative to the coordinates' size.
+
+    A unit vector's coordinates are about dim ** -0.5 in size, so an error that is 1e-6 on EmbeddingGemma's
+    768 coordinates is 1e-6 * sqrt(768 / dim) on a tiny model's 24, or on a Matryoshka slice normalized again.
+    """
+    return PARITY_BAR * (768 / dim) ** 0.5
+
+
 def tolerance_for(name: str, table: dict[str, float] = TOLERANCES) -> float:
     for key in (name, name.split(".")[0]):
         if key in table:
