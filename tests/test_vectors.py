@@ -157,7 +157,7 @@ FAULTS = [
     ("window_512", "npy", "DIAGNOSIS: wrong sliding window (+-512): agreement falls only past 257 tokens"),
     ("truncated_512", "json", "DIAGNOSIS: inputs truncated to 512 tokens (<eos> kept)"),
     ("bfloat16", "npy", "DIAGNOSIS: reduced precision"),
-    ("float16", "json", "DIAGNOSIS: float16 damage"),  # NaN written as null
+    ("float16", "json", "DIAGNOSIS: hard failure: "),  # NaN written as null
 ]
 
 
@@ -248,3 +248,106 @@ def test_probes_usage_errors(capsys):
     assert "invalid choice: 'import'" in capsys.readouterr().err
     assert main(["probes", "export", "--out", "x.json", "--dtype", "float64"]) == 2
     assert "unrecognized arguments: --dtype float64" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ one fault each
+# Each fault of faults.py that a port can ship, computed exactly (a float32 port with that one fault): the judge
+# names it with exactly its one DIAGNOSIS line, nothing else.
+NAMED = ["window_128", "window_255", "window_257", "window_511", "window_asym", "no_window", "norm_double_one",
+         "norm_no_one", "rope_one_base_10k", "rope_one_base_1m", "gelu_erf", "dense_tanh", "pool_first", "pool_last",
+         "softcap_50", "causal", "cut_512"]
+
+
+@pytest.mark.parametrize("fault", NAMED)
+def test_each_new_fault_is_named_alone(model, exported, tmp_path, capsys, fault):
+    path = write_npy(tmp_path / "v.npy", embed(model, exported, fault))
+    code, out, _ = verify(capsys, path)
+    assert code == 1, out
+    assert diagnoses(out) == [f"DIAGNOSIS: {judge.DIAGNOSES[fault]}"], out
+
+
+def test_erf_gelu_is_named_though_its_cosine_passes(model, exported, tmp_path, capsys):
+    """An erf GELU keeps cosine 0.99999994 on every text (past MIN_COSINE) but moves coordinates by ~4e-5, forty
+    times the parity bar (1e-6): the coordinates are judged, not only the cosine."""
+    path = write_npy(tmp_path / "v.npy", embed(model, exported, "gelu_erf"))
+    items = judge.probes(model)
+    findings, found = judge.judge(model, items, list(np.load(path)), api="vectors")
+    assert all(f.cosine >= judge.MIN_COSINE for f in findings), [f.cosine for f in findings]
+    assert all(f.max_abs > judge.parity_bar(768) for f in findings), [f.max_abs for f in findings]
+    assert found == [judge.DIAGNOSES["gelu_erf"]]
+
+
+def test_faithful_vectors_are_within_the_parity_bar(model, exported):
+    """The float32 vectors of gemma_np itself: every coordinate within the parity bar (1e-6), and the table says so."""
+    items = judge.probes(model)
+    findings, found = judge.judge(model, items, list(embed(model, exported)), api="vectors")
+    assert found == [] and all(f.max_abs <= judge.parity_bar(768) for f in findings)
+    report = judge.format_report(findings, found, "v.npy", "verify vectors", "v.npy")
+    assert "max abs" in report and "parity bar 1.0e-06" in report
+
+
+def test_bfloat16_is_still_reduced_precision(model, exported, tmp_path, capsys):
+    path = write_npy(tmp_path / "v.npy", embed(model, exported, "bfloat16"))
+    code, out, _ = verify(capsys, path)
+    found = diagnoses(out)
+    assert code == 1 and len(found) == 1 and found[0].startswith("DIAGNOSIS: reduced precision: 10 of 10 texts"), out
+
+
+def _moved(v: np.ndarray, cos: float, seed: int = 0) -> np.ndarray:
+    """Each unit row turned by the angle acos(cos), in a random direction orthogonal to it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for row in np.asarray(v, np.float64):
+        e = rng.standard_normal(row.shape[0])
+        e -= (e @ row) * row
+        e /= np.linalg.norm(e)
+        a = np.arccos(cos)
+        out.append(np.cos(a) * row + np.sin(a) * e)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("cos", [0.99, 0.977])
+def test_a_difference_no_fault_explains_is_not_precision(model, exported, tmp_path, capsys, cos):
+    """Every text turned by the angles the +-128 window and the one-RoPE-base port reached (0.990, 0.977), in
+    directions no fault has: no precision model gives that (bfloat16 stays within 1 - CLOSE = 5e-4), so the
+    judge says it does not know, and names the texts."""
+    path = write_npy(tmp_path / "v.npy", _moved(embed(model, exported), cos))
+    code, out, _ = verify(capsys, path)
+    found = diagnoses(out)
+    assert code == 1 and len(found) == 1, out
+    assert found[0].startswith("DIAGNOSIS: differs from gemma-np: no modelled fault explains it: 10 of 10 texts"), out
+    assert "query: Red Planet" in found[0]
+
+
+def test_past_the_bar_within_the_cosine_is_unexplained(model, exported, tmp_path, capsys):
+    """A float32 runtime off by 1 - cos 1e-7 (below what rounding the output alone to bfloat16 costs, 6.4e-7),
+    ~1.6e-5 on some coordinate: past the parity bar, explained by no fault and by no precision: unexplained."""
+    path = write_npy(tmp_path / "v.npy", _moved(embed(model, exported), 1 - 1e-7, seed=3))
+    code, out, _ = verify(capsys, path)
+    found = diagnoses(out)
+    assert code == 1 and len(found) == 1 and found[0].startswith("DIAGNOSIS: differs from gemma-np: no modelled"), out
+
+
+def test_zeros_are_a_hard_failure(model, exported, tmp_path, capsys):
+    v = embed(model, exported)
+    v[7] = 0.0
+    path = write_npy(tmp_path / "v.npy", v)
+    code, out, _ = verify(capsys, path)
+    assert code == 1, out
+    assert diagnoses(out) == ["DIAGNOSIS: " + judge.DIAGNOSES["zeros"].format(n=1, total=10,
+                                                                                names="document: 200 tokens")], out
+
+
+def test_nan_on_a_long_text_names_the_first_float16_overflow(model, exported, tmp_path, capsys):
+    """NaN on the 400- and 800-token texts only: a hard failure, with the op where float16 first overflows on the
+    400-token text (faults.float16_overflow: layer 22's output, docs/tolerances.md)."""
+    v = embed(model, exported)
+    v[8:] = np.nan
+    path = write_json(tmp_path / "v.json", v)
+    code, out, _ = verify(capsys, path)
+    found = diagnoses(out)
+    assert code == 1 and len(found) == 1, out
+    assert found[0].startswith("DIAGNOSIS: hard failure: 2 of 10 vectors hold NaN/Inf/null (document: 400 tokens, "
+                               "document: 800 tokens).")
+    assert "float16 damage: on document: 400 tokens the first op past float16's 65504 is layers." in found[0], out
+    assert "reduced precision" not in out

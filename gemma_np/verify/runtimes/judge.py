@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..parity.compare import cosine
+from ..parity.compare import cosine, parity_bar
 from ..probes import MULTILINGUAL, PLANETS, QUERY, text_of_length
-from .faults import fault_embeddings
+from .faults import WINDOWS, fault_embeddings, float16_overflow
 
 # The three levels of agreement, by cosine to gemma_np's vector (docs/tolerances.md, "Bounds in tests"):
 MIN_COSINE = 0.99999  # a float32 server agrees to ~1e-7 per coordinate: 1 - cos ~ 1e-13, on every kernel
@@ -35,6 +35,14 @@ EXPLAINS = 0.9999  # a fault "explains" a vector that agrees with the fault's ve
 NORM_TOLERANCE = 1e-3  # |norm - 1| above this: the vector is not unit length
 WINDOW_EDGE = 257  # tokens: a sliding layer sees 256 each side, so a wrong window shows only past this
 PRECISION_FLOOR = 0.9  # below this, never "reduced precision": int8 ONNX reached 0.93 at 800 tokens in a batch
+# (applied only where the mode knows the weights are quantized: a file's `expected` vectors, onnxrt's graph)
+# The band a bfloat16 runtime's 1 - cos to the reference lies in, where no fault explains a text: from
+# BFLOAT16_LOW to 1 - CLOSE. BFLOAT16_LOW is what rounding the final unit vector alone to bfloat16 costs (each
+# coordinate off by a relative error uniform within +-2^-9, RMS 2^-9 / sqrt(3): 1 - cos = |e|^2 / 2 =
+# 2^-18 / 6 = 6.4e-7); a bfloat16 runtime rounds every op before that one too, and was measured at 1.2e-5 to
+# 1.04e-4 (docs/tolerances.md). A vector closer than this, but past the parity bar, is no bfloat16 runtime: it
+# computes something else in float32 (an erf GELU: 1 - cos 3.5e-8, 4e-5 on a coordinate).
+BFLOAT16_LOW = 2.0 ** -18 / 6
 WINDOW_FLOOR = 0.9  # a wrong window keeps each token's 257 nearest keys: the worst measured, no window at 1100
 # tokens, is 0.977; a long text far below this is something else, never called a window fault
 LONG_TOKENS = (200, 400, 800)  # document lengths, prompt and <bos>/<eos> included: either side of the edge
@@ -88,6 +96,8 @@ class Finding:
     verdicts: list[str] = field(default_factory=list)  # empty: it matches
     quantized: tuple[float, float] = (math.nan, math.nan)  # cosines: file expectation to reference, vector to it
     batch: float = math.nan  # cosine of the vector sent alone to the same text's in one request with the others
+    max_abs: float = math.nan  # largest |unit vector - gemma_np's| over the coordinates (the parity bar's measure)
+    alike: list = field(default_factory=list)  # label lists that give this text the same vector as its verdict's
 
     @property
     def ok(self) -> bool:
@@ -106,8 +116,9 @@ class Finding:
 
 # What each explanation is called, and what to do about it.
 DIAGNOSES = {
-    "float16": "float16 damage: the vectors hold NaN/Inf/null. EmbeddingGemma's activations pass float16's "
-               "65504 (in layer 22); serve it in float32 or bfloat16.",
+    "nonfinite": "hard failure: {n} of {total} vectors hold NaN/Inf/null ({names}).{overflow}",
+    "zeros": "hard failure: {n} of {total} vectors are all zeros ({names}): the runtime returned no embedding "
+             "for them (an empty or failed output); it has no direction to judge.",
     "precision": "reduced precision: {n} of {total} texts agree only approximately (lowest cosine {low:.6f}); "
                  "bfloat16 weights and activations give 0.9999-0.99999, quantized ones less (llama.cpp Q8_0 "
                  "about 0.9995, Q4_K_M 0.98-0.99, int8 ONNX 0.93-0.99). Serve in float32 for an exact match (or "
@@ -130,6 +141,37 @@ DIAGNOSES = {
                   "sliding_window // 2 + 1 = 257, as transformers does for bidirectional attention).",
     "no_window": "no sliding window: agreement falls only past 257 tokens; the server's sliding layers "
                  "attend to every token instead of 256 each side.",
+    "window_128": "sliding window halved twice (+-128): llama.cpp's converter before PR #15867 took the "
+                  "adjusted 257 as its n_swa and masked |i - j| > 257 // 2; texts past 129 tokens disagree. "
+                  "Reconvert the GGUF with a current convert_hf_to_gguf.py.",
+    "window_255": "sliding window one token short (+-255): the window's bound is off by one inwards (|i - j| < 256 "
+                  "where EmbeddingGemma keeps |i - j| <= 256, i.e. < sliding_window // 2 + 1 = 257).",
+    "window_257": "sliding window one token long (+-257): the exclusive bound 257 (sliding_window // 2 + 1) was "
+                  "read as inclusive; mask |i - j| >= 257, keep |i - j| <= 256.",
+    "window_asym": "lopsided sliding window (511 keys before, 256 after): transformers' eager/sdpa mask before PR "
+                   "#40700 ((SW - 1, SW // 2), SW 512); upgrade transformers (the window is 256 each side).",
+    "window_511": "sliding window +-511: transformers' flash-attention path before PR #40700 (SW - 1 each side, "
+                  "SW 512); upgrade transformers (the window is 256 each side).",
+    "norm_double_one": "RMSNorm weight applied as 2 + w (the stored 1 + w plus 1 again): a GGUF stores 1 + w, "
+                       "and the runtime adds the 1 of Gemma's x * (1 + w) once more. Add it once.",
+    "norm_no_one": "RMSNorm weight applied as w, not 1 + w: Gemma's RMSNorm multiplies by (1 + weight) "
+                   "(the checkpoint stores w, zero-centred); add the 1.",
+    "rope_one_base_10k": "one RoPE base for every layer (10k): the full-attention layers must use rope_theta "
+                         "1e6; only the sliding layers use rope_local_base_freq 1e4.",
+    "rope_one_base_1m": "one RoPE base for every layer (1M): the sliding layers must use rope_local_base_freq "
+                        "1e4; only the full-attention layers use rope_theta 1e6.",
+    "gelu_erf": "GELU computed with erf; EmbeddingGemma uses the tanh approximation (gelu_pytorch_tanh, "
+                "hidden_activation in config.json).",
+    "dense_tanh": "Tanh after the Dense layers: sentence-transformers' Dense default activation; EmbeddingGemma's "
+                  "2_Dense and 3_Dense use Identity (activation_function in their config.json).",
+    "pool_last": "last-token pooling: the vector is the last token's (<eos>) state; EmbeddingGemma mean-pools "
+                 "(1_Pooling: pooling_mode_mean_tokens).",
+    "pool_first": "first-token (CLS) pooling: the vector is the first token's (<bos>) state; EmbeddingGemma "
+                  "mean-pools (1_Pooling: pooling_mode_mean_tokens).",
+    "pool_padding": "padding counted in the mean: in a padded batch every text but the longest disagrees; mean-"
+                    "pool over the attention mask's real tokens only.",
+    "softcap_50": "attention logits soft-capped (50 tanh(s / 50), Gemma2's attn_logit_softcapping): "
+                  "EmbeddingGemma (Gemma3) has no soft-capping; turn it off.",
     "window": "wrong sliding window: texts up to 257 tokens agree and longer ones do not (lowest cosine "
               "{low:.6f}); the sliding layers must see exactly 256 tokens each side.",
     "truncated_512": "inputs truncated to 512 tokens (<eos> kept): texts past 512 tokens disagree; the model "
@@ -168,8 +210,8 @@ DIAGNOSES = {
                        "3e-4; F32: 2e-8): a batch changes the order of its sums, and rounding activations to 8 "
                        "bits magnifies that. Serve float weights (F32) for vectors that stay put, or send one "
                        "text per request.",
-    "unexplained": "{n} of {total} texts differ (lowest cosine {low:.6f}: {names}) in a way none of the known "
-                   "faults explains.",
+    "unexplained": "differs from gemma-np: no modelled fault explains it: {n} of {total} texts (lowest cosine "
+                   "{low:.6f}, largest coordinate difference {worst_abs:.1e}, parity bar {bar:.0e}: {names}).",
 }
 
 # What to do about missing or wrong prompts, by where the vectors came from.
@@ -235,24 +277,34 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
             vecs = model.encode([p.text for p in group], prompt=group[0].prompt)
             reference.update({p.name: v for p, v in zip(group, vecs)})
 
+    # The parity bar per coordinate (docs/tolerances.md: 1e-6 on the 768-d unit vector, 1e-6 sqrt(768 / K) on K
+    # coordinates normalized again): a float32 runtime is held to it as well as to the cosine, unless the caller
+    # lowered min_cosine (a precision accepted) or the weights are quantized (`expected`).
+    bar = parity_bar(want)
+    coordinates = min_cosine >= MIN_COSINE and expected is None
+    pending = []
     for f in findings:
         v, ref = f.vector, reference[f.probe.name]
-        if not np.all(np.isfinite(v)):
-            f.verdicts.append("float16")
-            continue
         if v.ndim != 1 or v.shape[0] != want:
-            f.verdicts.append("dimensions")
+            f.verdicts.append("nonfinite" if not np.all(np.isfinite(v)) else "dimensions")
+            continue
+        if not np.all(np.isfinite(v)):
+            f.verdicts.append("nonfinite")
+            continue
+        f.norm = float(np.linalg.norm(v))
+        if f.norm == 0:
+            f.verdicts.append("zeros")
             continue
         # Direction and length are judged apart, on every text: a server can be quantized AND unnormalized.
-        f.norm = float(np.linalg.norm(v))
         f.cosine = cosine(v, ref[:want])
-        if f.cosine < min_cosine:
+        f.max_abs = _max_abs(v, ref[:want])
+        if f.cosine < min_cosine or (coordinates and f.max_abs > bar):
             e = None if expected is None else np.asarray(expected[items.index(f.probe)], np.float64)[:want]
             if e is not None and _explained_by_file(cosine(v, e), f.cosine):
                 f.verdicts.append("quantized")
                 f.quantized = (cosine(e, ref[:want]), cosine(v, e))
             else:
-                f.verdicts += _explain(model, f, want)
+                pending.append(f)
         if abs(f.norm - 1) > NORM_TOLERANCE:
             full = float(np.linalg.norm(ref[:want]))
             slice_norm = dimensions is not None and f.cosine >= CLOSE and abs(f.norm - full) < NORM_TOLERANCE
@@ -263,12 +315,18 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
             f.batch = cosine(v, w)
             if f.batch < min_cosine:
                 f.verdicts.append("batch_dependent")
-    # Every text off by a little and no fault behind any of them: a runtime that computes in low precision
-    # everywhere (int8 ONNX: 0.93-0.99), not a fault, which leaves some texts exact or has a pattern. A text
-    # whose special tokens were read as text has a fault of its own, which says nothing of the others.
+    # The fault search, shortest texts first: what a short text rules out is not tried on the long ones.
+    search = _Search(model, findings, pending, want, bar)
+    for f in sorted(pending, key=lambda f: f.probe.tokens):
+        f.verdicts[:0] = search.explain(f)
+    _resolve_windows(findings)
+    # A quantized file (`expected`): every text off by a little and no fault behind any of them is the
+    # weights' precision (the mode knows them quantized), not a fault, which leaves some texts exact or has a
+    # pattern. Without that knowledge no such catch-all: an unexplained text stays unexplained.
     judged = [f for f in findings if f.verdicts and f.verdicts[0] in ("precision", "unexplained")]
     rest = [f for f in findings if "special_as_text" not in f.verdicts]
-    if len(judged) == len(rest) and all(f.cosine >= PRECISION_FLOOR for f in judged):
+    if (expected is not None and judged and len(judged) == len(rest)
+            and all(f.cosine >= PRECISION_FLOOR for f in judged)):
         for f in judged:
             f.verdicts[0] = "precision"
     details = {}
@@ -280,7 +338,31 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
     if moved:
         details.update(batch_low=moved[0].batch, batch_gap=1 - moved[0].batch, batch_bar=1 - min_cosine,
                        batch_names=", ".join(f.probe.name for f in moved[:3]) + (", ..." if len(moved) > 3 else ""))
+    details["bar"] = bar
+    if any("nonfinite" in f.verdicts for f in findings):
+        details["overflow"] = _overflow_note(model, [f for f in findings if "nonfinite" in f.verdicts])
     return findings, diagnose(findings, api, want, **details)
+
+
+def _max_abs(v, ref) -> float:
+    """max |v / |v| - ref / |ref||: the largest coordinate difference of the two directions."""
+    v, ref = np.asarray(v, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(v / np.linalg.norm(v) - ref / np.linalg.norm(ref))))
+
+
+def _overflow_note(model, bad: list[Finding]) -> str:
+    """Where float16 arithmetic first overflows on the shortest long text (past WINDOW_EDGE tokens) among `bad`:
+    faults.float16_overflow, one float32 forward of that text; nothing for short texts alone."""
+    long = sorted((f for f in bad if f.probe.tokens > WINDOW_EDGE), key=lambda f: f.probe.tokens)
+    if not long:
+        return " No modelled fault gives NaN or Inf on these texts; serve it in float32."
+    f = long[0]
+    op = float16_overflow(model, f.probe.text, f.probe.prompt)
+    if op is None:
+        return (f" On {f.probe.name} no op of gemma_np's forward passes float16's 65504: not a float16 overflow; "
+                "serve it in float32.")
+    return (f" float16 damage: on {f.probe.name} the first op past float16's 65504 is {op} (EmbeddingGemma's "
+            "activations overflow float16); serve it in float32 or bfloat16.")
 
 
 def diagnose(findings: list[Finding], api: str, want: int, **details) -> list[str]:
@@ -302,45 +384,177 @@ def _explained_by_file(to_file: float, to_reference: float) -> bool:
     return to_file >= CLOSE or math.acos(min(1.0, to_file)) <= 0.5 * math.acos(min(1.0, to_reference))
 
 
-def _explain(model, f: Finding, want: int) -> list[str]:
-    """The known fault(s) whose vector this one matches (direction only), else 'precision' or 'unexplained'."""
-    p = f.probe
-    if f.precision_level:
-        return ["precision"]  # closer than any fault below gets (a wrong window at 400 tokens: 0.9962)
-    query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
-    other = document if p.kind == "query" else query
-    prompts = (("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
-               ("double_prompt", document + p.prompt))
-    candidates = []  # (labels, vector), computed only until one matches
-    if p.special:  # the special tokens read as text: alone first, with a wrong prompt after the prompts
-        candidates.append((["special_as_text"], lambda: fault_embeddings(model, [p.text], p.prompt,
-                                                                         "special_as_text")[0]))
-    for label, prompt in prompts:
-        candidates.append(([label], lambda prompt=prompt: model.encode(p.text, prompt=prompt)))
-    if p.special:
-        for label, prompt in prompts:
-            candidates.append(([label, "special_as_text"],
-                               lambda prompt=prompt: fault_embeddings(model, [p.text], prompt, "special_as_text")[0]))
-    faults = [["dense_skipped"], ["causal"]]
-    if p.tokens > WINDOW_EDGE:
-        faults += [["window_512"], ["no_window"]]
-    if p.tokens > 512:  # a long text can be both cut and wrongly windowed: each alone, then the pairs
-        faults += [["truncated_512"], ["cut_512"]]
-        faults += [[w, t] for w in ("window_512", "no_window") for t in ("truncated_512", "cut_512")]
-    if p.special:  # and a model fault on top of the special tokens read as text (a GGUF without Dense)
-        faults += [fault + ["special_as_text"] for fault in faults]
-    for fault in faults:
-        candidates.append((fault, lambda fault=fault: fault_embeddings(model, [p.text], p.prompt, "+".join(fault))[0]))
-    nearest, best = None, f.cosine  # a fault must be nearer than the reference itself
-    for labels, vector in candidates:
-        c = cosine(f.vector, vector()[:want])
-        if c >= EXPLAINS:
-            return labels
-        if c >= CLOSE and c > best:
-            nearest, best = labels, c
-    if nearest is not None:
-        return nearest  # the fault, seen through precision noise
-    return ["precision" if f.cosine >= 0.99 else "unexplained"]
+# The faults the search tries, in this order. Those that change every text come first; the window faults change a
+# text only past their band (window_changes), the truncations only past 512 tokens.
+MODEL_FAULTS = ("dense_skipped", "causal", "pool_first", "pool_last", "dense_tanh", "norm_double_one", "norm_no_one",
+                "rope_one_base_10k", "rope_one_base_1m", "softcap_50", "gelu_erf")
+WINDOW_FAULTS = ("window_512", "no_window", "window_511", "window_asym", "window_257", "window_255", "window_128")
+TRUNCATIONS = ("truncated_512", "cut_512")
+OWN_WINDOW = (256, 256)  # the model's: |i - j| <= 256 (attention_window 257, exclusive)
+
+
+def _effect(labels, p: Probe):
+    """What `labels` change on probe p, as a key: two label lists with the same key give p the same vector, and
+    the key () means p's own vector (nothing changes). A window (left, right) acts on a text of n tokens as
+    (min(left, n - 1), min(right, n - 1)); a truncation only past 512 tokens; special_as_text only on a text that
+    holds special tokens' strings."""
+    n = p.tokens
+    rest = []
+    for label in labels:
+        if label in TRUNCATIONS:
+            if n > 512:
+                n, rest = 512, rest + [label]
+        elif label == "special_as_text":
+            if p.special:
+                rest.append(label)
+        elif label not in WINDOW_FAULTS:
+            rest.append(label)
+    band = next((WINDOWS.get(w, (n, n)) for w in labels if w in WINDOW_FAULTS), OWN_WINDOW)
+    band, own = tuple(min(x, n - 1) for x in band), tuple(min(x, n - 1) for x in OWN_WINDOW)
+    key = tuple(sorted(rest))
+    return key + (("band", band),) if band != own else key
+
+
+def _angle(c: float) -> float:
+    return math.acos(max(-1.0, min(1.0, c)))
+
+
+class _Search:
+    """The fault search over the texts of one runtime (one set of faults behind all of them).
+
+    A candidate (a list of labels: a wrong prompt, a model fault, a pair) explains a text when its vector is
+    the runtime's to the parity bar on every coordinate (a float32 port with that fault), or, through precision
+    noise, when it is within CLOSE of the runtime's and at most half as far from it (in angle) as the reference
+    (a wrong window on a bfloat16 server; noise alone, whose angle to the reference is about its angle to any
+    fault near the reference, never is). Candidates that cannot change a text are not tried on it, nor any that
+    changes a text the runtime matches (one runtime: a fault that changes the 18-token query it gets right is
+    not there), nor any already tried in vain on an ordinary text of up to 512 tokens (no truncation, no special
+    tokens: nothing else can hide it there). Each fault vector is computed once per text and effect."""
+
+    def __init__(self, model, findings: list[Finding], pending: list[Finding], want: int, bar: float):
+        self.model, self.want, self.bar = model, want, bar
+        waiting = {id(f) for f in pending}
+        self.matched = [f.probe for f in findings if id(f) not in waiting and f.direction_ok]
+        self.ruled_out: set[tuple] = set()
+        self.found: list[list[str]] = []  # what explained earlier texts: tried first
+        self.vectors: dict[tuple, np.ndarray] = {}
+
+    def candidates(self, p: Probe) -> list[list[str]]:
+        model = self.model
+        query, document = model.resolve_prompt(prompt_name="query"), model.resolve_prompt(prompt_name="document")
+        other = document if p.kind == "query" else query
+        prompts = [("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
+                   ("double_prompt", document + p.prompt)]
+        self.prompts = {(label, i): prompt for i, (label, prompt) in enumerate(prompts)}
+        out = []
+        if p.special:
+            out.append(["special_as_text"])
+        out += [[f"{label}#{i}"] for i, (label, _) in enumerate(prompts)]
+        if p.special:
+            out += [[f"{label}#{i}", "special_as_text"] for i, (label, _) in enumerate(prompts)]
+        faults = [[f] for f in MODEL_FAULTS] + [[w] for w in WINDOW_FAULTS] + [[t] for t in TRUNCATIONS]
+        faults += [[w, t] for w in WINDOW_FAULTS for t in TRUNCATIONS]
+        if p.special:
+            faults += [f + ["special_as_text"] for f in faults]
+        out += faults
+        first = [c for c in out if _plain(c) in self.found]
+        return first + [c for c in out if _plain(c) not in self.found]
+
+    def vector(self, labels: list[str], p: Probe, key: tuple) -> np.ndarray:
+        cache = (p.name, p.prompt, p.text, key, tuple(l for l in labels if "#" in l))
+        if cache not in self.vectors:
+            prompt_label = next((l for l in labels if "#" in l), None)
+            faults = [l for l in labels if "#" not in l]
+            prompt = p.prompt
+            if prompt_label is not None:
+                name, i = prompt_label.split("#")
+                prompt = self.prompts[name, int(i)]
+            if faults:
+                v = fault_embeddings(self.model, [p.text], prompt, "+".join(faults))[0]
+            else:
+                v = self.model.encode(p.text, prompt=prompt)
+            self.vectors[cache] = np.asarray(v, np.float64)[:self.want]
+        return self.vectors[cache]
+
+    def explain(self, f: Finding) -> list[str]:
+        p, v = f.probe, f.vector
+        ordinary = not p.special and p.tokens <= 512
+        to_reference = _angle(f.cosine)
+        near, best = [], None  # (angle, labels, key) of candidates explaining through noise
+        seen: dict[tuple, list[list[str]]] = {}
+        tried = []
+        for labels in self.candidates(p):
+            plain = _plain(labels)
+            key = _effect(plain, p)
+            if not key or plain in self.ruled_out:
+                continue
+            if any(_effect(plain, q) for q in self.matched):
+                self.ruled_out.add(plain)
+                continue
+            if key + tuple(l for l in labels if "#" in l) in seen:  # computed: the same vector on this text
+                seen[key + tuple(l for l in labels if "#" in l)].append(plain)
+                continue
+            alike = [plain]
+            seen[key + tuple(l for l in labels if "#" in l)] = alike
+            u = self.vector(labels, p, key)
+            if not np.all(np.isfinite(u)):
+                continue
+            if _max_abs(v, u) <= self.bar:
+                return self._named(f, plain, alike, labels, p, key)
+            c = cosine(v, u)
+            a = _angle(c)
+            if c >= CLOSE and a <= 0.5 * to_reference:
+                near.append((a, labels, alike))
+            elif ordinary:
+                tried.append(plain)
+        if near:
+            a, labels, alike = min(near, key=lambda t: t[0])
+            self.ruled_out.update(tried)
+            return self._named(f, _plain(labels), alike, labels, p, None)
+        self.ruled_out.update(tried)
+        if 1 - CLOSE >= 1 - f.cosine >= BFLOAT16_LOW:
+            return ["precision"]  # within the bfloat16 band, and no fault nearer
+        return ["unexplained"]
+
+    def _named(self, f, plain, alike, labels, p, key) -> list[str]:
+        # The rest of the texts' candidates that give the same vector are recorded after the loop ends early:
+        # the alike list grows as later candidates with the same effect are seen (on this text only), so
+        # the equivalents are listed here from the effect alone.
+        if key is not None:
+            for c in self.candidates(p):
+                c = _plain(c)
+                if c != plain and c not in alike and _effect(c, p) == key and _prompted(c) == _prompted(plain):
+                    alike.append(c)
+        f.alike = [list(a) for a in alike]
+        if plain not in self.found:
+            self.found.append(plain)
+        return list(plain)
+
+
+def _plain(labels) -> tuple:
+    """The labels without the prompt candidates' index ("double_prompt#2" -> "double_prompt")."""
+    return tuple(l.split("#")[0] for l in labels)
+
+
+def _prompted(labels) -> tuple:
+    return tuple(l for l in labels if l in ("no_prompt", "other_prompt", "double_prompt"))
+
+
+def _resolve_windows(findings: list[Finding]) -> None:
+    """One window for the runtime: a window fault named on several texts is the one every text allows (up to 400
+    tokens, +-511, +-512 and no window are the same; 800 tokens tell them apart), the first in WINDOW_FAULTS."""
+    named = [f for f in findings if any(l in WINDOW_FAULTS for l in f.verdicts)]
+    if not named:
+        return
+    allowed = None
+    for f in named:
+        own = {l for a in (f.alike or [f.verdicts]) for l in a if l in WINDOW_FAULTS}
+        allowed = own if allowed is None else allowed & own
+    if not allowed:
+        return
+    pick = next(w for w in WINDOW_FAULTS if w in allowed)
+    for f in named:
+        f.verdicts = [pick if l in WINDOW_FAULTS else l for l in f.verdicts]
 
 
 _LENGTH = ("unnormalized", "truncated_unnormalized")  # judged apart from direction: never covered by a pattern
@@ -352,8 +566,6 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
         return []
     fix, who = PROMPT_FIXES[api], "server" if api in ("openai", "tei") else "runtime"
     out = []
-    if "no_window" in causes:  # up to 513 tokens, +-512 and no window are the same: the longer text decides
-        causes.pop("window_512", None)
     # The window pattern: texts up to 257 tokens agree exactly, longer ones do not. Short texts that agree only to
     # precision (a quantized or bfloat16 runtime) say nothing about a window, and a long text at the precision
     # level (cosine >= CLOSE) counts neither way: precision noise grows with length on its own.
@@ -363,11 +575,13 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
                    for f in findings if f.probe.tokens <= WINDOW_EDGE)
     covered: set[int] = set()
     if (short_ok and beyond and all(f.probe.tokens > WINDOW_EDGE and f.cosine >= WINDOW_FLOOR for f in beyond)
-            and not any(c in causes for c in ("window_512", "no_window", "truncated_512", "cut_512"))):
+            and not any(c in causes for c in WINDOW_FAULTS + TRUNCATIONS)):
         out.append(DIAGNOSES["window"].format(low=min(f.cosine for f in beyond)))
         covered = {id(f) for f in beyond}  # the pattern names these texts
-    for label in ("float16", "dimensions", "no_prompt", "other_prompt", "double_prompt", "dense_skipped", "causal",
-                  "window_512", "no_window", "truncated_512", "cut_512", "special_as_text", "unnormalized",
+    details.setdefault("bar", parity_bar(want))
+    details.setdefault("overflow", "")
+    for label in ("nonfinite", "zeros", "dimensions", "no_prompt", "other_prompt", "double_prompt", *MODEL_FAULTS,
+                  "pool_padding", *WINDOW_FAULTS, *TRUNCATIONS, "special_as_text", "unnormalized",
                   "truncated_unnormalized", "quantized", "precision", "batch_dependent", "unexplained"):
         fs = [f for f in causes.get(label, ()) if id(f) not in covered or label in _APART]
         if not fs:
@@ -379,7 +593,8 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
         text = DIAGNOSES[label] if api in ("openai", "tei") else DIAGNOSES.get(f"{label}_file", DIAGNOSES[label])
         if (label, api) in RUNTIME_FIXES:
             text += " " + RUNTIME_FIXES[label, api]
-        out.append(text.format(fix=fix, who=who, low=low, high=high, norms=norms, dim=want, norm=fs[0].norm, want=want,
+        worst_abs = max((f.max_abs for f in fs if not math.isnan(f.max_abs)), default=math.nan)
+        out.append(text.format(fix=fix, who=who, low=low, high=high, worst_abs=worst_abs, norms=norms, dim=want, norm=fs[0].norm, want=want,
                                got=", ".join(map(str, got)), n=len(fs), total=len(findings), **details,
                                names=", ".join(f.probe.name for f in fs[:3]) + (", ..." if len(fs) > 3 else "")))
     return out
@@ -401,13 +616,20 @@ def format_report(findings: list[Finding], diagnoses: list[str], target: str, co
     """The per-text table, the DIAGNOSIS lines and the RESULT line; `subject` matches or does not match."""
     batched = [f for f in findings if not math.isnan(f.batch)]  # only check() sends each text twice
     batch_head = f" {'batch':>10}" if batched else ""
-    lines = [f"{command}: {target}", f"{'text':<28} {'tokens':>6} {'cosine':>10} {'norm':>8}{batch_head}  verdict"]
+    lines = [f"{command}: {target}",
+             f"{'text':<28} {'tokens':>6} {'cosine':>10} {'max abs':>8} {'norm':>8}{batch_head}  verdict"]
     for f in findings:
         verdict = "ok" if f.ok else ", ".join(f.verdicts)
         cos = "-" if math.isnan(f.cosine) else f"{f.cosine:.7f}"
+        gap = "-" if math.isnan(f.max_abs) else f"{f.max_abs:.1e}"
         norm = "-" if math.isnan(f.norm) else f"{f.norm:.4f}"
         batch = (" " + ("-" if math.isnan(f.batch) else f"{f.batch:.7f}").rjust(10)) if batched else ""
-        lines.append(f"{f.probe.name:<28} {f.probe.tokens:>6} {cos:>10} {norm:>8}{batch}  {verdict}")
+        lines.append(f"{f.probe.name:<28} {f.probe.tokens:>6} {cos:>10} {gap:>8} {norm:>8}{batch}  {verdict}")
+    gaps = [f.max_abs for f in findings if not math.isnan(f.max_abs)]
+    if gaps:
+        dim = next(len(f.vector) for f in findings if not math.isnan(f.max_abs))
+        lines.append(f"max abs: largest |unit vector - gemma-np's| over the {dim} coordinates; parity bar "
+                     f"{parity_bar(dim):.1e} (1e-6 * sqrt(768 / {dim}))")
     if batched:
         worst = min(batched, key=lambda f: f.batch)
         lines.append(f"batch: each text alone against itself in one request with the others, lowest cosine "
@@ -418,5 +640,6 @@ def format_report(findings: list[Finding], diagnoses: list[str], target: str, co
                      f"{len(findings)} texts)")
     else:
         low = min(f.cosine for f in findings)
-        lines.append(f"RESULT: {subject} matches gemma-np on all {len(findings)} texts (lowest cosine {low:.7f})")
+        lines.append(f"RESULT: {subject} matches gemma-np on all {len(findings)} texts (lowest cosine {low:.7f}, "
+                     f"largest coordinate difference {max(gaps, default=math.nan):.1e})")
     return "\n".join(lines)
