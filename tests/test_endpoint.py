@@ -136,8 +136,8 @@ DIAGNOSED = [
     ("openai", "unnormalized", [], "DIAGNOSIS: no normalization"),
     ("openai", "truncated_unnormalized", ["--dimensions", "256"], "DIAGNOSIS: truncated without re-normalizing"),
     ("openai", "ignores_dimensions", ["--dimensions", "128"], "DIAGNOSIS: wrong size: asked for 128 dimensions, got 768"),
-    ("openai", "float16", [], "DIAGNOSIS: float16 damage"),
-    ("tei", "random", [], "DIAGNOSIS: 11 of 11 texts differ (lowest cosine"),
+    ("openai", "float16", [], "DIAGNOSIS: hard failure: "),
+    ("tei", "random", [], "DIAGNOSIS: differs from gemma-np: no modelled fault explains it: 11 of 11 texts"),
     ("openai", "bfloat16", [], "DIAGNOSIS: reduced precision"),
 ]
 
@@ -264,7 +264,7 @@ def test_an_unexplained_text_is_listed_beside_other_faults(model, capsys, monkey
     diagnoses = _diagnoses(out)
     assert code == 1 and len(diagnoses) == 2, out
     assert diagnoses[0].startswith("DIAGNOSIS: no normalization: 11 of 11 vectors"), out
-    assert diagnoses[1].startswith("DIAGNOSIS: 1 of 11 texts differ") and "document: 800 tokens" in diagnoses[1], out
+    assert diagnoses[1].startswith("DIAGNOSIS: differs from gemma-np: no modelled fault explains it: 1 of 11 texts") and "document: 800 tokens" in diagnoses[1], out
 
 
 def test_cosines_never_pass_one(model, capsys):

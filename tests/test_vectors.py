@@ -351,3 +351,13 @@ def test_nan_on_a_long_text_names_the_first_float16_overflow(model, exported, tm
                                "document: 800 tokens).")
     assert "float16 damage: on document: 400 tokens the first op past float16's 65504 is layers." in found[0], out
     assert "reduced precision" not in out
+
+
+def test_padding_counted_in_the_mean_is_named(model, exported, tmp_path, capsys):
+    """A runtime that embeds the probes as one right-padded batch and counts the padding in the mean: every text
+    but the longest (800 tokens, no padding) is off."""
+    v = cached_faults(model, [p["input"] for p in exported["probes"]], "", "pool_padding")
+    path = write_npy(tmp_path / "v.npy", v)
+    code, out, _ = verify(capsys, path)
+    assert code == 1, out
+    assert diagnoses(out) == [f"DIAGNOSIS: {judge.DIAGNOSES['pool_padding']}"], out

@@ -247,7 +247,8 @@ def check_dimensions(model, dimensions: int | None) -> None:
 
 def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int | None = None,
           min_cosine: float = MIN_COSINE, api: str = "vectors", expected: list[np.ndarray] | None = None,
-          weights: str = "", together: list[np.ndarray] | None = None) -> tuple[list[Finding], list[str]]:
+          weights: str = "", together: list[np.ndarray] | None = None,
+          coordinates: bool = True) -> tuple[list[Finding], list[str]]:
     """Judge one vector per probe (vectors[i] for items[i], from a server or a file): (findings, diagnoses).
 
     Each vector is compared with gemma_np's for the probe's prompt + text, first `dimensions` coordinates
@@ -262,6 +263,10 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
     `together`: the same texts' vectors from one request holding them all (check sends both). A text whose two
     vectors agree less than `min_cosine` is "batch_dependent": a vector may differ from itself no more than from
     gemma_np's (MIN_COSINE by default: what a float32 server keeps, 1 - cos at most 1e-5).
+
+    `coordinates`: hold each vector to the parity bar on every coordinate as well (a float32 runtime: 1e-6, or
+    1e-6 sqrt(768 / K) on K dimensions), unless min_cosine was lowered or `expected` is given. False for a runtime
+    whose own float32 arithmetic is known to leave more (llama.cpp: 2.2e-5 to 3.2e-5 per coordinate on F32).
     """
     if len(vectors) != len(items):
         raise ValueError(f"judge: {len(vectors)} vectors for {len(items)} probes")
@@ -281,7 +286,7 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
     # coordinates normalized again): a float32 runtime is held to it as well as to the cosine, unless the caller
     # lowered min_cosine (a precision accepted) or the weights are quantized (`expected`).
     bar = parity_bar(want)
-    coordinates = min_cosine >= MIN_COSINE and expected is None
+    coordinates = coordinates and min_cosine >= MIN_COSINE and expected is None
     pending = []
     for f in findings:
         v, ref = f.vector, reference[f.probe.name]
@@ -438,6 +443,12 @@ class _Search:
         self.ruled_out: set[tuple] = set()
         self.found: list[list[str]] = []  # what explained earlier texts: tried first
         self.vectors: dict[tuple, np.ndarray] = {}
+        # pool_padding: the probes as one right-padded batch (what a runtime that counts padding in the mean gives
+        # every text but the longest), computed once, only when the longest text matches.
+        self.items = [f.probe for f in findings if not f.probe.special]
+        self.longest = max((q.tokens for q in self.items), default=0)
+        self.padded = None
+        self.longest_matched = any(q.tokens == self.longest for q in self.matched)
 
     def candidates(self, p: Probe) -> list[list[str]]:
         model = self.model
@@ -452,7 +463,7 @@ class _Search:
         out += [[f"{label}#{i}"] for i, (label, _) in enumerate(prompts)]
         if p.special:
             out += [[f"{label}#{i}", "special_as_text"] for i, (label, _) in enumerate(prompts)]
-        faults = [[f] for f in MODEL_FAULTS] + [[w] for w in WINDOW_FAULTS] + [[t] for t in TRUNCATIONS]
+        faults = [[f] for f in MODEL_FAULTS] + [["pool_padding"]] + [[w] for w in WINDOW_FAULTS] + [[t] for t in TRUNCATIONS]
         faults += [[w, t] for w in WINDOW_FAULTS for t in TRUNCATIONS]
         if p.special:
             faults += [f + ["special_as_text"] for f in faults]
@@ -460,7 +471,22 @@ class _Search:
         first = [c for c in out if _plain(c) in self.found]
         return first + [c for c in out if _plain(c) not in self.found]
 
+    def _padding(self, p: Probe) -> np.ndarray:
+        if self.padded is None:
+            inputs = [q.prompt + q.text for q in self.items]
+            rows = fault_embeddings(self.model, inputs, "", "pool_padding")
+            self.padded = {q.name: np.asarray(r, np.float64)[:self.want] for q, r in zip(self.items, rows)}
+        return self.padded[p.name]
+
+    def effect(self, labels: tuple, p: Probe) -> tuple:
+        if "pool_padding" in labels:  # only with no other fault, and it changes every text but the longest
+            alone = len(labels) == 1 and not p.special and p.tokens < self.longest
+            return ("pool_padding",) if alone and self.longest_matched else ()
+        return _effect(labels, p)
+
     def vector(self, labels: list[str], p: Probe, key: tuple) -> np.ndarray:
+        if labels == ["pool_padding"]:
+            return self._padding(p)
         cache = (p.name, p.prompt, p.text, key, tuple(l for l in labels if "#" in l))
         if cache not in self.vectors:
             prompt_label = next((l for l in labels if "#" in l), None)
@@ -480,15 +506,15 @@ class _Search:
         p, v = f.probe, f.vector
         ordinary = not p.special and p.tokens <= 512
         to_reference = _angle(f.cosine)
-        near, best = [], None  # (angle, labels, key) of candidates explaining through noise
+        near = []  # (angle, labels, alike) of the candidates explaining it through noise
         seen: dict[tuple, list[list[str]]] = {}
         tried = []
         for labels in self.candidates(p):
             plain = _plain(labels)
-            key = _effect(plain, p)
+            key = self.effect(plain, p)
             if not key or plain in self.ruled_out:
                 continue
-            if any(_effect(plain, q) for q in self.matched):
+            if any(self.effect(plain, q) for q in self.matched):
                 self.ruled_out.add(plain)
                 continue
             if key + tuple(l for l in labels if "#" in l) in seen:  # computed: the same vector on this text
@@ -523,7 +549,7 @@ class _Search:
         if key is not None:
             for c in self.candidates(p):
                 c = _plain(c)
-                if c != plain and c not in alike and _effect(c, p) == key and _prompted(c) == _prompted(plain):
+                if c != plain and c not in alike and self.effect(c, p) == key and _prompted(c) == _prompted(plain):
                     alike.append(c)
         f.alike = [list(a) for a in alike]
         if plain not in self.found:

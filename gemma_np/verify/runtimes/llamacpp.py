@@ -170,8 +170,10 @@ def judge_runtime(model, items: list[Probe], vectors: list[np.ndarray], weights:
     `expected`: gemma_np's vectors on the file's own (dequantized) weights, one per probe; None when the file
     holds the reference weights (F32). `runtime_ids`: the runtime's token ids, compared with gemma_np's.
     """
+    # Not held to the parity bar per coordinate: llama.cpp's own arithmetic on F32 weights leaves 2.2e-5 to
+    # 3.2e-5 per coordinate (tests/test_llamacpp_recorded.py), inside precision by cosine (1 - cos <= 4.1e-8).
     findings, diagnoses = judge(model, items, vectors, min_cosine=min_cosine, api=api, expected=expected,
-                                weights=weights)
+                                weights=weights, coordinates=False)
     reference = {}
     for kind in ("query", "document"):
         group = [p for p in items if p.kind == kind]
