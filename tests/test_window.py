@@ -144,3 +144,40 @@ def test_the_line_says_the_window_and_the_runner_up():
     line = format_window(WindowResult("unknown", "window_257", 1.04, 1e-6, d))
     assert line.startswith("sliding window: unknown (nearest ±257, cosine 0.9999000, max abs 9.0e-03, past")
     assert line.endswith("(margin 1.04x))")
+
+
+# ------------------------------------------------------------------------------------------------ verify vectors --window
+def exported_vectors(model, fault=None) -> np.ndarray:
+    """What a runtime writes for `gemma-np probes export`'s probes (judge.probes, in order), faithful or not."""
+    from gemma_np.verify.runtimes.judge import probes
+
+    rows = [model.encode([p.prompt + p.text], batch_size=1)[0] if fault is None
+            else fault_embeddings(model, [p.text], p.prompt, fault)[0] for p in probes(model)]
+    return np.stack(rows).astype(np.float32)
+
+
+@pytest.mark.real
+def test_verify_vectors_prints_the_window(model, real_dir, tmp_path, capsys):
+    """On the exported probes' documents past 257 tokens (400 and 800): the lopsided window is named, sides
+    and all."""
+    from gemma_np.cli import main
+
+    path = tmp_path / "v.npy"
+    np.save(path, exported_vectors(model, "window_asym"))
+    assert main(["verify", "vectors", str(path), "--model", str(real_dir), "--window"]) == 1  # a wrong window
+    out = capsys.readouterr().out
+    assert "\nsliding window: 511 before, 256 after, cosine 1.0000000" in out, out
+
+
+@pytest.mark.real
+def test_verify_vectors_does_not_measure_the_window_of_a_slice(model, real_dir, tmp_path, capsys):
+    """Without --window there is no line; with it, a Matryoshka slice is not measured (no candidate is)."""
+    from gemma_np.cli import main
+    from gemma_np.nn.head import l2_normalize
+
+    path = tmp_path / "v.npy"
+    np.save(path, l2_normalize(exported_vectors(model)[:, :256]))
+    assert main(["verify", "vectors", str(path), "--model", str(real_dir), "--dimensions", "256"]) == 0
+    assert "\nsliding window:" not in capsys.readouterr().out
+    assert main(["verify", "vectors", str(path), "--model", str(real_dir), "--dimensions", "256", "--window"]) == 0
+    assert "sliding window: not measured (the vectors hold 256 of 768 coordinates)" in capsys.readouterr().out
