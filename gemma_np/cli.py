@@ -362,6 +362,9 @@ def add_verify_vectors(modes) -> None:
                         "exported probe, in the export's order")
     add_dimensions(p, "the vectors hold the first K coordinates, normalized again (Matryoshka)")
     add_min_cosine(p)
+    p.add_argument("--window", action="store_true",
+                   help="also measure the sliding window the runtime uses (width, symmetry) from its vectors of "
+                        "the long documents (about 40 s more)")
     add_loading(p)
 
 
@@ -374,7 +377,28 @@ def verify_vectors(args) -> int:
     print(f"checking {args.vectors} against the probe texts", file=sys.stderr)
     findings, diagnoses = check_vectors(model, args.vectors, args.dimensions, min_cosine(args))
     print(format_report(findings, diagnoses, args.vectors, command="verify vectors", subject=args.vectors))
+    if args.window:
+        print(window_line(model, args.vectors, args.dimensions))
     return 1 if diagnoses else 0
+
+
+def window_line(model, path, dimensions) -> str:
+    """The sliding window measured on the exported probes' documents past 257 tokens (verify vectors --window)."""
+    from .verify.runtimes.judge import probes
+    from .verify.runtimes.vectors import read_vectors
+    from .verify.runtimes.window import format_window, measure_window
+
+    if dimensions is not None and dimensions != model.head.embedding_dim:
+        return f"sliding window: not measured (the vectors hold {dimensions} of {model.head.embedding_dim} coordinates)"
+    items = probes(model)
+    rows = read_vectors(path, len(items))
+    long = [(p, r) for p, r in zip(items, rows) if p.kind == "document" and p.tokens > 257]
+    print(f"measuring the sliding window on {len(long)} documents", file=sys.stderr)
+    try:
+        result = measure_window(model, [p.text for p, _ in long], [r for _, r in long], long[0][0].prompt)
+    except ValueError as e:
+        return f"sliding window: not measured ({e})"
+    return format_window(result)
 
 
 def add_verify_gguf(modes) -> None:

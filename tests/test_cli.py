@@ -252,7 +252,7 @@ OWN_OPTIONS = {
                   "--truncate-dim", "--no-progress"},
     ("verify", "torch"): {"--texts", "--prompt-name", "--probes", "--model", "--dtype", "--tokenizer"},
     ("verify", "goldens"): {"--model", "--dtype", "--tokenizer"},
-    ("verify", "vectors"): {"--dimensions", "--min-cosine", "--model", "--dtype", "--tokenizer"},
+    ("verify", "vectors"): {"--dimensions", "--min-cosine", "--window", "--model", "--dtype", "--tokenizer"},
     ("verify", "gguf"): {"--n-batch", "--raw", "--min-cosine", "--model", "--dtype", "--tokenizer"},
     ("verify", "onnx"): {"--batch", "--layers", "--min-cosine", "--model", "--tokenizer", "--no-progress"},
     ("verify", "endpoint"): {"--api", "--served-model", "--dimensions", "--min-cosine", "--timeout", "--model"},

@@ -49,6 +49,9 @@ ORACLE = {
     "gemma_np.verify.runtimes.faults": {"gemma_np.verify.parity", "gemma_np.verify.probes"},
     "gemma_np.verify.runtimes.judge": {"gemma_np.verify.runtimes.faults", "gemma_np.verify.parity",
                                        "gemma_np.verify.probes"},
+    # the window measured: candidates from faults, cosine from parity, the probe documents; not the judge
+    "gemma_np.verify.runtimes.window": {"gemma_np.verify.runtimes.faults", "gemma_np.verify.parity",
+                                        "gemma_np.verify.probes"},
     **{f"gemma_np.verify.runtimes.{check}": {"gemma_np.verify.runtimes.judge", "gemma_np.verify.runtimes.faults",
                                             "gemma_np.verify.parity", "gemma_np.verify.probes"}
        for check in ("endpoint", "vectors", "llamacpp", "onnxrt")},
@@ -216,6 +219,11 @@ def test_the_checker_catches_a_wrong_import(module, source, expected):
     ("gemma_np.verify.runtimes.judge", "from .vectors import read_vectors", "imports gemma_np.verify.runtimes.vectors"),
     ("gemma_np.verify.runtimes.judge", "def f():\n    from .endpoint import fetch", "imports gemma_np.verify.runtimes.endpoint"),
     ("gemma_np.verify.runtimes.faults", "from .judge import CLOSE", "imports gemma_np.verify.runtimes.judge"),
+    # the window measurement stands beside the judge: faults, parity and probes, never the judge or a check
+    ("gemma_np.verify.runtimes.window", "from .judge import MIN_COSINE", "imports gemma_np.verify.runtimes.judge"),
+    ("gemma_np.verify.runtimes.window", "def f():\n    from .vectors import read_vectors",
+     "imports gemma_np.verify.runtimes.vectors"),
+    ("gemma_np.verify.runtimes.faults", "from .window import measure_window", "imports gemma_np.verify.runtimes.window"),
     # each check judges through the judge, and uses no other check
     ("gemma_np.verify.runtimes.vectors", "from .llamacpp import check_gguf", "imports gemma_np.verify.runtimes.llamacpp"),
     ("gemma_np.verify.runtimes.onnxrt", "from .endpoint import fetch", "imports gemma_np.verify.runtimes.endpoint"),
@@ -247,6 +255,8 @@ def test_the_checker_lets_the_oracle_s_own_imports_pass():
         "gemma_np.verify.runtimes.onnxrt": "from .judge import judge\ndef f():\n    from ..parity.compare import merge\n",
         "gemma_np.verify.runtimes.endpoint": "from ...errors import GemmaNPError\nfrom .judge import judge\n",
         "gemma_np.verify.runtimes.faults": "from ..parity.precision import bfloat16_weights\n",
+        "gemma_np.verify.runtimes.window": ("from ..parity.compare import cosine\nfrom ..probes import DOC_PROMPT\n"
+                                            "from .faults import WINDOWS, fault_embeddings, window_fault\n"),
         "gemma_np.verify.parity.compare": "def f():\n    from .goldens import golden_traces\n",
         "gemma_np.verify.quant": "from .parity.compare import cosine\ndef f():\n    from ..model import EmbeddingGemma\n",
         "gemma_np.verify.training": "def f():\n    from ..train.fit import batch_order\n",
