@@ -230,8 +230,11 @@ def test_not_a_gguf_is_a_finding(tmp_path):
 # ------------------------------------------------------------------------------------------------ ONNX
 ONNX_INPUTS = Finding("inputs: input_ids, attention_mask (int64)")
 ONNX_OUTPUTS = Finding("outputs: last_hidden_state ['batch', 'sequence', 768], sentence_embedding ['batch', 768]; "
-                       "the embedding is sentence_embedding, not last_hidden_state (token states, before the Dense "
-                       "layers)")
+                       "the embedding is sentence_embedding, output 2 of 2: a runtime that takes the first output or "
+                       "pools last_hidden_state (fastembed before its PR #592, Transformers.js' feature-extraction "
+                       "pipeline) gets token states, without the Dense layers", WARN,
+                       "read the output named sentence_embedding (Transformers.js: the model's sentence_embedding, "
+                       "not pipeline('feature-extraction'))")
 
 
 @pytest.mark.real
@@ -257,18 +260,21 @@ def test_real_onnx_int8(onnx_dir):
     ]
 
 
-def _token_states_graph(path: Path) -> Path:
-    """A tiny float graph whose only output is last_hidden_state: an embedding table looked up, no pooling, no
-    Dense (an export of the bare transformer)."""
+def _token_states_graph(path: Path, outputs: tuple[str, ...] = ("last_hidden_state",)) -> Path:
+    """A tiny float graph: an embedding table looked up (last_hidden_state [B, S, 8]) and, where asked, its mean
+    over the sequence (sentence_embedding [B, 8]); no Dense. `outputs`: the graph's outputs, in this order."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = numpy_helper.from_array(np.ones((V, 8), np.float32), "embed_tokens.weight")
+    shapes = {"last_hidden_state": ["batch", "sequence", 8], "sentence_embedding": ["batch", 8]}
     g = helper.make_graph(
-        [helper.make_node("Gather", ["embed_tokens.weight", "input_ids"], ["last_hidden_state"])], "bare",
+        [helper.make_node("Gather", ["embed_tokens.weight", "input_ids"], ["last_hidden_state"]),
+         helper.make_node("ReduceMean", ["last_hidden_state"], ["sentence_embedding"], axes=[1], keepdims=0)],
+        "bare",
         [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
          for n in ("input_ids", "attention_mask")],
-        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes[n]) for n in outputs],
         [table])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -283,6 +289,31 @@ def test_onnx_with_token_states_only(tmp_path):
                 "last_hidden_state: no Dense layers, no normalization, not EmbeddingGemma's embeddings", ERROR,
                 fix + ", whose sentence_embedding output is the embedding"),
         Finding("Dense layers: not in the graph (by their weights' shape 768 x 3072: none)", ERROR, fix),
+        Finding("precision: no quantization operators (a float graph)"),
+    ]
+
+
+@pytest.mark.parametrize("outputs, said", [
+    (("sentence_embedding", "last_hidden_state"),
+     Finding("outputs: sentence_embedding ['batch', 8], last_hidden_state ['batch', 'sequence', 8]; the embedding is "
+             "sentence_embedding, the first output")),
+    (("last_hidden_state", "sentence_embedding"),
+     Finding("outputs: last_hidden_state ['batch', 'sequence', 8], sentence_embedding ['batch', 8]; the embedding is "
+             "sentence_embedding, output 2 of 2: a runtime that takes the first output or pools last_hidden_state "
+             "(fastembed before its PR #592, Transformers.js' feature-extraction pipeline) gets token states, "
+             "without the Dense layers", WARN,
+             "read the output named sentence_embedding (Transformers.js: the model's sentence_embedding, not "
+             "pipeline('feature-extraction'))")),
+], ids=["sentence-first", "sentence-second"])
+def test_onnx_with_a_sentence_embedding_but_no_dense(tmp_path, outputs, said):
+    """A pooled graph without the Dense layers (an export of Transformer + Pooling): the output is named right,
+    the Dense layers are missing, and where the embedding comes second a runtime may take the token states."""
+    need("onnx", "onnx")
+    assert inspect_onnx(_token_states_graph(tmp_path / "model.onnx", outputs)) == [
+        ONNX_INPUTS, said,
+        Finding("Dense layers: 0 found in the graph (by their weights' shape 768 x 3072: none); EmbeddingGemma has 2 "
+                "(768 -> 3072 -> 768)", ERROR,
+                "export the whole sentence-transformers pipeline (python -m weights_tools.onnx_export)"),
         Finding("precision: no quantization operators (a float graph)"),
     ]
 

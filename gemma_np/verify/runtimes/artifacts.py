@@ -8,7 +8,9 @@ The faults looked for are the ones deployments of EmbeddingGemma are known to ha
              llama.cpp halves again (128 tokens each side, not 256; llama.cpp's converter before its PR #15867);
              converted as a causal Gemma 3 (architecture gemma3); pooling not mean; quantized tensors
     ONNX     no sentence_embedding output (a runtime then pools last_hidden_state / token_embeddings and skips
-             the Dense layers), the Dense layers absent from the graph, the inputs it wants, quantization
+             the Dense layers), or one after the token states (a runtime that takes the first output gets those:
+             fastembed PR #592, transformers.js #1418), the Dense layers absent from the graph, the inputs it
+             wants, quantization
     folder   modules.json without the Dense modules or Normalize; a Dense activation other than Identity (a
              Dense config without one gets sentence-transformers' default, Tanh); the query/document prompts
              missing; use_bidirectional_attention false (a causal Gemma3); config.json naming a transformers
@@ -268,11 +270,17 @@ def inspect_onnx(path: str | Path) -> list[Finding]:
                            "layers, no normalization, not EmbeddingGemma's embeddings", ERROR,
                            "export the whole sentence-transformers pipeline (python -m weights_tools.onnx_export), "
                            "whose sentence_embedding output is the embedding"))
+    elif list(outputs).index(io.output) == 0:
+        out.append(Finding(f"outputs: {listed}; the embedding is {io.output}, the first output"))
     else:
         others = [n for n in outputs if n != io.output]
-        out.append(Finding(f"outputs: {listed}; the embedding is {io.output}"
-                           + (f", not {' or '.join(others)} (token states, before the Dense layers)"
-                              if others else "")))
+        place = list(outputs).index(io.output) + 1
+        out.append(Finding(f"outputs: {listed}; the embedding is {io.output}, output {place} of {len(outputs)}: "
+                           f"a runtime that takes the first output or pools {' or '.join(others)} "
+                           "(fastembed before its PR #592, Transformers.js' feature-extraction pipeline) gets token "
+                           "states, without the Dense layers", WARN,
+                           f"read the output named {io.output} (Transformers.js: the model's {io.output}, not "
+                           "pipeline('feature-extraction'))"))
 
     dense, how = _dense_in_graph(proto, onnxrt)
     if dense >= 2:
