@@ -4,17 +4,20 @@ headers and configuration before any inference, each finding with its severity a
 The faults looked for are the ones deployments of EmbeddingGemma are known to have:
 
     GGUF     converted without --sentence-transformers-dense-modules (no dense_2/dense_3: mean-pooled hidden
-             states, not the embeddings); the sliding window stored as transformers' halved 257, which
+             states, not the embeddings; the flag came with llama.cpp PR #16367, and files published before it
+             lack the tensors, llama.cpp issue #18677); the sliding window stored as transformers' halved 257, which
              llama.cpp halves again (128 tokens each side, not 256; llama.cpp's converter before its PR #15867);
              converted as a causal Gemma 3 (architecture gemma3); pooling not mean; quantized tensors
     ONNX     no sentence_embedding output (a runtime then pools last_hidden_state / token_embeddings and skips
              the Dense layers), or one after the token states (a runtime that takes the first output gets those:
              fastembed PR #592, transformers.js #1418), the Dense layers absent from the graph, the inputs it
              wants, quantization
-    folder   modules.json without the Dense modules or Normalize; a Dense activation other than Identity (a
-             Dense config without one gets sentence-transformers' default, Tanh); the query/document prompts
-             missing; use_bidirectional_attention false (a causal Gemma3); config.json naming a transformers
-             older than the first to run Gemma3 bidirectionally; max_seq_length below the model's 2048
+    folder   modules.json without the Dense modules or Normalize (a server that loads the Transformer and
+             Pooling alone computes the same as such a folder: text-embeddings-inference issue #732); a Dense
+             activation other than Identity (a Dense config without one gets sentence-transformers' default,
+             Tanh); the query/document prompts missing; use_bidirectional_attention false (a causal Gemma3);
+             config.json naming a transformers older than 4.57, which ignore it (transformers PR #40694,
+             sentence-transformers issue #3725); max_seq_length below the model's 2048
 
 One public function per kind (inspect_gguf, inspect_onnx, inspect_folder) returns a list of Finding; inspect_path
 decides the kind(s) of a path and format_findings prints them. The readers are the package's own: io/gguf.py for
