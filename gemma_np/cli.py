@@ -26,7 +26,8 @@ Input files: .json holds a list of strings; any other file (or `-` for stdin) ho
 lines skipped.
 
 Errors print `gemma-np: error: <message>` to stderr: exit code 2 for a wrong command line, 1 for a
-problem found while running (a missing file or model folder, an unknown prompt name, ...).
+problem found while running (a missing file or model folder, an unknown prompt name, ...). `inspect` exits 1 for
+an error-level finding, and 2 for a path that is missing or neither a GGUF file, an ONNX export nor a model folder.
 
 Layout: the shared options, written once (model folder, dtype, tokenizer, batch size, progress, ...), then each
 verb as `add_<verb>(subparsers)`, the options it takes, beside `cmd_<verb>(args)`, what it does; build_parser()

@@ -151,8 +151,8 @@ def _tiny_gguf(path: Path, *, arch: str = "gemma-embedding", window: int | None 
 TINY_OK = [
     Finding("context length: 2048"),
     Finding(f"hyper-parameters: 1 layers, hidden {D}, 1 heads (1 kv) of {E}, vocabulary {V}"),
-    Finding("norms: 7 RMSNorm weights, read as 1 + w (the converter's norm_shift); not compared with a model folder "
-            "(none given)"),
+    Finding("norms: 7 RMSNorm weights, read as 1 + w (the converter's norm_shift); not compared: no model folder "
+            "with model.safetensors given"),
 ]
 
 

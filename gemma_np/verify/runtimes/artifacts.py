@@ -175,7 +175,7 @@ def _norms(tensors: dict, model_dir: Path | None) -> Finding:
     said = f"norms: {len(norms)} RMSNorm weights, read as 1 + w (the converter's norm_shift)"
     st = Path(model_dir) / "model.safetensors" if model_dir is not None else None
     if st is None or not st.is_file() or "output_norm.weight" not in tensors:
-        return Finding(said + "; not compared with a model folder (none given)")
+        return Finding(said + "; not compared: no model folder with model.safetensors given")
     import gguf
     import numpy as np
 
