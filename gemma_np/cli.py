@@ -16,6 +16,7 @@ fine-tune, with EmbeddingGemma in NumPy.
     gemma-np verify gguf model.gguf                               # llama.cpp on a GGUF file
     gemma-np verify onnx DIR                                      # an ONNX export, run with ONNX Runtime
     gemma-np verify endpoint http://localhost:8080                # a served model
+    gemma-np inspect model.gguf                                   # a GGUF, ONNX or model folder, read, not run
     gemma-np train --data DIR --out MODEL_DIR --steps 100         # fine-tune (CMNRL), write a model folder
 
 Every verb (and each mode of verify) takes --model DIR, the model folder gemma-np computes with (default:
@@ -25,7 +26,8 @@ Input files: .json holds a list of strings; any other file (or `-` for stdin) ho
 lines skipped.
 
 Errors print `gemma-np: error: <message>` to stderr: exit code 2 for a wrong command line, 1 for a
-problem found while running (a missing file or model folder, an unknown prompt name, ...).
+problem found while running (a missing file or model folder, an unknown prompt name, ...). `inspect` exits 1 for
+an error-level finding, and 2 for a path that is missing or neither a GGUF file, an ONNX export nor a model folder.
 
 Layout: the shared options, written once (model folder, dtype, tokenizer, batch size, progress, ...), then each
 verb as `add_<verb>(subparsers)`, the options it takes, beside `cmd_<verb>(args)`, what it does; build_parser()
@@ -651,13 +653,41 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ inspect
+def add_inspect(sub) -> None:
+    p = command(sub, "inspect", cmd_inspect, help="what a GGUF file, ONNX export or model folder holds, before any "
+                                                   "inference",
+                description="Read a GGUF file's header and tensor table, an ONNX graph's inputs, outputs and "
+                            "weights, or a sentence-transformers folder's configuration, and report each finding "
+                            "(ok, warn, error) with its fix. Nothing is run. Exit 0 without error-level findings, "
+                            "1 with one, 2 for a path that is missing or not one of these.")
+    p.add_argument("path", metavar="PATH", help="a .gguf file, an .onnx file or a folder holding onnx/model.onnx, "
+                                               "or a sentence-transformers model folder")
+    add_model(p, "model folder a GGUF file's norm weights are compared with, where it holds model.safetensors")
+
+
+def cmd_inspect(args) -> int:
+    """inspect PATH: findings from the file's headers and configuration, one line each."""
+    from .verify.runtimes.artifacts import UnknownArtifact, format_findings, has_errors, inspect_path
+
+    model_dir = Path(args.model) if args.model is not None else default_model_dir()
+    try:
+        sections = inspect_path(args.path, model_dir)
+    except (FileNotFoundError, UnknownArtifact) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print(format_findings(sections))
+    return 1 if has_errors(sections) else 0
+
+
 # ------------------------------------------------------------------------------------------------ the command
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="EmbeddingGemma-300m text embeddings in NumPy.",
                                      allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,search,verify,goldens,probes,train}")
-    for add in (add_embed, add_search, add_verify, add_goldens, add_probes, add_train):
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{embed,search,verify,inspect,goldens,probes,train}")
+    for add in (add_embed, add_search, add_verify, add_inspect, add_goldens, add_probes, add_train):
         add(sub)
     return parser
 

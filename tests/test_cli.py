@@ -259,11 +259,13 @@ OWN_OPTIONS = {
     ("goldens", "export"): {"--out", "--texts", "--prompt-name", "--probes", "--model", "--dtype", "--tokenizer",
                             "--batch-size", "--truncate-dim", "--no-progress"},
     ("probes", "export"): {"--out", "--dimensions", "--model"},
+    ("inspect",): {"--model"},
 }
 ALL_OPTIONS = set().union(*OWN_OPTIONS.values())
 POSITIONAL = {("search",): ["q"], ("verify", "goldens"): ["g.npz"], ("verify", "vectors"): ["v.json"],
               ("verify", "gguf"): ["m.gguf"], ("verify", "onnx"): ["m.onnx"], ("verify", "endpoint"): ["http://x"],
-              ("goldens", "export"): ["--out", "g.npz"], ("probes", "export"): ["--out", "p.json"]}
+              ("goldens", "export"): ["--out", "g.npz"], ("probes", "export"): ["--out", "p.json"],
+              ("inspect",): ["m.gguf"]}
 
 
 def options_in_help(text: str) -> set[str]:

@@ -40,7 +40,8 @@ LAZY_ONLY = {"torch", "transformers", "sentence_transformers", "gguf", "llama_cp
 # vectors judged (runtimes/), the quantization lab (quant.py), the trainer's oracle (training.py); probes.py
 # holds the texts they share. The judge (runtimes/judge.py) measures with parity's cosine and names the faults
 # of runtimes/faults.py (which emulates precision with parity/precision.py); every runtime check (the HTTP
-# client endpoint.py, vectors.py, llamacpp.py, onnxrt.py) judges through it and uses no other check.
+# client endpoint.py, vectors.py, llamacpp.py, onnxrt.py) judges through it and uses no other check; the
+# inspector (artifacts.py) judges nothing and reads ONNX graphs with onnxrt.py's readers.
 ORACLE = {
     "gemma_np.verify": set(),  # the package's docstring
     "gemma_np.verify.probes": set(),
@@ -55,6 +56,8 @@ ORACLE = {
     **{f"gemma_np.verify.runtimes.{check}": {"gemma_np.verify.runtimes.judge", "gemma_np.verify.runtimes.faults",
                                             "gemma_np.verify.parity", "gemma_np.verify.probes"}
        for check in ("endpoint", "vectors", "llamacpp", "onnxrt")},
+    # gemma-np inspect reads artifacts, runs and judges nothing: of verify/ it uses onnxrt's graph readers alone
+    "gemma_np.verify.runtimes.artifacts": {"gemma_np.verify.runtimes.onnxrt"},
     "gemma_np.verify.quant": {"gemma_np.verify.parity", "gemma_np.verify.probes"},
     "gemma_np.verify.training": set(),
 }
@@ -228,6 +231,10 @@ def test_the_checker_catches_a_wrong_import(module, source, expected):
     ("gemma_np.verify.runtimes.vectors", "from .llamacpp import check_gguf", "imports gemma_np.verify.runtimes.llamacpp"),
     ("gemma_np.verify.runtimes.onnxrt", "from .endpoint import fetch", "imports gemma_np.verify.runtimes.endpoint"),
     ("gemma_np.verify.runtimes.llamacpp", "from ..quant import cosine", "imports gemma_np.verify.quant"),
+    # the inspector reads; it neither judges nor runs a runtime
+    ("gemma_np.verify.runtimes.artifacts", "from .judge import judge", "imports gemma_np.verify.runtimes.judge"),
+    ("gemma_np.verify.runtimes.artifacts", "def f():\n    from .llamacpp import check_gguf",
+     "imports gemma_np.verify.runtimes.llamacpp"),
     # the quantization lab, the trainer's oracle and the probe texts
     ("gemma_np.verify.quant", "from .runtimes.judge import MIN_COSINE", "imports gemma_np.verify.runtimes.judge"),
     ("gemma_np.verify.training", "from .parity.compare import cosine", "imports gemma_np.verify.parity"),
@@ -257,6 +264,7 @@ def test_the_checker_lets_the_oracle_s_own_imports_pass():
         "gemma_np.verify.runtimes.faults": "from ..parity.precision import bfloat16_weights\n",
         "gemma_np.verify.runtimes.window": ("from ..parity.compare import cosine\nfrom ..probes import DOC_PROMPT\n"
                                             "from .faults import WINDOWS, fault_embeddings, window_fault\n"),
+        "gemma_np.verify.runtimes.artifacts": "from ...io import gguf\ndef f():\n    from . import onnxrt\n",
         "gemma_np.verify.parity.compare": "def f():\n    from .goldens import golden_traces\n",
         "gemma_np.verify.quant": "from .parity.compare import cosine\ndef f():\n    from ..model import EmbeddingGemma\n",
         "gemma_np.verify.training": "def f():\n    from ..train.fit import batch_order\n",

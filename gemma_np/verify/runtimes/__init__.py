@@ -9,9 +9,12 @@ llama.cpp on a GGUF file, ONNX Runtime on an ONNX export.
     vectors.py   `gemma-np probes export` and `verify vectors`: the probes out, any runtime's vectors in
     llamacpp.py  `verify gguf`: a GGUF file run through llama.cpp (llama-cpp-python)
     onnxrt.py    `verify onnx`: an ONNX export run with ONNX Runtime, vectors and layer by layer
+    artifacts.py `gemma-np inspect`: a GGUF file, an ONNX graph or a model folder read, not run, each finding
+                 with its fix (no Dense layers, the halved window, the wrong output, Tanh, no prompts, ...)
 
 Imports: one way. judge.py uses faults.py, verify/probes.py, parity/compare.py's cosine and the model;
-faults.py uses parity/precision.py; window.py uses faults.py, parity/ and probes.py (not the judge); vectors.py, llamacpp.py, onnxrt.py and endpoint.py judge through judge.py
-(and may use parity/: onnxrt compares layers with compare.py). Nothing here imports endpoint.py: only the CLI
-does. gguf, llama_cpp, onnx and onnxruntime only inside the functions that need them.
+faults.py uses parity/precision.py; window.py uses faults.py, parity/ and probes.py (not the judge); vectors.py,
+llamacpp.py, onnxrt.py and endpoint.py judge through judge.py (and may use parity/: onnxrt compares layers with
+compare.py); artifacts.py judges nothing and uses only onnxrt.py's graph readers. Nothing here imports
+endpoint.py: only the CLI does. gguf, llama_cpp, onnx and onnxruntime only inside the functions that need them.
 """
