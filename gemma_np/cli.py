@@ -663,7 +663,8 @@ def add_inspect(sub) -> None:
                             "1 with one, 2 for a path that is missing or not one of these.")
     p.add_argument("path", metavar="PATH", help="a .gguf file, an .onnx file or a folder holding onnx/model.onnx, "
                                                "or a sentence-transformers model folder")
-    add_model(p, "model folder a GGUF file's norm weights are compared with, where it holds model.safetensors")
+    add_model(p, "model folder a GGUF file is compared with: its config.json's hyper-parameters, and its norm "
+                 "weights where it holds model.safetensors")
 
 
 def cmd_inspect(args) -> int:

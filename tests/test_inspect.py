@@ -57,6 +57,8 @@ REAL_GGUF_COMMON = [
     Finding("pooling: mean (pooling_type 1)"),
     Finding("context length: 2048"),
     Finding("hyper-parameters: 24 layers, hidden 768, 3 heads (1 kv) of 256, vocabulary 262144"),
+    Finding("hyper-parameters: the same as the model folder's config.json (sliding window, context length, RoPE "
+            "bases, heads, RMSNorm epsilon, sizes)"),
     Finding("norms: 145 RMSNorm weights, read as 1 + w (the converter's norm_shift); output_norm.weight is 1 + the "
             "model folder's norm.weight"),
 ]
@@ -111,22 +113,26 @@ def _tiny_tensors(rng, shifted: bool = True) -> dict[str, np.ndarray]:
 
 
 def _tiny_gguf(path: Path, *, arch: str = "gemma-embedding", window: int | None = 512, pooling: bool = True,
-               dense: bool = True, qtype: str = "F32", shifted: bool = True, seed: int = 0) -> Path:
-    """A tiny GGUF as llama.cpp's converter lays one out, with what is asked changed."""
+               dense: bool = True, qtype: str = "F32", shifted: bool = True, seed: int = 0, context: int = 2048,
+               heads: int = 1, rope: float = 1e6, rope_swa: float | None = None, eps: float = 1e-6) -> Path:
+    """A tiny GGUF as llama.cpp's converter lays one out, with what is asked changed (rope_swa None: no
+    rope.freq_base_swa key, llama.cpp's default 10000 for the sliding layers)."""
     import gguf
 
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(1)
-    w.add_context_length(2048)
+    w.add_context_length(context)
     w.add_embedding_length(D)
     w.add_feed_forward_length(F)
-    w.add_head_count(1)
+    w.add_head_count(heads)
     w.add_head_count_kv(1)
     w.add_key_length(E)
     w.add_value_length(E)
-    w.add_rope_freq_base(1e6)
-    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(rope)
+    if rope_swa is not None:
+        w.add_rope_freq_base_swa(rope_swa)
+    w.add_layer_norm_rms_eps(eps)
     if window is not None:
         w.add_sliding_window(window)
     if pooling:
@@ -151,6 +157,7 @@ def _tiny_gguf(path: Path, *, arch: str = "gemma-embedding", window: int | None 
 TINY_OK = [
     Finding("context length: 2048"),
     Finding(f"hyper-parameters: 1 layers, hidden {D}, 1 heads (1 kv) of {E}, vocabulary {V}"),
+    Finding("hyper-parameters: not compared with a config.json: no model folder with config.json given"),
     Finding("norms: 7 RMSNorm weights, read as 1 + w (the converter's norm_shift); not compared: no model folder "
             "with model.safetensors given"),
 ]
@@ -217,6 +224,63 @@ def test_tiny_gguf_norms_against_the_model_folder(tmp_path, shifted, expected):
     save_safetensors(tmp_path / "model.safetensors", {"norm.weight": w})
     findings = inspect_gguf(_tiny_gguf(tmp_path / "t.gguf", shifted=shifted), tmp_path)
     assert [f for f in findings if f.what.startswith("norms:")] == [expected]
+
+
+def _tiny_config(folder: Path, **change) -> Path:
+    """The tiny model's config.json in `folder`, as transformers writes EmbeddingGemma's, with `change` applied."""
+    cfg = {"model_type": "gemma3_text", "use_bidirectional_attention": True, "hidden_activation": "gelu_pytorch_tanh",
+           "num_hidden_layers": 1, "layer_types": ["sliding_attention"], "hidden_size": D, "intermediate_size": F,
+           "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": E, "query_pre_attn_scalar": E,
+           "sliding_window": 512, "rope_theta": 1e6, "rope_local_base_freq": 1e4, "rope_scaling": None,
+           "rms_norm_eps": 1e-6, "max_position_embeddings": 2048, "vocab_size": V}
+    (folder / "config.json").write_text(json.dumps({**cfg, **change}), encoding="utf-8")
+    return folder
+
+
+CONVERT = "convert again from this model folder with a current convert_hf_to_gguf.py"
+SET = CONVERT + ", or: python gguf_set_metadata.py FILE gemma-embedding."
+SAME = Finding("hyper-parameters: the same as the model folder's config.json (sliding window, context length, RoPE "
+               "bases, heads, RMSNorm epsilon, sizes)")
+
+
+@pytest.mark.parametrize("made, config, expected", [
+    ({}, {}, [SAME]),
+    # one RoPE base for both layer kinds, written into the file: 10k for the full layers too ...
+    ({"rope": 1e4}, {}, [Finding(
+        "hyper-parameters: rope_theta 10000.0 in the file (gemma-embedding.rope.freq_base), 1e+06 in the model "
+        "folder's config.json: the full-attention layers rotate positions at another RoPE base", ERROR,
+        SET + "rope.freq_base 1e+06")]),
+    # ... or 1M for the sliding layers too
+    ({"rope_swa": 1e6}, {}, [Finding(
+        "hyper-parameters: rope_local_base_freq 1e+06 in the file (gemma-embedding.rope.freq_base_swa), 10000.0 "
+        "in the model folder's config.json: the sliding layers rotate positions at another RoPE base", ERROR,
+        SET + "rope.freq_base_swa 10000.0")]),
+    # a key the file lacks: llama.cpp's default (10000) against a folder that says otherwise
+    ({}, {"rope_local_base_freq": 5e4}, [Finding(
+        "hyper-parameters: rope_local_base_freq 10000.0 in the file (gemma-embedding.rope.freq_base_swa absent: "
+        "llama.cpp uses its default), 50000.0 in the model folder's config.json: the sliding layers rotate "
+        "positions at another RoPE base", ERROR, CONVERT)]),
+    ({"eps": 1e-5, "heads": 2}, {}, [
+        Finding("hyper-parameters: num_attention_heads 2 in the file (gemma-embedding.attention.head_count), 1 in "
+                "the model folder's config.json: attention splits into another number of heads", ERROR,
+                SET + "attention.head_count 1"),
+        Finding("hyper-parameters: rms_norm_eps 1e-05 in the file (gemma-embedding.attention.layer_norm_rms_epsilon), "
+                "1e-06 in the model folder's config.json: every RMSNorm divides by another epsilon", ERROR,
+                SET + "attention.layer_norm_rms_epsilon 1e-06")]),
+    # the file's context length is the model's (no finding above), the folder's another
+    ({}, {"max_position_embeddings": 1024}, [Finding(
+        "hyper-parameters: max_position_embeddings 2048 in the file (gemma-embedding.context_length), 1024 in the "
+        "model folder's config.json: texts are cut at another length", ERROR, SET + "context_length 1024")]),
+    # the window halved twice is named by the window finding already, not again here
+    ({"window": 257}, {}, [SAME]),
+])
+def test_tiny_gguf_against_the_model_folders_config(tmp_path, made, config, expected):
+    """A GGUF whose metadata disagrees with the config.json of the folder it says it was converted from: each
+    difference one finding, with the key to set (gguf_set_metadata.py changes a key the file holds)."""
+    need("gguf", "gguf")
+    findings = inspect_gguf(_tiny_gguf(tmp_path / "t.gguf", **made), _tiny_config(tmp_path, **config))
+    assert [f for f in findings if f.what.startswith("hyper-parameters: ") and not f.what.startswith(
+        "hyper-parameters: 1 layers")] == expected
 
 
 def test_not_a_gguf_is_a_finding(tmp_path):

@@ -184,14 +184,23 @@ _GGUF_KEYS = {
 }
 
 
-def check_against_config(from_gguf: GemmaConfig, from_folder: GemmaConfig, path: Path, where: str) -> None:
-    """Every hyper-parameter of the GGUF equal to the model folder's config.json (floats as float32, the
-    precision GGUF stores them in); the first disagreement is named with its GGUF key and both values."""
+def config_differences(from_gguf: GemmaConfig, from_folder: GemmaConfig) -> list[tuple[str, str, object, object]]:
+    """(GemmaConfig field, its GGUF key, the file's value, the folder's) for every hyper-parameter on which the
+    GGUF and the model folder's config.json disagree, in _GGUF_KEYS' order; floats compared as float32, the
+    precision GGUF stores them in."""
+    out = []
     for field, key in _GGUF_KEYS.items():
         a, b = getattr(from_gguf, field), getattr(from_folder, field)
         same = np.float32(a) == np.float32(b) if isinstance(a, float) else a == b
-        if same:
-            continue
+        if not same:
+            out.append((field, key, a, b))
+    return out
+
+
+def check_against_config(from_gguf: GemmaConfig, from_folder: GemmaConfig, path: Path, where: str) -> None:
+    """Every hyper-parameter of the GGUF equal to the model folder's config.json (config_differences); the first
+    disagreement is named with its GGUF key and both values."""
+    for field, key, a, b in config_differences(from_gguf, from_folder)[:1]:
         msg = (f"{path}: metadata '{ARCH}.{key}' gives {field} = {a!r}, but {where} says {b!r}")
         if field == "sliding_window" and a == b // 2 + 1:
             msg += (f". This file was converted before llama.cpp's fix for transformers #40700: it stores "

@@ -7,7 +7,10 @@ The faults looked for are the ones deployments of EmbeddingGemma are known to ha
              states, not the embeddings; the flag came with llama.cpp PR #16367, and files published before it
              lack the tensors, llama.cpp issue #18677); the sliding window stored as transformers' halved 257, which
              llama.cpp halves again (128 tokens each side, not 256; llama.cpp's converter before its PR #15867);
-             converted as a causal Gemma 3 (architecture gemma3); pooling not mean; quantized tensors
+             converted as a causal Gemma 3 (architecture gemma3); pooling not mean; quantized tensors; against
+             the model folder it was converted from, metadata that differs from its config.json (the window, the
+             context length, the two RoPE bases, head counts, RMSNorm epsilon, sizes: a port's one RoPE base
+             for both layer kinds shows here) and norms not stored as 1 + w
     ONNX     no sentence_embedding output (a runtime then pools last_hidden_state / token_embeddings and skips
              the Dense layers), or one after the token states (a runtime that takes the first output gets those:
              fastembed PR #592, transformers.js #1418), the Dense layers absent from the graph, the inputs it
@@ -27,9 +30,12 @@ io/config.py for the folder, whose refusals become findings here instead of exce
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ...errors import GemmaNPError, ModelFolderError, WeightsError
 from ...io import gguf as gguf_io
@@ -74,8 +80,9 @@ class UnknownArtifact(GemmaNPError):
 def inspect_gguf(path: str | Path, model_dir: Path | None = None) -> list[Finding]:
     """The header and tensor table of a GGUF file, as llama.cpp's converter should have written it.
 
-    model_dir: a model folder whose norm.weight is compared with the file's output_norm.weight, to tell
-    whether the norms are stored as 1 + w (llama.cpp multiplies by the stored weight, Gemma by 1 + w).
+    model_dir: a model folder whose config.json's hyper-parameters are compared with the file's metadata, and
+    whose norm.weight is compared with the file's output_norm.weight, to tell whether the norms are stored as
+    1 + w (llama.cpp multiplies by the stored weight, Gemma by 1 + w).
     """
     path = Path(path)
     try:
@@ -165,8 +172,63 @@ def inspect_gguf(path: str | Path, model_dir: Path | None = None) -> list[Findin
         if extra:
             out.append(Finding(f"tensors: {len(extra)} not used by EmbeddingGemma ({', '.join(extra[:3])})", WARN,
                                "check the file was converted from google/embeddinggemma-300m"))
+        named = {"sliding_window"} if window != WINDOW else set()  # named above: not twice
+        if context != CONTEXT:
+            named.add("max_position_embeddings")
+        out += _against_folder(cfg, window, arch, meta, model_dir, named)
         out.append(_norms(tensors, model_dir))
     return out + _tensor_types(reader)
+
+
+# What a hyper-parameter that differs from the model folder's changes in llama.cpp's forward.
+_EFFECTS = {
+    "sliding_window": "the sliding layers see another window",
+    "rope_theta": "the full-attention layers rotate positions at another RoPE base",
+    "rope_local_base_freq": "the sliding layers rotate positions at another RoPE base",
+    "rms_norm_eps": "every RMSNorm divides by another epsilon",
+    "max_position_embeddings": "texts are cut at another length",
+    "num_attention_heads": "attention splits into another number of heads",
+    "num_key_value_heads": "attention shares keys and values among another number of heads",
+}
+_DERIVED = {"layer_types": "num_hidden_layers", "query_pre_attn_scalar": "head_dim"}  # follow from another
+
+
+def _against_folder(cfg, window, arch: str, meta: dict, model_dir: Path | None, named: set[str]) -> list[Finding]:
+    """The file's hyper-parameters (cfg, read by gemma_np's GGUF reader, the stored window as it is) against the
+    model folder's config.json, as gemma_np.io.gguf.config_differences compares them when it loads a GGUF with a
+    folder: one finding per difference. `named`: fields an earlier finding named already (not named twice); a
+    field that follows from another that differs (layer_types from the layer count) is not named either."""
+    where = Path(model_dir) / "config.json" if model_dir is not None else None
+    if where is None or not where.is_file():
+        return [Finding("hyper-parameters: not compared with a config.json: no model folder with config.json "
+                        "given")]
+    try:
+        folder = parse_gemma_config(read_json_object(where), str(where))
+    except (FileNotFoundError, ModelFolderError) as e:
+        return [Finding(f"hyper-parameters: not compared with the model folder's config.json: {e}", WARN,
+                        "give the model folder the file was converted from (--model DIR)")]
+    stored = dataclasses.replace(cfg, sliding_window=window) if isinstance(window, int) else cfg
+    differ = [d for d in gguf_io.config_differences(stored, folder) if d[0] not in named]
+    fields = {d[0] for d in differ}
+    differ = [d for d in differ if _DERIVED.get(d[0]) not in fields]
+    if not differ:
+        return [Finding("hyper-parameters: the same as the model folder's config.json (sliding window, context "
+                        "length, RoPE bases, heads, RMSNorm epsilon, sizes)")]
+    out = []
+    for field, key, a, b in differ:
+        gkey = f"{arch}.{key.split(' ')[0]}"
+        present = gkey in meta and field not in _DERIVED
+        value = lambda v: ("full attention at layers " + ", ".join(str(i) for i, t in enumerate(v)
+                                                                    if t == "full_attention")
+                           if field == "layer_types" else str(np.float32(v)) if isinstance(v, float) else repr(v))
+        what = (f"hyper-parameters: {field} {value(a)} in the file ({gkey}"
+                f"{'' if present or field in _DERIVED else ' absent: llama.cpp uses its default'}), "
+                f"{value(b)} in the model folder's config.json" + (f": {_EFFECTS[field]}" if field in _EFFECTS else ""))
+        fix = "convert again from this model folder with a current convert_hf_to_gguf.py"
+        if present:
+            fix += f", or: python gguf_set_metadata.py FILE {gkey} {value(b)}"
+        out.append(Finding(what, ERROR, fix))
+    return out
 
 
 def _norms(tensors: dict, model_dir: Path | None) -> Finding:
@@ -177,7 +239,6 @@ def _norms(tensors: dict, model_dir: Path | None) -> Finding:
     if st is None or not st.is_file() or "output_norm.weight" not in tensors:
         return Finding(said + "; not compared: no model folder with model.safetensors given")
     import gguf
-    import numpy as np
 
     from ...io.safetensors import load_safetensors
 
