@@ -3,8 +3,10 @@
 The export (python -m weights_tools.onnx_export: torch.onnx dynamo, float32, plus the int8 quantize_dynamic copy
 Transformers.js calls q8) is made once per weights hash into the cache, by .ci/run in CI or by the session
 fixture below, and reused. Kept lean: one full check of the float32 graph (ten probes alone, two layer by
-layer), one padded batch, and the edited and quantized graphs on the short probes only (a vector that matches
-no known fault costs judge a gemma_np forward per fault).
+layer), one padded batch, the edited and quantized graphs on the short probes only (a vector that matches
+no known fault costs judge a gemma_np forward per fault), and the graph's own last_hidden_state pooled as
+pipelines that build their own head pool it (first token, last token, padding counted, a Tanh after the Dense
+layers), each named by its one DIAGNOSIS line.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.cli import main
 from gemma_np.verify.runtimes import judge as judge_module
 from gemma_np.verify.runtimes.faults import fault_embeddings
-from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE, probes
+from gemma_np.verify.runtimes.judge import CLOSE, DIAGNOSES, MIN_COSINE, RUNTIME_FIXES, probes
 
 from support_bounds import PARITY_BAR, assert_above, assert_below
 from support_optional import REQUIRE, need
@@ -42,16 +44,21 @@ def model(real_dir):
 
 
 @functools.cache
-def _fault_cached(model, text: str, prompt: str, fault: str) -> np.ndarray:
-    return fault_embeddings(model, [text], prompt, fault)
+def _fault_cached(model, texts: tuple[str, ...], prompt: str, fault: str) -> np.ndarray:
+    return fault_embeddings(model, list(texts), prompt, fault)
+
+
+def _faults_remembered(model, texts, prompt, fault):
+    if "pool_padding" in fault.split("+"):  # one padded batch: the texts are computed together
+        return _fault_cached(model, tuple(texts), prompt, fault).copy()
+    return np.concatenate([_fault_cached(model, (t,), prompt, fault) for t in texts]).copy()
 
 
 @pytest.fixture(autouse=True)
 def _cache_faults(monkeypatch):
-    """judge's fault vectors, remembered across tests (deterministic: only the time changes)."""
-    monkeypatch.setattr(judge_module, "fault_embeddings",
-                        lambda model, texts, prompt, fault: np.concatenate(
-                            [_fault_cached(model, t, prompt, fault) for t in texts]).copy())
+    """judge's fault vectors, remembered across tests (deterministic: only the time changes); text by text,
+    except pool_padding's, whose texts are one padded batch."""
+    monkeypatch.setattr(judge_module, "fault_embeddings", _faults_remembered)
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +197,87 @@ def test_token_states_only_is_dense_skipped(graph, model, short):
     print(text)
     assert any(n.startswith("the graph has no sentence_embedding output: its last_hidden_state were mean-pooled")
                for n in report.notes)
-    assert [d.split(":")[0] for d in report.diagnoses] == ["Dense layers skipped"], text
+    assert report.diagnoses == [f"{DIAGNOSES['dense_skipped']} {RUNTIME_FIXES['dense_skipped', 'onnx']}"], text
     assert all(f.cosine < 0.2 for f in report.findings)  # the direction is lost (measured 0.01-0.05)
+
+
+# ------------------------------------------------------------------------------------------------ a runtime's own head
+# Pipelines that take the export's token states and pool them themselves (transformers.js #1418, fastembed PR
+# #592, TEI #732: the wrong output taken, the Dense modules left out or rebuilt). ONNX Runtime's real
+# last_hidden_state, pooled here as such a pipeline pools, then the folder's two Dense projections (2_Dense,
+# 3_Dense) and the L2 normalization a head rebuilt outside the graph applies, and the vectors judged as verify
+# onnx judges them.
+@pytest.fixture(scope="module")
+def session(onnx_dir):
+    """The float32 export in ONNX Runtime, and which input and output play which part."""
+    from gemma_np.verify.runtimes.onnxrt import _session, graph_io
+
+    path = onnx_dir / "onnx" / "model.onnx"
+    s = _session(str(path), str(path))
+    return s, graph_io(s, str(path))
+
+
+def token_states(session, ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's last_hidden_state for one right-padded batch of id lists: [B, S, 768] and the mask [B, S]."""
+    from gemma_np.nn.sentence import pad_batch
+    from gemma_np.verify.runtimes.onnxrt import _feed
+
+    s, io = session
+    input_ids, mask = pad_batch(ids)
+    return s.run(["last_hidden_state"], _feed(io, input_ids, mask))[0], mask
+
+
+def own_head(model, pooled: np.ndarray, tanh: bool = False) -> np.ndarray:
+    """[B, 768] pooled -> [B, 768]: each Dense of the folder (with a Tanh after it, sentence-transformers' Dense
+    default, when asked), then L2 normalization."""
+    from gemma_np.nn.head import dense, l2_normalize
+
+    x = pooled.astype(np.float32)
+    for w in model.dense_weights:
+        x = np.tanh(dense(x, w)) if tanh else dense(x, w)
+    return l2_normalize(x)
+
+
+def _diagnosed(model, items, vectors, fault):
+    from gemma_np.verify.runtimes.judge import format_report, judge
+
+    findings, diagnoses = judge(model, items, vectors, api="onnx")
+    print(format_report(findings, diagnoses, fault, "verify onnx", "the pipeline"))
+    assert diagnoses == [DIAGNOSES[fault]], diagnoses
+    return findings
+
+
+@pytest.mark.parametrize("fault", ["pool_first", "pool_last", "dense_tanh"])
+def test_own_head_on_the_token_states_is_named(session, model, short, fault):
+    """Each probe of up to 30 tokens run alone (a longer one costs judge more and shows nothing more here); its
+    token states pooled by the first token (<bos>: a CLS pooling), the last (<eos>), or mean-pooled with a Tanh
+    after each Dense: every text is off, by exactly that fault."""
+    from gemma_np.nn.head import mean_pool
+
+    short = [p for p in short if p.tokens <= 30]
+    ids, _ = model.tokenize([p.prompt + p.text for p in short])
+    vectors = []
+    for x in ids:
+        t, mask = token_states(session, [x])  # [1, S, 768]
+        pooled = {"pool_first": t[:, 0], "pool_last": t[:, len(x) - 1]}.get(fault)
+        vectors.append(own_head(model, mean_pool(t, mask) if pooled is None else pooled, fault == "dense_tanh")[0])
+    findings = _diagnosed(model, short, vectors, fault)
+    assert all(f.verdicts == [fault] for f in findings), [f.verdicts for f in findings]
+
+
+def test_padding_counted_in_the_mean_of_the_token_states(session, model, short):
+    """The short probes as one right-padded batch (to the 200-token text) through the graph, the mean taken over
+    every row, padding included: every text but the longest is off, and the longest, which has no padding, is
+    right."""
+    from gemma_np.nn.head import mean_pool
+
+    ids, _ = model.tokenize([p.prompt + p.text for p in short])
+    t, mask = token_states(session, ids)  # [8, 200, 768]
+    vectors = list(own_head(model, mean_pool(t, np.ones_like(mask))))
+    findings = _diagnosed(model, short, vectors, "pool_padding")
+    longest = max(p.tokens for p in short)
+    assert [f.verdicts for f in findings] == [[] if f.probe.tokens == longest else ["pool_padding"]
+                                              for f in findings]
 
 
 # ------------------------------------------------------------------------------------------------ int8
@@ -273,7 +359,7 @@ def test_transformersjs_feature_extraction_is_dense_skipped(node, probes_file, o
     # judged on the short probes (each vector costs judge a forward per fault it tries before Dense skipped)
     findings, diagnoses = judge(model, short, [vectors[p.name] for p in short], api="vectors")
     print([round(f.cosine, 4) for f in findings])
-    assert [d.split(":")[0] for d in diagnoses] == ["Dense layers skipped"], diagnoses
+    assert diagnoses == [DIAGNOSES["dense_skipped"]], diagnoses
     assert all(f.verdicts == ["dense_skipped"] and abs(f.cosine) < 0.2 for f in findings)  # measured -0.07..0.05
 
 
