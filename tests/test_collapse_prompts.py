@@ -81,13 +81,14 @@ def test_random_output_is_named_unrelated(model, items, reference):
 def test_bfloat16_is_not_collapse(model, items, reference):
     """A bfloat16 runtime's pairs move by its noise (first order in its angle to the reference, either sign: at most
     1.7e-3 on one pair here), and their median by about its 1 - cos (<= 5e-4): far from COLLAPSE_RISE."""
-    v = np.concatenate([cached_faults(model, [p.text for p in items if p.kind == kind], prompt, "bfloat16")
-                        for kind, prompt in (("query", QUERY), ("document", DOCUMENT))])
-    assert [p.kind for p in items] == ["query"] * 3 + ["document"] * 4
-    rise = _pairs(v) - _pairs(reference)
+    some = [0, 1, 3, 4]  # two queries, two documents: 6 pairs (bfloat16's emulation is the test's cost)
+    assert [items[i].kind for i in some] == ["query"] * 2 + ["document"] * 2
+    v = np.concatenate([cached_faults(model, [items[i].text for i in pick], prompt, "bfloat16")
+                        for pick, prompt in ((some[:2], QUERY), (some[2:], DOCUMENT))])
+    rise = _pairs(v) - _pairs(reference[some])
     assert abs(np.median(rise)) < 1e-3 and np.max(np.abs(rise)) < 0.01, rise
-    findings, found = judge.judge(model, items, list(v))
-    assert found == [judge.DIAGNOSES["precision"].format(n=7, total=7, low=min(f.cosine for f in findings))]
+    findings, found = judge.judge(model, [items[i] for i in some], list(v))
+    assert found == [judge.DIAGNOSES["precision"].format(n=4, total=4, low=min(f.cosine for f in findings))]
 
 
 def _under(model, items, reference, kind, prompt) -> np.ndarray:
