@@ -6,7 +6,10 @@ Each vector is compared with gemma_np's for the same prompt + text, by cosine (i
 where the direction disagrees, with what the model gives under each common deployment fault
 (gemma_np.verify.runtimes.faults, and the wrong prompts), and every fault it matches is named. Two vectors of
 the same text from two requests are compared with each other: a runtime whose output moves with the request it
-comes in is named too (batch-dependent outputs).
+comes in is named too (batch-dependent outputs). The vectors of different texts are compared with each other,
+against gemma_np's cosines for the same pairs: a runtime whose texts all point one way is named a collapse (a
+broken backend or kernel), and one whose every vector is unrelated to its text, unrelated output; a wrong prompt
+is named with the prompt the runtime used (the model's names for it and its string) and the texts it used it on.
 
 Expected: unit vectors (the OpenAI convention, and what both servers give by default), also when asked for
 k < 768 dimensions: the first k coordinates, normalized again. sentence-transformers' own truncate_dim does
@@ -46,6 +49,28 @@ BFLOAT16_LOW = 2.0 ** -18 / 6
 WINDOW_FLOOR = 0.9  # a wrong window keeps each token's 257 nearest keys: the worst measured, no window at 1100
 # tokens, is 0.977; a long text far below this is something else, never called a window fault
 LONG_TOKENS = (200, 400, 800)  # document lengths, prompt and <bos>/<eos> included: either side of the edge
+# Collapse: the runtime's vectors of different texts compared with each other, pair by pair, against gemma_np's
+# cosine for the same pair (its rise). gemma_np's own vectors of the ten probes() texts, 45 pairs: min -0.066,
+# median 0.095, max 0.980 (queries vs documents: -0.066 / 0.070 / 0.636, the Mars document and its question the
+# top; documents vs each other: 0.057 / 0.161 / 0.980, two cuts of the same model card; queries: 0.080 / 0.125 /
+# 0.190). A runtime at cosine c to the reference, v = c r + s e (s^2 = 1 - c^2), moves a pair's cosine from rho to
+# c^2 rho + s^2 e_i.e_j, plus cross terms c s (r_i.e_j + e_i.r_j) of either sign that the median over pairs
+# averages out (bfloat16: at most 1.7e-3 on one pair): independent noise pulls pairs towards 0, and even noise
+# shared by every text (e_i = e_j) raises them by at most s^2 (1 - rho) <= 1 - c^2, about twice the runtime's
+# 1 - cos: under 1e-3 for bfloat16 (1 - cos <= 5e-4), 0.19 at PRECISION_FLOOR (0.9, int8 ONNX's worst).
+# FastFlowLM's collapse (unrelated texts near 0.85 to each other, against gemma_np's median 0.095) rises by about
+# 0.75. COLLAPSE_RISE sits between: the median rise over the pairs at least 0.3. Modelled faults rise too
+# (measured on the short probes: last-token pooling 0.50, RMSNorm 2 + w 0.48, RMSNorm w 0.39, causal 0.29, Dense
+# skipped 0.25), so a collapse is named only when the fault search finds nothing on the shortest text.
+COLLAPSE_RISE = 0.3
+COLLAPSE_TEXTS = 3  # texts needed (3 pairs): a median rise over 2 of 3 pairs involves every text; one pair (2
+# texts) cannot tell a collapse from two related texts (the Mars question and document: 0.636)
+# Unrelated: a vector no nearer its own text's reference than gemma_np's vectors of different texts are to each
+# other (median 0.095 above, queries vs documents 0.070): |cosine| <= 0.2 on every text. Random directions in 768
+# dimensions give 0 +- 1/sqrt(768) = 0.036 (0.2 is 5.5 of that); Transformers.js WebGPU q4/q8 (#1728) gave
+# 0.00-0.08. Far below PRECISION_FLOOR: never precision. Dense skipped and RMSNorm 2 + w land here too (-0.08 to
+# 0.08): as for a collapse, the search on the shortest text speaks first.
+UNRELATED = 0.2
 
 
 @dataclass
@@ -98,6 +123,7 @@ class Finding:
     batch: float = math.nan  # cosine of the vector sent alone to the same text's in one request with the others
     max_abs: float = math.nan  # largest |unit vector - gemma_np's| over the coordinates (the parity bar's measure)
     alike: list = field(default_factory=list)  # label lists that give this text the same vector as its verdict's
+    prompt_used: tuple = ()  # (prompt string, the model's names for it): the wrong prompt a verdict names
 
     @property
     def ok(self) -> bool:
@@ -123,14 +149,28 @@ DIAGNOSES = {
                  "bfloat16 weights and activations give 0.9999-0.99999, quantized ones less (llama.cpp Q8_0 "
                  "about 0.9995, Q4_K_M 0.98-0.99, int8 ONNX 0.93-0.99). Serve in float32 for an exact match (or "
                  "accept it with --min-cosine).",
-    "no_prompt": "prompts missing: the {who} embedded the texts without EmbeddingGemma's prompts "
-                 "(\"task: search result | query: \" for queries, \"title: none | text: \" for documents). "
+    "no_prompt": "prompts missing: the {who} embedded the texts without EmbeddingGemma's prompts: {uses}. "
                  "{fix}",
-    "other_prompt": "wrong prompt: queries got the document prompt or documents the query prompt. {fix}",
+    "other_prompt": "wrong prompt, the other role's: {uses}. {fix}",
+    "task_prompt": "wrong prompt, another task's: {uses}. EmbeddingGemma's retrieval vectors need the query prompt "
+                   "on queries and the document prompt on documents (prompt_name \"query\" / \"document\"). "
+                   "{fix}",
     "double_prompt": "prompt applied twice: the server puts a prompt of its own before the one the client "
-                     "sent. Configure one of the two, not both.",
+                     "sent: {uses}. Configure one of the two, not both.",
     "double_prompt_file": "prompt applied twice: the runtime puts a prompt of its own before the exported one "
-                          "(the probe's \"input\" has it already). Embed the input as it is.",
+                          "(the probe's \"input\" has it already): {uses}. Embed the input as it is.",
+    "collapse": "collapsed outputs: the texts all point one way: the {who}'s vectors of {n} of {total} texts agree "
+                "with each other to cosine {pair_low:.3f} (lowest) and {pair_median:.3f} (median) over {pairs} "
+                "pairs, where gemma-np's vectors of the same texts give {ref_low:.3f} and {ref_median:.3f} (cosine "
+                "to gemma-np's {low:.3f}-{high:.3f}). No modelled fault or prompt gives this, and no precision "
+                "does: the backend or a kernel is broken (ROCm FastFlowLM #661/#732; Transformers.js WebGPU q4/q8 "
+                "#1728). Run the same model on the CPU (or WASM) backend, or in float32, and compare.",
+    "unrelated": "unrelated output: every vector is as far from gemma-np's for its text as different texts are "
+                 "from each other ({n} of {total} texts, cosine {low:.3f} to {high:.3f}; random directions give "
+                 "0 +- {noise:.3f}), and they do not all point one way (no collapse). No modelled fault or prompt "
+                 "gives this, and no precision does: the wrong weights (another model, a damaged or misread "
+                 "file) or a broken kernel. Check that the runtime loads google/embeddinggemma-300m whole, then "
+                 "run it on the CPU backend in float32 and compare.",
     "dense_skipped": "Dense layers skipped: the vectors point along the mean of the token states, without "
                      "the two Dense projections (2_Dense, 3_Dense), so cosine with the reference is near 0. "
                      "Load the whole sentence-transformers folder (modules.json), not only the transformer.",
@@ -320,9 +360,25 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
             f.batch = cosine(v, w)
             if f.batch < min_cosine:
                 f.verdicts.append("batch_dependent")
-    # The fault search, shortest texts first: what a short text rules out is not tried on the long ones.
+    # The fault search, shortest texts first: what a short text rules out is not tried on the long ones. Two
+    # cheaper tests first: texts that all point one way (a collapse) or all away from the reference (unrelated
+    # output). Modelled faults can look like either (Dense skipped, RMSNorm 2 + w), so the search runs on the
+    # shortest text; when nothing explains it, no fault is behind the others either, and they are not searched.
     search = _Search(model, findings, pending, want, bar)
-    for f in sorted(pending, key=lambda f: f.probe.tokens):
+    order = sorted(pending, key=lambda f: f.probe.tokens)
+    whole, stats = _collapse(findings, pending, reference, want)
+    if whole is None:
+        whole = _unrelated(findings, pending)
+    if whole is not None and order:
+        order[0].verdicts[:0] = search.explain(order[0])
+        if order[0].verdicts[0] in ("precision", "unexplained"):
+            order[0].verdicts[0] = whole
+            for f in order[1:]:
+                f.verdicts[:0] = [whole]
+            order = []
+        else:
+            order = order[1:]
+    for f in order:
         f.verdicts[:0] = search.explain(f)
     _resolve_windows(findings)
     # A quantized file (`expected`): every text off by a little and no fault behind any of them is the
@@ -344,9 +400,41 @@ def judge(model, items: list[Probe], vectors: list[np.ndarray], dimensions: int 
         details.update(batch_low=moved[0].batch, batch_gap=1 - moved[0].batch, batch_bar=1 - min_cosine,
                        batch_names=", ".join(f.probe.name for f in moved[:3]) + (", ..." if len(moved) > 3 else ""))
     details["bar"] = bar
+    if any("collapse" in f.verdicts for f in findings):
+        details.update(stats)
+    details["noise"] = 1 / math.sqrt(want)
     if any("nonfinite" in f.verdicts for f in findings):
         details["overflow"] = _overflow_note(model, [f for f in findings if "nonfinite" in f.verdicts])
     return findings, diagnose(findings, api, want, **details)
+
+
+def _collapse(findings: list[Finding], pending: list[Finding], reference: dict, want: int) -> tuple:
+    """("collapse", its figures) when the runtime's vectors of different texts are nearer each other than
+    gemma_np's by COLLAPSE_RISE or more (the median over the pairs of the rise of their cosine), no text matches,
+    and there are COLLAPSE_TEXTS texts or more; (None, {}) otherwise. Pairwise cosines in float64 (cosine)."""
+    judged = [f for f in findings if not math.isnan(f.cosine)]
+    waiting = {id(f) for f in pending}
+    if len(judged) < COLLAPSE_TEXTS or any(id(f) not in waiting for f in judged):
+        return None, {}
+    ours, theirs = [], []  # [pairs] each
+    for i, f in enumerate(judged):
+        for g in judged[i + 1:]:
+            ours.append(cosine(f.vector, g.vector))
+            theirs.append(cosine(reference[f.probe.name][:want], reference[g.probe.name][:want]))
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    if np.median(ours - theirs) < COLLAPSE_RISE:
+        return None, {}
+    return "collapse", {"pair_low": float(ours.min()), "pair_median": float(np.median(ours)), "pairs": len(ours),
+                        "ref_low": float(theirs.min()), "ref_median": float(np.median(theirs))}
+
+
+def _unrelated(findings: list[Finding], pending: list[Finding]) -> str | None:
+    """"unrelated" when every text with a direction is off, each within +-UNRELATED of its reference."""
+    judged = [f for f in findings if not math.isnan(f.cosine)]
+    waiting = {id(f) for f in pending}
+    if judged and all(id(f) in waiting and abs(f.cosine) <= UNRELATED for f in judged):
+        return "unrelated"
+    return None
 
 
 def _max_abs(v, ref) -> float:
@@ -456,6 +544,13 @@ class _Search:
         other = document if p.kind == "query" else query
         prompts = [("no_prompt", ""), ("other_prompt", other), ("double_prompt", query + p.prompt),
                    ("double_prompt", document + p.prompt)]
+        # Every other prompt the model defines (config_sentence_transformers.json: STS, Clustering, ...), each
+        # string once, in the model's order.
+        known = {prompt for _, prompt in prompts} | {p.prompt}
+        for prompt in model.prompts.values():
+            if prompt not in known:
+                prompts.append(("task_prompt", prompt))
+                known.add(prompt)
         self.prompts = {(label, i): prompt for i, (label, prompt) in enumerate(prompts)}
         out = []
         if p.special:
@@ -512,10 +607,14 @@ class _Search:
         for labels in self.candidates(p):
             plain = _plain(labels)
             key = self.effect(plain, p)
-            if not key or plain in self.ruled_out or any((l,) in self.ruled_out for l in plain if len(plain) > 1):
+            rule = self._rule(labels, p)
+            parts = [self._rule([l], p) for l in labels] if len(labels) > 1 else []
+            if not key or rule in self.ruled_out or any(r in self.ruled_out for r in parts):
                 continue
-            if any(self.effect(plain, q) for q in self.matched):
-                self.ruled_out.add(plain)
+            # A wrong prompt is a role's (queries', documents'): only the same role's matched texts rule it out.
+            matched = [q for q in self.matched if q.kind == p.kind] if _prompted(plain) else self.matched
+            if any(self.effect(plain, q) for q in matched):
+                self.ruled_out.add(rule)
                 continue
             if key + tuple(l for l in labels if "#" in l) in seen:  # computed: the same vector on this text
                 seen[key + tuple(l for l in labels if "#" in l)].append(plain)
@@ -532,7 +631,7 @@ class _Search:
             if c >= CLOSE and a <= 0.5 * to_reference:
                 near.append((a, labels, alike, u))
             elif ordinary:
-                tried.append(plain)
+                tried.append(rule)
         if near:
             a, _, _, u = min(near, key=lambda t: t[0])
             # Candidates nearer the nearest than half the runtime's distance from it cannot be told from it
@@ -548,6 +647,27 @@ class _Search:
             return ["precision"]  # within the bfloat16 band, and no fault nearer
         return ["unexplained"]
 
+    def _rule(self, labels, p: Probe) -> tuple:
+        """What ruling `labels` out on p means: the labels, and for a prompt candidate the role and the prompt
+        string (STS ruled out on queries says nothing of documents, nor of Clustering)."""
+        prompt_label = next((l for l in labels if "#" in l), None)
+        if prompt_label is None:
+            return _plain(labels)
+        name, i = prompt_label.split("#")
+        return _plain(labels) + (("prompt", p.kind, self.prompts[name, int(i)]),)
+
+    def prompt_names(self, prompt: str) -> str:
+        """The model's names for a prompt string ("PairClassification, STS"), or for a doubled one its two parts'
+        ("query + document")."""
+        names = [n for n, t in self.model.prompts.items() if t == prompt]
+        if names:
+            return ", ".join(names)
+        for n, t in self.model.prompts.items():
+            rest = [m for m, u in self.model.prompts.items() if t and prompt == t + u]
+            if rest:
+                return f"{n} + {rest[0]}"
+        return "no name in the model"
+
     def _named(self, f, plain, alike, labels, p, key) -> list[str]:
         # The rest of the texts' candidates that give the same vector are recorded after the loop ends early:
         # the alike list grows as later candidates with the same effect are seen (on this text only), so
@@ -558,6 +678,11 @@ class _Search:
                 if c != plain and c not in alike and self.effect(c, p) == key and _prompted(c) == _prompted(plain):
                     alike.append(c)
         f.alike = [list(a) for a in alike]
+        prompt_label = next((l for l in labels if "#" in l), None)
+        if prompt_label is not None:
+            name, i = prompt_label.split("#")
+            used = self.prompts[name, int(i)]
+            f.prompt_used = (used, self.prompt_names(used))
         if plain not in self.found:
             self.found.append(plain)
         return list(plain)
@@ -568,8 +693,11 @@ def _plain(labels) -> tuple:
     return tuple(l.split("#")[0] for l in labels)
 
 
+PROMPT_LABELS = ("no_prompt", "other_prompt", "task_prompt", "double_prompt")
+
+
 def _prompted(labels) -> tuple:
-    return tuple(l for l in labels if l in ("no_prompt", "other_prompt", "double_prompt"))
+    return tuple(l for l in labels if l in PROMPT_LABELS)
 
 
 def _resolve_windows(findings: list[Finding]) -> None:
@@ -612,7 +740,7 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
         covered = {id(f) for f in beyond}  # the pattern names these texts
     details.setdefault("bar", parity_bar(want))
     details.setdefault("overflow", "")
-    for label in ("nonfinite", "zeros", "dimensions", "no_prompt", "other_prompt", "double_prompt", *MODEL_FAULTS,
+    for label in ("nonfinite", "zeros", "dimensions", "collapse", "unrelated", *PROMPT_LABELS, *MODEL_FAULTS,
                   "pool_padding", *WINDOW_FAULTS, *TRUNCATIONS, "special_as_text", "unnormalized",
                   "truncated_unnormalized", "quantized", "precision", "batch_dependent", "unexplained"):
         fs = [f for f in causes.get(label, ()) if id(f) not in covered or label in _APART]
@@ -627,9 +755,26 @@ def _diagnose(causes: dict[str, list[Finding]], findings: list[Finding], api: st
             text += " " + RUNTIME_FIXES[label, api]
         worst_abs = max((f.max_abs for f in fs if not math.isnan(f.max_abs)), default=math.nan)
         out.append(text.format(fix=fix, who=who, low=low, high=high, worst_abs=worst_abs, norms=norms, dim=want, norm=fs[0].norm, want=want,
-                               got=", ".join(map(str, got)), n=len(fs), total=len(findings), **details,
+                               got=", ".join(map(str, got)), n=len(fs), total=len(findings), uses=_uses(fs),
+                               **details,
                                names=", ".join(f.probe.name for f in fs[:3]) + (", ..." if len(fs) > 3 else "")))
     return out
+
+
+def _uses(fs: list[Finding]) -> str:
+    """Which prompt the runtime used on which texts, one clause per role and prompt: 'query texts (query: Red
+    Planet, ...) with "task: sentence similarity | query: " (PairClassification, STS) instead of "task: search
+    result | query: " (query)'."""
+    groups: dict[tuple, list[Finding]] = {}
+    for f in fs:
+        if f.prompt_used:
+            groups.setdefault((f.probe.kind, f.probe.prompt) + f.prompt_used, []).append(f)
+    out = []
+    for (kind, own, used, names), group in groups.items():
+        texts = ", ".join(f.probe.name for f in group[:3]) + (", ..." if len(group) > 3 else "")
+        got = "with no prompt" if not used else f'with "{used}" ({names})'
+        out.append(f'{kind} texts ({texts}) {got} instead of "{own}" ({kind})')
+    return "; ".join(out)
 
 
 def _cosines(xs: list[float]) -> str:
