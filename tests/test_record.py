@@ -1,0 +1,99 @@
+"""README's table of the public record: each report's DIAGNOSIS, as quoted there, is one the judge prints.
+
+The table quotes the start of each line ("sliding window halved twice (+-128)"); a rename in
+gemma_np.verify.runtimes.judge.DIAGNOSES that leaves the README behind fails here, as does a quote that no
+DIAGNOSIS begins with (or, for `inspect`, no finding of gemma_np.verify.runtimes.artifacts holds).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from gemma_np.verify.runtimes.judge import DIAGNOSES
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+HEADING = "### The public record: each report, and what gemma-np says of it"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "gemma_np" / "verify" / "runtimes" / "artifacts.py"
+
+
+def record_rows() -> list[list[str]]:
+    """The table's rows under HEADING, each as its four cells."""
+    text = README.read_text()
+    assert HEADING in text, f"README.md has no section {HEADING!r}"
+    section = text.split(HEADING, 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| public report") or line.startswith("|---"):
+            continue
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def quotes(cell: str) -> list[str]:
+    """The quoted DIAGNOSIS starts of a cell; `...` inside a quote stands for text the table leaves out."""
+    return re.findall(r'"([^"]+)"', cell)
+
+
+def _starts(quote: str) -> list[str]:
+    """A DIAGNOSIS start as the README quotes it: text, with "..." for any text left out."""
+    return [part.strip() for part in quote.split("...") if part.strip()]
+
+
+def printed_by_judge(quote: str) -> bool:
+    parts = _starts(quote)
+    for line in DIAGNOSES.values():
+        if not line.startswith(parts[0]):
+            continue
+        at = 0
+        for part in parts[1:]:
+            # a part may hold a format field's value ({T} printed as 2048): match it against the template
+            pattern = re.escape(part)
+            pattern = re.sub(r"\d+", lambda m: f"(?:{m.group(0)}|\\{{[^}}]*\\}})", pattern)
+            found = re.compile(pattern).search(line, at)
+            if found is None:
+                break
+            at = found.end()
+        else:
+            return True
+    return False
+
+
+def test_the_record_table_has_every_public_report_of_the_issue():
+    cells = " ".join(row[0] for row in record_rows())
+    for report in ("#40700", "#15867", "#882", "#45491", "#748", "#24318", "#4014", "#26732", "#1728", "#661",
+                   "#732", "#3188", "#3388", "n_batch", "#16367", "#12426", "#1418", "#592", "porting pitfalls"):
+        assert report in cells, f"README's record table has no row for {report}"
+
+
+def test_each_quoted_diagnosis_is_one_the_judge_prints():
+    rows = record_rows()
+    assert len(rows) >= 15
+    for row in rows:
+        assert len(row) == 4, f"a record row needs 4 cells: {row}"
+        said = quotes(row[2].split("`inspect`")[0])
+        assert said, f"the row for {row[0]} quotes no DIAGNOSIS"
+        for q in said:
+            # "no sliding window" (on --batches' ...): the quote is the line's start; the rest is the README's
+            assert printed_by_judge(q), f"{row[0]}: no DIAGNOSIS line begins {q!r}"
+
+
+def test_the_inspect_findings_the_table_quotes_exist():
+    source = ARTIFACTS.read_text()
+    for row in record_rows():
+        if "`inspect`: \"" not in row[2]:
+            continue
+        for q in quotes(row[2].split("`inspect`", 1)[1]):
+            first = _starts(q)[0]
+            assert first in source, f"{row[0]}: gemma-np inspect prints no finding with {first!r}"
+
+
+def test_the_checker_refuses_a_quote_no_diagnosis_begins_with():
+    assert printed_by_judge("sliding window halved twice (+-128)")
+    assert printed_by_judge("error past 2048 tokens") == ("length_error" in DIAGNOSES)
+    assert not printed_by_judge("sliding window halved thrice (+-64)")
+    assert not printed_by_judge("Dense layers skipped ... no such words")
