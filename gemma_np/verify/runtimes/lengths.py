@@ -154,10 +154,10 @@ def _past(model, send: Send, ref: _Reference, answers: dict, T: int, first: int,
                                                 whole=whole)
     n = max(m for m, v in answers.items() if not isinstance(v, str))  # the longest text the server embedded
     ids = ids_of_length(model.folder, n)
-    sides = [("length_head", ids[:T - 1] + ids[-1:]), ("length_cut", ids[:T]),
-             ("length_tail", ids[:1] + ids[len(ids) - 1 - (T - 2):])]
-    if n > limit:
-        sides.append(("length_none", ids))
+    # No truncation shows only as T = 2048 (every text up to the limit matches): tried there alone, and first.
+    sides = [("length_none", ids)] if n > limit and T >= limit else []
+    sides += [("length_head", ids[:T - 1] + ids[-1:]), ("length_cut", ids[:T]),
+              ("length_tail", ids[:1] + ids[len(ids) - 1 - (T - 2):])]
     for label, cut in sides:
         if _agrees(answers[n], ref.of_ids(cut), min_cosine):
             return DIAGNOSES[label].format(T=T, n=n, limit=limit, content=T - 2)
