@@ -168,6 +168,12 @@ def check_batches(model, send: Send, dimensions: int | None = None, min_cosine: 
                   api: str = "openai") -> Outcome:
     """Two documents of one length in one request, and a short one with a long one; each also alone."""
     start = time.perf_counter()
+    out = _batches(model, send, dimensions, min_cosine, api)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _batches(model, send: Send, dimensions: int | None, min_cosine: float, api: str) -> Outcome:
     out = Outcome("batches")
     short = _document(model, "document: Mars", PLANETS[1])
     a = _document(model, f"document: {EQUAL_TOKENS} tokens", text_of_length(model.folder, EQUAL_TOKENS))
@@ -207,7 +213,6 @@ def check_batches(model, send: Send, dimensions: int | None = None, min_cosine: 
             out.diagnoses.append(DIAGNOSES[label].format(what=what, inner=" ".join(inner)))
         else:
             out.lines.append(f"batches: {what} in one request: both match")
-    out.seconds = time.perf_counter() - start
     return out
 
 
