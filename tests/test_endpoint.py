@@ -420,10 +420,16 @@ LENGTH_FAULTS = [
      "inputs cut to their first 512 tokens, <eos> lost (bisected): texts of up to 512 tokens match, and a longer "
      "one's vector is gemma-np's of its first 512 ids, <eos> dropped. llama.cpp does this when a text is longer "
      "than its batch (n_batch/n_ubatch): set -c, -b and -ub to 2048."),
-    (("tail", 300), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 10 more requests: texts of "
+    # a bisection of 10 steps; past T the head's vector is the reference's of T tokens (its forward is shared)
+    (("head", 300), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 10 more requests: texts of "
      "up to 300 tokens match, 301 differs",
-     "inputs truncated to 300 tokens keeping the TAIL (bisected): a longer text's vector is gemma-np's of <bos>, "
-     "its last 298 tokens and <eos>, so the prompt and the start of the text are lost; the reference "
+     "inputs truncated to 300 tokens, the head kept (<eos> kept; bisected): texts of up to 300 tokens match, and a "
+     "longer one's vector is gemma-np's of its first 300; the model reads 2048. Raise the server's maximum input "
+     "length / context size to 2048."),
+    (("tail", 512), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 2 more requests: texts of "
+     "up to 512 tokens match, 513 differs",
+     "inputs truncated to 512 tokens keeping the TAIL (bisected): a longer text's vector is gemma-np's of <bos>, "
+     "its last 510 tokens and <eos>, so the prompt and the start of the text are lost; the reference "
      "(sentence-transformers: the tokenizer's truncation_side \"right\") keeps the head. Truncate on the right."),
 ]
 
