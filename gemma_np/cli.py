@@ -480,20 +480,33 @@ def add_verify_endpoint(modes) -> None:
     add_min_cosine(p, "bfloat16 servers reach about 0.99994")
     p.add_argument("--timeout", type=number_in(0, 1e6, "a positive number of seconds"), metavar="S",
                    help="seconds per request (120)")
+    p.add_argument("--lengths", action="store_true",
+                   help="also send documents of 2048, 2049 and 3000 tokens; where they disagree, bisect the "
+                        "length the server reads and name its side (head, tail), an error, or no truncation")
+    p.add_argument("--batches", action="store_true",
+                   help="also send two documents of one length (600 tokens) in one request, and a short one "
+                        "with one of 700 tokens (a dropped window, NaN in the short text)")
     add_model(p, "the reference model folder")
 
 
 def verify_endpoint(args) -> int:
-    from .verify.runtimes.endpoint import TIMEOUT, check, endpoint_url
+    from .verify.runtimes.endpoint import TIMEOUT, check, check_more, endpoint_url
     from .verify.runtimes.judge import format_report
+    from .verify.runtimes.lengths import merge_report
 
     model = EmbeddingGemma.from_pretrained(args.model)
     target = endpoint_url(args.url, args.api)
     print(f"sending the probe texts to {target} ({args.api} API)", file=sys.stderr)
+    timeout = TIMEOUT if args.timeout is None else args.timeout
     findings, diagnoses = check(model, args.url, args.api, args.served_model, args.dimensions, min_cosine(args),
-                                TIMEOUT if args.timeout is None else args.timeout)
-    print(format_report(findings, diagnoses, target, command="verify endpoint"))
-    return 1 if diagnoses else 0
+                                timeout)
+    report = format_report(findings, diagnoses, target, command="verify endpoint")
+    outcomes = check_more(model, args.url, args.api, args.served_model, args.dimensions, min_cosine(args),
+                          timeout, lengths=args.lengths, batches=args.batches)
+    print(merge_report(report, findings, outcomes) if outcomes else report)
+    for o in outcomes:
+        print(f"{o.name}: {o.requests} requests, {o.seconds:.0f} s", file=sys.stderr)
+    return 1 if diagnoses or any(o.diagnoses for o in outcomes) else 0
 
 
 # ------------------------------------------------------------------------------------------------ goldens, probes

@@ -368,3 +368,112 @@ def test_usage_errors(capsys, args, message):
 def test_dimensions_past_the_model(capsys):
     code = main(["verify", "endpoint", "http://x", "--dimensions", "1000"])
     assert code == 1 and "dimensions must be from 1 to 768" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ lengths, batches
+_FORWARDS: dict = {}
+
+
+@pytest.fixture
+def forwards(model, monkeypatch):
+    """model.forward (untraced) cached by its input across tests: the fake servers and the reference forward the
+    same token ids (a server that truncates at T gives every longer text the reference's vector of T tokens),
+    and a forward of 2048 tokens takes seconds."""
+    plain = EmbeddingGemma.forward
+
+    def forward(self, input_ids, attention_mask, output_hidden_states=False, trace=None):
+        if self is not model or trace is not None or output_hidden_states:  # a fault's model copy: not cached
+            return plain(self, input_ids, attention_mask, output_hidden_states, trace)
+        key = (input_ids.shape, input_ids.tobytes(), attention_mask.tobytes())
+        if key not in _FORWARDS:
+            _FORWARDS[key] = plain(self, input_ids, attention_mask)
+        return {k: v.copy() for k, v in _FORWARDS[key].items()}
+
+    monkeypatch.setattr(EmbeddingGemma, "forward", forward)
+
+
+def test_lengths_and_batches_of_a_faithful_server(model, capsys, forwards):
+    """--lengths --batches on a right server: the probes' lines, no DIAGNOSIS, exit 0."""
+    with serve(model) as url:
+        code, out, err = run(capsys, url, "--lengths", "--batches")
+    assert code == 0, out
+    assert "DIAGNOSIS" not in out
+    assert ("lengths: documents of 2048 match, 2049 match, 3000 match: read to 2048 tokens keeping the head, as "
+            "the reference") in out.splitlines()
+    assert ("batches: document: 600 tokens (600 tokens) with document: 600 tokens (2nd) (600 tokens) in one "
+            "request: both match") in out.splitlines()
+    assert "batches: document: Mars (25 tokens) with document: 700 tokens (700 tokens) in one request: both match" \
+        in out.splitlines()
+    assert "RESULT: the endpoint matches gemma-np on all 11 texts" in out
+    assert re.search(r"lengths: 4 requests, \d+ s", err) and re.search(r"batches: 6 requests, \d+ s", err)
+
+
+# (what the server does past T, the bisection's line, the DIAGNOSIS line)
+LENGTH_FAULTS = [
+    (("head", 512), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 2 more requests: texts of "
+     "up to 512 tokens match, 513 differs",
+     "inputs truncated to 512 tokens, the head kept (<eos> kept; bisected): texts of up to 512 tokens match, and a "
+     "longer one's vector is gemma-np's of its first 512; the model reads 2048. Raise the server's maximum input "
+     "length / context size to 2048."),
+    (("cut", 512), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 2 more requests: texts of "
+     "up to 512 tokens match, 513 differs",
+     "inputs cut to their first 512 tokens, <eos> lost (bisected): texts of up to 512 tokens match, and a longer "
+     "one's vector is gemma-np's of its first 512 ids, <eos> dropped. llama.cpp does this when a text is longer "
+     "than its batch (n_batch/n_ubatch): set -c, -b and -ub to 2048."),
+    # a bisection of 10 steps; past T the head's vector is the reference's of T tokens (its forward is shared)
+    (("head", 300), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 10 more requests: texts of "
+     "up to 300 tokens match, 301 differs",
+     "inputs truncated to 300 tokens, the head kept (<eos> kept; bisected): texts of up to 300 tokens match, and a "
+     "longer one's vector is gemma-np's of its first 300; the model reads 2048. Raise the server's maximum input "
+     "length / context size to 2048."),
+    (("tail", 512), "documents of 2048 differs, 2049 differs, 3000 differs; bisected in 2 more requests: texts of "
+     "up to 512 tokens match, 513 differs",
+     "inputs truncated to 512 tokens keeping the TAIL (bisected): a longer text's vector is gemma-np's of <bos>, "
+     "its last 510 tokens and <eos>, so the prompt and the start of the text are lost; the reference "
+     "(sentence-transformers: the tokenizer's truncation_side \"right\") keeps the head. Truncate on the right."),
+]
+
+
+@pytest.mark.parametrize("length, line, diagnosis", LENGTH_FAULTS, ids=[f"{s}_{t}" for (s, t), _, _ in LENGTH_FAULTS])
+def test_the_truncation_length_is_bisected_and_its_side_named(model, forwards, length, line, diagnosis):
+    with FakeEndpoint(model, embed=cached_faults, length=length) as url:
+        (outcome,) = endpoint.check_more(model, url, timeout=900, lengths=True)
+    assert outcome.lines == ["lengths: " + line]
+    assert outcome.diagnoses == [diagnosis]
+
+
+def test_an_error_past_2048_is_told_from_truncation(model, forwards):
+    """A server that answers a text of 2049 tokens with HTTP 413, and a request of a short text with it too."""
+    s = FakeEndpoint(model, embed=cached_faults, length=("error", 2048))
+    with s as url:
+        (outcome,) = endpoint.check_more(model, url, api="tei", timeout=900, lengths=True)
+    assert outcome.lines == ["lengths: documents of 2048 match, 2049 error, 3000 error; bisected in 0 more "
+                             "requests: texts of up to 2048 tokens match, 2049 error"]
+    (line,) = outcome.diagnoses
+    start = "error past 2048 tokens: a text of 2049 tokens gets an HTTP error ("
+    assert line.startswith(start) and "HTTP 413 input of 2049 tokens past the position table of 2048" in line, line
+    assert line.endswith("), where the reference truncates it to 2048 tokens and embeds it; and a request of a short "
+                         "text with it fails whole (no vector for the short text either). vllm semantic-router "
+                         "#3388: token 2049 overran a RoPE table of 2048 and failed the whole batch. Have the server "
+                         "truncate to 2048 tokens (TEI: \"truncate\": true or --auto-truncate; vLLM: "
+                         "truncate_prompt_tokens), or cut texts to 2048 tokens on the client."), line
+    assert [len(r["inputs"]) for r in s.requests] == [1, 1, 1, 1, 2]
+
+
+def test_batch_faults_are_named(model, forwards):
+    """Two documents of 600 tokens in one request come back without the window (TEI #882); a short text batched
+    with one of 700 tokens comes back NaN (transformers #45491). Each alone matches."""
+    with FakeEndpoint(model, embed=cached_faults, batch_faults=("equal_no_window", "short_long_nan")) as url:
+        (outcome,) = endpoint.check_more(model, url, timeout=900, batches=True)
+    assert outcome.lines == []
+    assert outcome.diagnoses == [
+        "equal-length texts in one request disagree (TEI #882 / PR #883: a batch that needs no padding got no "
+        "attention bias, and with it no sliding window): document: 600 tokens (600 tokens) with document: 600 "
+        "tokens (2nd) (600 tokens), each matching alone, come back as follows: no sliding window: agreement falls "
+        "only past 257 tokens; the server's sliding layers attend to every token instead of 256 each side.",
+        "a short text batched with a long one came back NaN (transformers #45491): document: Mars (25 tokens), sent "
+        "in one request with document: 700 tokens (700 tokens), holds NaN/Inf, where alone it matches: the short "
+        "text's padding rows farther than the sliding window from its tokens attend to padding alone, and a mask "
+        "that leaves a row no key makes its softmax NaN. Fix the mask (a row with no key must give zeros, not NaN), "
+        "or batch texts of like lengths, or one per request.",
+    ]

@@ -55,7 +55,11 @@ ORACLE = {
                                         "gemma_np.verify.probes"},
     **{f"gemma_np.verify.runtimes.{check}": {"gemma_np.verify.runtimes.judge", "gemma_np.verify.runtimes.faults",
                                             "gemma_np.verify.parity", "gemma_np.verify.probes"}
-       for check in ("endpoint", "vectors", "llamacpp", "onnxrt")},
+       for check in ("vectors", "llamacpp", "onnxrt", "lengths")},
+    # the HTTP client: the judge, and the length and batch probes it sends
+    "gemma_np.verify.runtimes.endpoint": {"gemma_np.verify.runtimes.judge", "gemma_np.verify.runtimes.faults",
+                                          "gemma_np.verify.parity", "gemma_np.verify.probes",
+                                          "gemma_np.verify.runtimes.lengths"},
     # gemma-np inspect reads artifacts, runs and judges nothing: of verify/ it uses onnxrt's graph readers alone
     "gemma_np.verify.runtimes.artifacts": {"gemma_np.verify.runtimes.onnxrt"},
     "gemma_np.verify.quant": {"gemma_np.verify.parity", "gemma_np.verify.probes"},

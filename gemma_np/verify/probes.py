@@ -62,6 +62,36 @@ def text_of_length(model_dir: Path, n: int) -> str:
     return (DOC_PROMPT + source)[: enc.offsets[n - 2][1]][len(DOC_PROMPT):]
 
 
+def ids_of_length(model_dir: Path, n: int) -> list[int]:
+    """The token ids of DOC_PROMPT + text_of_length(model_dir, n), NOT truncated: <bos>, n - 2 content tokens,
+    <eos> (past 2048 the reference tokenizer cuts them; a runtime that keeps the tail, or reads them all, does
+    not). The texts of text_of_length are prefixes of each other, and so are these ids, <eos> aside."""
+    source, enc = _card_encoding(str(model_dir))
+    if not 2 <= n <= len(enc.ids):
+        raise ValueError(f"n must be from 2 to {len(enc.ids)} tokens, got {n}")
+    return list(enc.ids[: n - 1]) + [enc.ids[-1]]
+
+
+@lru_cache(maxsize=4)
+def _other_encoding(model_dir: str):
+    """The model card from the first paragraph break past its first third, repeated, as _card_encoding has it."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tok.no_truncation()
+    card = (Path(model_dir) / "README.md").read_text(encoding="utf-8")
+    source = " ".join([card[card.index("\n\n", len(card) // 3):].strip()] * 4)
+    return source, tok.encode(DOC_PROMPT + source)
+
+
+def other_text_of_length(model_dir: Path, n: int) -> str:
+    """A text that with the document prompt tokenizes to exactly n tokens (<bos>, <eos> included), of the same
+    model card as text_of_length's but read from a later paragraph: a second document of the same length that
+    is not the first one's prefix (two different texts of one length, for a batch that needs no padding)."""
+    source, enc = _other_encoding(str(model_dir))
+    return (DOC_PROMPT + source)[: enc.offsets[n - 2][1]][len(DOC_PROMPT):]
+
+
 def long_documents(model_dir: Path) -> list[str]:
     """Documents that, with the document prompt, tokenize to exactly LONG_LENGTHS tokens (the last one is cut
     to 2048 by truncation)."""

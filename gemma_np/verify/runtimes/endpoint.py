@@ -21,13 +21,19 @@ import urllib.request
 import numpy as np
 
 from ...errors import GemmaNPError
-from .judge import MIN_COSINE, Finding, check_dimensions, judge, probes, special_probes
+from .judge import MIN_COSINE, Finding, Probe, check_dimensions, judge, probes, special_probes
+from .lengths import Outcome, check_batches, check_lengths
 
 TIMEOUT = 120.0  # seconds per request
 
 
 class EndpointError(GemmaNPError):
-    """The server could not be asked, or its answer is not embeddings."""
+    """The server could not be asked, or its answer is not embeddings. `status`: the HTTP status when the server
+    answered with an error, else None."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def _post(url: str, payload: dict, timeout: float) -> object:
@@ -38,7 +44,7 @@ def _post(url: str, payload: dict, timeout: float) -> object:
             raw = r.read()
     except urllib.error.HTTPError as e:
         detail = e.read()[:300].decode("utf-8", "replace")
-        raise EndpointError(f"{url}: the server answered HTTP {e.code} {e.reason}: {detail}") from None
+        raise EndpointError(f"{url}: the server answered HTTP {e.code} {e.reason}: {detail}", e.code) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
@@ -115,3 +121,28 @@ def check(model, url: str, api: str = "openai", model_name: str | None = None, d
         for i, v in zip(index, vectors):
             together[i] = v
     return judge(model, items, alone, dimensions, min_cosine, api=api, together=together)
+
+
+def check_more(model, url: str, api: str = "openai", model_name: str | None = None, dimensions: int | None = None,
+               min_cosine: float = MIN_COSINE, timeout: float = TIMEOUT, lengths: bool = False,
+               batches: bool = False) -> list[Outcome]:
+    """The length probes (--lengths: 2048, 2049, 3000 tokens, the truncation bisected) and the batch probes
+    (--batches: two equal-length documents, a short one with a long one) of gemma_np.verify.runtimes.lengths.
+    A request the server answers with an HTTP error is an outcome to judge there; any other failure raises."""
+    check_dimensions(model, dimensions)
+
+    def send(items: list[Probe]) -> list[np.ndarray] | str:
+        texts = [p.prompt + p.text if api == "openai" else p.text for p in items]
+        try:
+            return fetch(url, api, texts, "document", model_name, dimensions, timeout)
+        except EndpointError as e:
+            if e.status is None:
+                raise
+            return str(e)
+
+    out = []
+    if lengths:
+        out.append(check_lengths(model, send, dimensions, min_cosine))
+    if batches:
+        out.append(check_batches(model, send, dimensions, min_cosine, api))
+    return out

@@ -252,6 +252,41 @@ DIAGNOSES = {
                        "text per request.",
     "unexplained": "differs from gemma-np: no modelled fault explains it: {n} of {total} texts (lowest cosine "
                    "{low:.6f}, largest coordinate difference {worst_abs:.1e}, parity bar {bar:.0e}: {names}).",
+    # verify endpoint --lengths and --batches (gemma_np.verify.runtimes.lengths)
+    "length_error": "error past {T} tokens: a text of {first} tokens gets an HTTP error ({error}), where the "
+                    "reference truncates it to {limit} tokens and embeds it; {whole}. vllm semantic-router #3388: "
+                    "token 2049 overran a RoPE table of 2048 and failed the whole batch. Have the server truncate "
+                    "to {limit} tokens (TEI: \"truncate\": true or --auto-truncate; vLLM: truncate_prompt_tokens), "
+                    "or cut texts to {limit} tokens on the client.",
+    "length_head": "inputs truncated to {T} tokens, the head kept (<eos> kept; bisected): texts of up to {T} "
+                   "tokens match, and a longer one's vector is gemma-np's of its first {T}; the model reads "
+                   "{limit}. Raise the server's maximum input length / context size to {limit}.",
+    "length_cut": "inputs cut to their first {T} tokens, <eos> lost (bisected): texts of up to {T} tokens match, "
+                  "and a longer one's vector is gemma-np's of its first {T} ids, <eos> dropped. llama.cpp does "
+                  "this when a text is longer than its batch (n_batch/n_ubatch): set -c, -b and -ub to {limit}.",
+    "length_tail": "inputs truncated to {T} tokens keeping the TAIL (bisected): a longer text's vector is "
+                   "gemma-np's of <bos>, its last {content} tokens and <eos>, so the prompt and the start of the "
+                   "text are lost; the reference (sentence-transformers: the tokenizer's truncation_side "
+                   "\"right\") keeps the head. Truncate on the right.",
+    "length_none": "no truncation: a text of {n} tokens is read whole, past the model's {limit} positions "
+                   "(its vector is gemma-np's on all {n} ids); the reference truncates to max_seq_length {limit} "
+                   "keeping the head. Truncate to {limit} tokens on the server or the client.",
+    "length_unexplained": "texts past {T} tokens differ from gemma-np (bisected: up to {T} match), and the "
+                          "{n}-token text's vector is no modelled truncation's (head kept with or without "
+                          "<eos>, tail kept, none at all).",
+    "batch_error": "a request of {what} fails ({error}), where each text alone gets its vector.",
+    "batch_short_nan": "a short text batched with a long one came back NaN (transformers #45491): {names}, sent "
+                       "in one request with {others}, holds NaN/Inf, where alone it matches: the short text's "
+                       "padding rows farther than the sliding window from its tokens attend to padding alone, "
+                       "and a mask that leaves a row no key makes its softmax NaN. Fix the mask (a row with no "
+                       "key must give zeros, not NaN), or batch texts of like lengths, or one per request.",
+    "batch_nonfinite": "hard failure in a batch: {names} came back NaN/Inf in one request of {what}, where "
+                       "alone it matches.",
+    "batch_equal": "equal-length texts in one request disagree (TEI #882 / PR #883: a batch that needs no "
+                   "padding got no attention bias, and with it no sliding window): {what}, each matching alone, "
+                   "come back as follows: {inner}",
+    "batch_mixed": "a short text and a long one in one request disagree where each alone matches: {what}: "
+                   "{inner}",
 }
 
 # What to do about missing or wrong prompts, by where the vectors came from.
