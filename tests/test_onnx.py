@@ -265,6 +265,23 @@ def test_own_head_on_the_token_states_is_named(session, model, short, fault):
     assert all(f.verdicts == [fault] for f in findings), [f.verdicts for f in findings]
 
 
+@pytest.mark.parametrize("pool", ["pool_first", "pool_last"])
+def test_a_token_state_without_the_dense_head_is_two_faults(session, model, short, pool):
+    """A pipeline that pools the token states itself and has no Dense head (Transformers.js' pooling "cls" or
+    "last_token" on the export's last_hidden_state): both faults named, neither hiding the other."""
+    from gemma_np.nn.head import l2_normalize
+    from gemma_np.verify.runtimes.judge import judge
+
+    short = [p for p in short if p.tokens <= 30]
+    ids, _ = model.tokenize([p.prompt + p.text for p in short])
+    vectors = [l2_normalize(token_states(session, [x])[0][:, 0 if pool == "pool_first" else len(x) - 1])[0]
+               for x in ids]
+    findings, diagnoses = judge(model, short, vectors, api="onnx")
+    dense = f"{DIAGNOSES['dense_skipped']} {RUNTIME_FIXES['dense_skipped', 'onnx']}"
+    assert diagnoses == [dense, DIAGNOSES[pool]], diagnoses
+    assert all(f.verdicts == [pool, "dense_skipped"] for f in findings), [f.verdicts for f in findings]
+
+
 def test_padding_counted_in_the_mean_of_the_token_states(session, model, short):
     """The short probes as one right-padded batch (to the 200-token text) through the graph, the mean taken over
     every row, padding included: every text but the longest is off, and the longest, which has no padding, is

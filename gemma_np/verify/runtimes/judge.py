@@ -518,6 +518,9 @@ MODEL_FAULTS = ("dense_skipped", "causal", "pool_first", "pool_last", "dense_tan
                 "rope_one_base_10k", "rope_one_base_1m", "softcap_50", "gelu_erf")
 WINDOW_FAULTS = ("window_512", "no_window", "window_511", "window_asym", "window_257", "window_255", "window_128")
 TRUNCATIONS = ("truncated_512", "cut_512")
+# A pipeline's own pooling on the token states, without the Dense head (the first or last token of the ONNX
+# export's last_hidden_state: Transformers.js' pooling "cls" or "last_token", fastembed's CLS): two faults at once.
+HEAD_PAIRS = (("pool_first", "dense_skipped"), ("pool_last", "dense_skipped"))
 OWN_WINDOW = (256, 256)  # the model's: |i - j| <= 256 (attention_window 257, exclusive)
 
 
@@ -595,6 +598,7 @@ class _Search:
             out += [[f"{label}#{i}", "special_as_text"] for i, (label, _) in enumerate(prompts)]
         faults = [[f] for f in MODEL_FAULTS] + [["pool_padding"]] + [[w] for w in WINDOW_FAULTS] + [[t] for t in TRUNCATIONS]
         faults += [[w, t] for w in WINDOW_FAULTS for t in TRUNCATIONS]
+        faults += [list(pair) for pair in HEAD_PAIRS]
         if p.special:
             faults += [f + ["special_as_text"] for f in faults]
         out += faults
@@ -643,7 +647,10 @@ class _Search:
             plain = _plain(labels)
             key = self.effect(plain, p)
             rule = self._rule(labels, p)
-            parts = [self._rule([l], p) for l in labels] if len(labels) > 1 else []
+            # A pair is not tried when a part was ruled out: the other part (a truncation, special tokens as
+            # text) leaves the texts that ruled it out unchanged. Not so for HEAD_PAIRS, whose parts change
+            # every text.
+            parts = [self._rule([l], p) for l in labels] if len(labels) > 1 and plain not in HEAD_PAIRS else []
             if not key or rule in self.ruled_out or any(r in self.ruled_out for r in parts):
                 continue
             # A wrong prompt is a role's (queries', documents'): only the same role's matched texts rule it out.
