@@ -364,9 +364,7 @@ def add_verify_vectors(modes) -> None:
                         "exported probe, in the export's order")
     add_dimensions(p, "the vectors hold the first K coordinates, normalized again (Matryoshka)")
     add_min_cosine(p)
-    p.add_argument("--window", action="store_true",
-                   help="also measure the sliding window the runtime uses (width, symmetry) from its vectors of "
-                        "the long documents (about 40 s more)")
+    add_window(p)
     add_loading(p)
 
 
@@ -380,24 +378,31 @@ def verify_vectors(args) -> int:
     findings, diagnoses = check_vectors(model, args.vectors, args.dimensions, min_cosine(args))
     print(format_report(findings, diagnoses, args.vectors, command="verify vectors", subject=args.vectors))
     if args.window:
-        print(window_line(model, args.vectors, args.dimensions))
+        print(window_line(model, findings, args.dimensions))
     return 1 if diagnoses else 0
 
 
-def window_line(model, path, dimensions) -> str:
-    """The sliding window measured on the exported probes' documents past 257 tokens (verify vectors --window)."""
-    from .verify.runtimes.judge import probes
-    from .verify.runtimes.vectors import read_vectors
+def add_window(p) -> None:
+    p.add_argument("--window", action="store_true",
+                   help="also measure the sliding window the runtime uses (width, symmetry) from its vectors of "
+                        "the long documents (about 40 s more)")
+
+
+def window_line(model, findings, dimensions) -> str:
+    """The sliding window measured on the judged documents past 257 tokens (--window of every runtime mode)."""
     from .verify.runtimes.window import format_window, measure_window
 
     if dimensions is not None and dimensions != model.head.embedding_dim:
         return f"sliding window: not measured (the vectors hold {dimensions} of {model.head.embedding_dim} coordinates)"
-    items = probes(model)
-    rows = read_vectors(path, len(items))
-    long = [(p, r) for p, r in zip(items, rows) if p.kind == "document" and p.tokens > 257]
+    long = [f for f in findings if f.probe.kind == "document" and f.probe.tokens > 257 and not f.probe.special]
+    if not long:
+        return "sliding window: not measured (no document past 257 tokens among the probes)"
     print(f"measuring the sliding window on {len(long)} documents", file=sys.stderr)
     try:
-        result = measure_window(model, [p.text for p, _ in long], [r for _, r in long], long[0][0].prompt)
+        # Unit vectors: a runtime that does not normalize (llama.cpp's embed() default) has its window all the same.
+        with np.errstate(invalid="ignore", divide="ignore"):  # a zero vector becomes NaN, refused by name
+            units = [f.vector / np.linalg.norm(f.vector) for f in long]
+        result = measure_window(model, [f.probe.text for f in long], units, long[0].probe.prompt)
     except ValueError as e:
         return f"sliding window: not measured ({e})"
     return format_window(result)
@@ -414,6 +419,7 @@ def add_verify_gguf(modes) -> None:
     p.add_argument("--raw", action="store_true",
                    help="no normalization, as llama-cpp-python's embed() gives by default")
     add_min_cosine(p)
+    add_window(p)
     add_loading(p)
 
 
@@ -431,6 +437,8 @@ def verify_gguf(args) -> int:
     print(format_report(findings, diagnoses, args.gguf, command="verify gguf",
                         subject="llama.cpp on " + str(args.gguf)))
     print(format_split(splits, weights))
+    if args.window:
+        print(window_line(model, findings, None))
     return 1 if diagnoses else 0
 
 
@@ -446,6 +454,7 @@ def add_verify_onnx(modes) -> None:
                    help="compare the graph's intermediates with gemma-np's (default: when the graph is not "
                         "quantized)")
     add_min_cosine(p)
+    add_window(p)
     add_loading(p, dtype=False)
     add_progress(p)
 
@@ -461,6 +470,8 @@ def verify_onnx(args) -> int:
     report = check_onnx(model, args.onnx, batch=args.batch, layers=args.layers, min_cosine=min_cosine(args),
                         progress=not args.no_progress and sys.stderr.isatty())
     print(format_onnx_report(report))
+    if args.window:
+        print(window_line(model, report.findings, None))
     print(f"checked in {report.seconds:.0f} s", file=sys.stderr)
     return 0 if report.ok else 1
 
@@ -486,6 +497,7 @@ def add_verify_endpoint(modes) -> None:
     p.add_argument("--batches", action="store_true",
                    help="also send two documents of one length (600 tokens) in one request, and a short one "
                         "with one of 700 tokens (a dropped window, NaN in the short text)")
+    add_window(p)
     add_model(p, "the reference model folder")
 
 
@@ -504,6 +516,8 @@ def verify_endpoint(args) -> int:
     outcomes = check_more(model, args.url, args.api, args.served_model, args.dimensions, min_cosine(args),
                           timeout, lengths=args.lengths, batches=args.batches)
     print(merge_report(report, findings, outcomes) if outcomes else report)
+    if args.window:
+        print(window_line(model, findings, args.dimensions))
     for o in outcomes:
         print(f"{o.name}: {o.requests} requests, {o.seconds:.0f} s", file=sys.stderr)
     return 1 if diagnoses or any(o.diagnoses for o in outcomes) else 0

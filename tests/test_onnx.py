@@ -81,7 +81,7 @@ def graph(onnx_dir):
 
 @pytest.fixture(scope="module")
 def fp32(onnx_dir, model, monkeypatch_module):
-    """`gemma-np verify onnx DIR` on the float32 export: (exit code, stdout, the report)."""
+    """`gemma-np verify onnx DIR --window` on the float32 export: (exit code, stdout, the report)."""
     from gemma_np.verify.runtimes import onnxrt
 
     seen = []
@@ -93,7 +93,7 @@ def fp32(onnx_dir, model, monkeypatch_module):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["verify", "onnx", str(onnx_dir), "--no-progress"])
+        code = main(["verify", "onnx", str(onnx_dir), "--no-progress", "--window"])
     monkeypatch_module.undo()
     print(out.getvalue())
     return code, out.getvalue(), seen[0]
@@ -114,8 +114,16 @@ def test_fp32_export_matches_every_probe(fp32):
     assert len(report.findings) == 10
     for f, m in zip(report.findings, report.max_abs):
         assert_below(f"onnxruntime fp32 vs gemma_np, {f.probe.name}", m, PARITY_BAR)  # the parity bar
-    assert "matches gemma-np on all 10 texts" in out.splitlines()[-1]
+    assert "matches gemma-np on all 10 texts" in out.splitlines()[-2]
     assert "max abs" in out
+
+
+def test_fp32_window_is_measured_as_the_model_s(fp32):
+    """--window on ONNX Runtime's real vectors of the 400- and 800-token documents: the model's +-256, within
+    the parity bar, and the runner-up named past it."""
+    _, out, _ = fp32
+    line = out.splitlines()[-1]
+    assert line.startswith("sliding window: ±256 (the model's), cosine 1.0000000, max abs "), line
 
 
 def test_fp32_layer_by_layer_passes(fp32):

@@ -74,26 +74,41 @@ def test_the_record_table_has_every_public_report_of_the_issue():
         assert report in cells, f"README's record table has no row for {report}"
 
 
+def said_by(cell: str) -> dict[str, list[str]]:
+    """A DIAGNOSIS cell's quotes by who says them: the judge (first), then after "; `inspect`: " gemma-np inspect
+    and after "; `--window`: " the window measured."""
+    out = {"judge": [], "inspect": [], "--window": []}
+    for i, part in enumerate(cell.split("; `")):
+        who = "judge" if i == 0 else part.split("`", 1)[0]
+        assert who in out, f"unknown speaker {who!r} in {cell!r}"
+        out[who] += quotes(part)
+    return out
+
+
 def test_each_quoted_diagnosis_is_one_the_judge_prints():
     rows = record_rows()
     assert len(rows) >= 15
     for row in rows:
         assert len(row) == 4, f"a record row needs 4 cells: {row}"
-        said = quotes(row[2].split("`inspect`")[0])
+        said = said_by(row[2])["judge"]
         assert said, f"the row for {row[0]} quotes no DIAGNOSIS"
         for q in said:
             # "no sliding window" (on --batches' ...): the quote is the line's start; the rest is the README's
             assert printed_by_judge(q), f"{row[0]}: no DIAGNOSIS line begins {q!r}"
 
 
-def test_the_inspect_findings_the_table_quotes_exist():
+def test_the_inspect_findings_and_windows_the_table_quotes_exist():
+    from gemma_np.verify.runtimes.window import CANDIDATES, window_label
+
     source = ARTIFACTS.read_text()
+    windows = {window_label(w) for w in CANDIDATES.values()}
     for row in record_rows():
-        if "`inspect`: \"" not in row[2]:
-            continue
-        for q in quotes(row[2].split("`inspect`", 1)[1]):
+        said = said_by(row[2])
+        for q in said["inspect"]:
             first = _starts(q)[0]
             assert first in source, f"{row[0]}: gemma-np inspect prints no finding with {first!r}"
+        for q in said["--window"]:
+            assert q in windows, f"{row[0]}: --window never prints {q!r} (it prints {sorted(windows)})"
 
 
 def test_the_checker_refuses_a_quote_no_diagnosis_begins_with():

@@ -159,11 +159,11 @@ def exported_vectors(model, fault=None) -> np.ndarray:
 @pytest.mark.real
 def test_verify_vectors_prints_the_window(model, real_dir, tmp_path, capsys):
     """On the exported probes' documents past 257 tokens (400 and 800): the lopsided window is named, sides
-    and all."""
+    and all, also from vectors that are not unit length (a runtime that does not normalize)."""
     from gemma_np.cli import main
 
     path = tmp_path / "v.npy"
-    np.save(path, exported_vectors(model, "window_asym"))
+    np.save(path, 3.0 * exported_vectors(model, "window_asym"))
     assert main(["verify", "vectors", str(path), "--model", str(real_dir), "--window"]) == 1  # a wrong window
     out = capsys.readouterr().out
     assert "\nsliding window: 511 before, 256 after, cosine 1.0000000" in out, out
