@@ -10,6 +10,8 @@
     fit.py    the fine-tuning loop: (query, document) pairs to steps, as sentence-transformers' trainer runs
               CachedMultipleNegativesRankingLoss; TrainConfig, every training default written once
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
+    mining.py hard negatives as sentence-transformers' mine_hard_negatives chooses them from the same embeddings
+              (range_min/range_max, margins, max/min score, "top" or "random"), as triplets or n-tuples
     data.py   the code-retrieval data set's folder, prompts and loaders (load_train, load_ir); the set itself is
               built by a tool apart: python -m training_data_tools.code_retrieval build
 
