@@ -237,3 +237,14 @@ def test_a_tie_cut_by_the_retrieval_goes_to_the_earlier_text_here_not_in_the_lib
     ours = mine_hard_negatives(["q"], ["d0"], d, query_embeddings=AXIS[None],
                                corpus_embeddings=np.stack([table[t] for t in d]), **kw)
     assert (ours["negative"], theirs["negative"]) == (["d2"], ["d3"])
+
+
+def test_max_score_is_compared_in_float32():
+    # a negative scoring exactly float32(0.1) (a unit vector in float32): max_score=0.1 keeps it, as torch does
+    # (0.1 rounded to float32 first); compared in float64, float32(0.1) > 0.1 and it would go
+    table, d = ladder(0.75, 0.5)
+    table["d2"] = np.zeros(D, dtype=np.float32)
+    table["d2"][:2] = np.float32(0.1), np.float32(np.sqrt(0.99))
+    assert np.sum(table["d2"] * table["d2"], dtype=np.float32) == 1
+    out = both(["q"], ["d0"], table, corpus=[*d, "d2"], max_score=0.1, num_negatives=1)
+    assert out["negative"] == ["d2"]
