@@ -248,3 +248,22 @@ def test_max_score_is_compared_in_float32():
     assert np.sum(table["d2"] * table["d2"], dtype=np.float32) == 1
     out = both(["q"], ["d0"], table, corpus=[*d, "d2"], max_score=0.1, num_negatives=1)
     assert out["negative"] == ["d2"]
+
+
+@pytest.mark.filterwarnings("ignore:.*were truncated")  # one document passes the tiny model's 40 tokens: both cut
+def test_a_tiny_gemma_np_model_mines_what_the_library_mines_with_its_sentence_transformer(tmp_path):
+    # end to end: gemma_np's model embeds (encode_query / encode_document, their default prompts), the library
+    # uses the same tiny model loaded by sentence-transformers; the scores differ in the last bits only, and no
+    # two candidates of these texts are that close, so the rows are the same. About 2 s.
+    from gemma_np import EmbeddingGemma
+    from support_tiny_models import CORPUS, SPECS, build
+
+    st = build(SPECS[0], tmp_path)
+    words = " ".join(CORPUS).split()
+    pairs = [(" ".join(words[i:i + 3]), " ".join(words[i + 3:i + 7 + i % 4])) for i in range(0, 60, 5)]
+    anchors, positives = [a for a, _ in pairs], [p for _, p in pairs]
+    data = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
+    for kw in ({"num_negatives": 2, "output_format": "n-tuple"}, {"num_negatives": 3, "relative_margin": 0.05}):
+        theirs = st_util.mine_hard_negatives(data, st, verbose=False, **kw).to_dict()
+        ours = mine_hard_negatives(anchors, positives, model=EmbeddingGemma.from_pretrained(tmp_path), **kw)
+        assert ours == theirs and len(ours["anchor"]) > 0
