@@ -3,7 +3,7 @@
 The library gets a stand-in model whose encode returns fixed vectors for given texts; gemma_np's miner gets the
 same vectors. Every vector has entries k/4 with sum k^2 = 16, so it is exactly unit length in float32 and every
 score against an axis vector is an exact multiple of 1/4: ties and margin edges are exact in both, whatever the
-kernel. About 3 s.
+kernel. About 5 s in all (the tiny-model test included).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_fewer_candidates_than_asked():
 
 
 def test_positive_top_hit_anchor_in_corpus_duplicates_and_two_positives():
-    table, d = ladder(0.25, 0.75, 0.5, 0.0, -0.25)
+    table, _ = ladder(0.25, 0.75, 0.5, 0.0, -0.25)
     table["r"] = vec(3, 0, 1, 1, 2, 1)  # a second anchor, itself in the corpus: q's top hit (0.75) after d1
     anchors = ["q", "q", "r", "q"]
     positives = ["d1", "d0", "d3", "d1"]  # q's positives: d1 (the top hit) and d0, d1 twice
@@ -256,6 +256,7 @@ def test_a_tiny_gemma_np_model_mines_what_the_library_mines_with_its_sentence_tr
     # uses the same tiny model loaded by sentence-transformers; the scores differ in the last bits only, and no
     # two candidates of these texts are that close, so the rows are the same. About 2 s.
     from gemma_np import EmbeddingGemma
+
     from support_tiny_models import CORPUS, SPECS, build
 
     st = build(SPECS[0], tmp_path)
