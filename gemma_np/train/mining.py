@@ -1,7 +1,8 @@
 """Hard-negative mining, as sentence-transformers 6.3's `util.mine_hard_negatives` does it, in NumPy.
 
-Shapes: N (anchor, positive) rows, Q unique anchors, C unique corpus texts, d the embedding dimension,
-P = max positives of one anchor, M = range_max, W = M + P + 1 candidates retrieved per anchor.
+Shapes: N (anchor, positive) rows, Q unique anchors, C unique corpus texts, d the embedding dimension, P = the most
+rows of one anchor (repeated pairs counted, as the library's groupby count), M = range_max, W = M + P + 1 candidates
+retrieved per anchor.
 
 What the library does, step by step, and so what this does:
 
@@ -36,14 +37,15 @@ What the library does, step by step, and so what this does:
    Rows come grouped by unique anchor in first-appearance order, each anchor's distinct positives in their order
    (a repeated (anchor, positive) row appears once).
 
-Ties (two exactly equal scores) go to the earlier corpus text (the order of mining_corpus()), at both cuts (the
-W retrieved, the range_max kept). The library's torch.topk leaves the order of ties unspecified: on CPU it is
-std::nth_element's / std::partial_sort's, which changes with the row length and k (an all-equal row of 4 comes
-back as 2, 3, 0, 1). So rows agree with the library wherever no tie straddles a cut (in range_min, range_max,
-num_negatives or W) or reorders the negatives of one anchor, and on rows of at most 3 texts, where torch's order
-is the index order; elsewhere a tie may pick or order other texts (tests/test_mining.py pins one such case).
-Reproducing libstdc++'s introselect to match that order is not worth it: exact ties between distinct texts are
-rare with a real model, and a documented order is one a reader can check.
+Ties (two exactly equal scores) go to the earlier corpus text (the order of mining_corpus()), at both cuts (the W
+retrieved, the range_max kept). The library's torch.topk leaves the order of ties unspecified: on CPU it is
+std::nth_element's / std::partial_sort's, which changes with the row length and k (an all-equal row of 4 comes back
+as 2, 3, 0, 1). So rows agree with the library wherever no tie straddles a cut (in range_min, range_max,
+num_negatives or W) or reorders the negatives of one anchor, and on rows of at most 3 texts, where torch's order was
+the index order in every case tried (torch 2.13, CPU); elsewhere a tie may pick or order other texts
+(tests/test_mining.py pins one such case). Reproducing libstdc++'s introselect to match that order is not worth it:
+exact ties between distinct texts are rare with a real model (two texts the same after truncation are one such
+case), and a documented order is one a reader can check.
 
 Defaults and errors are the library's: range_max None becomes range_min + num_negatives + P, or
 range_min + 10 * num_negatives + P when a margin or max_score is set; num_negatives < 1, range_min < 0,
