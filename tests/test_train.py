@@ -479,19 +479,23 @@ def test_one_step_on_the_real_weights_with_the_table_frozen(real_dir):
 
 
 def test_training_the_top_layers_only_gives_their_full_gradients(tiny64):
-    """layers_from=N: the gradients of layers N and up, the norm and the Dense layers, bit for bit those of the
-    full backward (nothing below N feeds them), and nothing else; the forward caches no layer below N."""
+    """layers_from=N: the gradients of layers N and up, the norm and the Dense layers, those of the full backward
+    (nothing below N feeds them) to float64's bound, and nothing else; the forward caches no layer below N.
+    Not bit for bit: the frozen layers run on each text alone (gemma_np.train.frozen), the full forward on the
+    padded column; tests/test_frozen.py holds the two ways of running them to each other."""
     model, _ = tiny64
     cols = columns(model)
     L = model.config.num_hidden_layers
     _, full = mnrl_gradients(model, cols)
+    bound = gradient_bound(depth(model), n_sum(cols), U64)
     for n in (1, L - 1, L):
         _, top = mnrl_gradients(model, cols, layers_from=n)
         assert sorted(top) == sorted(parameters(model, layers_from=n))
         assert EMBED_TABLE not in top and all(int(k.split(".")[1]) >= n for k in top if k.startswith("layers."))
         assert "norm.weight" in top and dense_name(model.head.dense_folders[0]) in top
         for name in top:
-            assert np.array_equal(top[name], full[name]), (n, name)
+            assert_below(f"layers_from {n}: {name} against the full backward", rel_err(top[name], full[name]),
+                         bound)
         _, cached_top = cached_mnrl_gradients(model, cols, 2, layers_from=n)
         assert sorted(cached_top) == sorted(top)
     cache: dict = {}

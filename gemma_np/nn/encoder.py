@@ -171,6 +171,7 @@ def encoder_forward(
     embed_scale: float | None = None,
     cache: dict | None = None,
     cache_from: int = 0,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """input_ids, mask [B, S] -> token embeddings [B, S, D] after the final norm.
 
@@ -181,12 +182,47 @@ def encoder_forward(
     With a `cache` dict, stores every step's cache for encoder_backward ("embed_tokens", "layers.{i}", "norm").
     cache_from: cache only layers cache_from and above (and the table only when 0): the layers below run as
     they would without a cache, and encoder_backward stops at layer cache_from (training the top layers only).
+    start: [B, S, D] the input of layer cache_from, already computed (encoder_states; the frozen layers' outputs
+    kept from an earlier pass, gemma_np.train.frozen): the table and the layers below cache_from are not run.
     """
-    S = input_ids.shape[1]
-    x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale,
-                     sub_cache(cache if cache_from == 0 else None, "embed_tokens"))  # [B, S] -> [B, S, D]
-    x = tap(trace, "", "embed_tokens", x)  # [B, S, D]; tap may return it changed (gemma_np.nn.trace.tap)
+    if start is None:
+        x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale,
+                         sub_cache(cache if cache_from == 0 else None, "embed_tokens"))  # [B, S] -> [B, S, D]
+        x = tap(trace, "", "embed_tokens", x)  # [B, S, D]; tap may return it changed (gemma_np.nn.trace.tap)
+        first = 0
+    else:
+        if output_hidden_states or trace is not None:
+            raise ValueError("start: the layers below cache_from are not run, so they cannot be traced or returned")
+        if start.shape != (*input_ids.shape, cfg.hidden_size):
+            raise ValueError(f"start has shape {start.shape}; the batch needs {(*input_ids.shape, cfg.hidden_size)}")
+        x, first = start, cache_from
     hidden = [x] if output_hidden_states else None
+    x = run_layers(x, mask, params, cfg, dtype, range(first, cfg.num_hidden_layers), trace, cache, cache_from,
+                   hidden)  # [B, S, D]
+    x = tap(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps,
+                                        sub_cache(cache, "norm")))  # [B, S, D]
+    if hidden is not None:
+        hidden[-1] = x
+    return x, hidden
+
+
+def encoder_states(input_ids: np.ndarray, mask: np.ndarray, params: dict[str, np.ndarray], cfg: GemmaConfig,
+                   upto: int, dtype: np.dtype = np.float32, embed_scale: float | None = None) -> np.ndarray:
+    """The input of layer `upto`: the scaled embedding and layers 0 .. upto - 1, no cache.  [B, S] -> [B, S, D]
+
+    encoder_forward(..., cache_from=upto, start=<this>) goes on from it to the same token embeddings as
+    encoder_forward on the ids alone, bit for bit: the same steps on the same arrays."""
+    x = embed_tokens(input_ids, params["embed_tokens.weight"], dtype, embed_scale)  # [B, S, D]
+    return run_layers(x, mask, params, cfg, dtype, range(upto))  # [B, S, D]
+
+
+def run_layers(x: np.ndarray, mask: np.ndarray, params: dict[str, np.ndarray], cfg: GemmaConfig, dtype: np.dtype,
+               layers: range, trace: dict | None = None, cache: dict | None = None, cache_from: int = 0,
+               hidden: list | None = None) -> np.ndarray:
+    """Layers `layers` (a range of indices) of the encoder on x.  [B, S, D] -> [B, S, D]
+
+    Each layer's output is appended to `hidden` if given; layers cache_from and above fill `cache`."""
+    S = x.shape[1]
     # One mask and one rotary table per layer type, shared by all layers of that type.
     masks = {
         "full_attention": attention_mask(mask, None),  # [B, S, S]
@@ -196,17 +232,13 @@ def encoder_forward(
     for t in sorted(set(cfg.layer_types)):
         cos, sin = rope_tables(S, cfg.head_dim, cfg.rope_base(t), dtype)  # [S, E] each
         tables[t] = tap(trace, f"rope.{t}.", "cos", cos), tap(trace, f"rope.{t}.", "sin", sin)
-    for i, layer_type in enumerate(cfg.layer_types):
-        cos, sin = tables[layer_type]
-        x = encoder_layer(x, layer_params(params, i), masks[layer_type], cos, sin, cfg, trace, f"layers.{i}.",
-                          sub_cache(cache if i >= cache_from else None, f"layers.{i}"))
+    for i in layers:
+        cos, sin = tables[cfg.layer_types[i]]
+        x = encoder_layer(x, layer_params(params, i), masks[cfg.layer_types[i]], cos, sin, cfg, trace,
+                          f"layers.{i}.", sub_cache(cache if i >= cache_from else None, f"layers.{i}"))
         if hidden is not None:
             hidden.append(x)
-    x = tap(trace, "", "norm", rms_norm(x, params["norm.weight"], cfg.rms_norm_eps,
-                                        sub_cache(cache, "norm")))  # [B, S, D]
-    if hidden is not None:
-        hidden[-1] = x
-    return x, hidden
+    return x
 
 
 def encoder_backward(dtokens: np.ndarray, cache: dict, embed_tokens: bool = True,

@@ -56,6 +56,7 @@ def sentence_forward(
     trace: dict | None = None,
     cache: dict | None = None,
     cache_from: int = 0,
+    start: np.ndarray | None = None,
 ) -> dict[str, object]:
     """The whole model on one padded batch.  input_ids, mask [B, S] ->
 
@@ -67,10 +68,11 @@ def sentence_forward(
     the weights' dtype rounds it (None: in `dtype`). With a `trace` dict, every name of gemma_np.nn.trace is
     recorded, each passing through the trace's tap (which may change it: the forward goes on with what it
     returns). With a `cache` dict, stores what sentence_backward reads: the encoder's under "encoder" (layers
-    cache_from and above only, see encoder_forward), the head's under "head".
+    cache_from and above only, see encoder_forward), the head's under "head". `start`: the input of layer
+    cache_from [B, S, D], computed before (encoder_states): the forward begins there (encoder_forward).
     """
     tokens, hidden = encoder_forward(input_ids, mask, params, cfg, dtype, output_hidden_states, trace, embed_scale,
-                                     sub_cache(cache, "encoder"), cache_from)  # [B, S] -> [B, S, D]
+                                     sub_cache(cache, "encoder"), cache_from, start)  # [B, S] -> [B, S, D]
     emb = sentence_head(tokens, mask, dense_weights, normalize, trace, sub_cache(cache, "head"))  # [B, N]
     out = {"token_embeddings": tokens, "sentence_embedding": emb}
     if output_hidden_states:

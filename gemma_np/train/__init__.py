@@ -7,6 +7,8 @@
     step.py   one step's gradients: the model's forward with a cache, the loss, the model's backward (both
               gemma_np.nn.sentence's); plain and cached (GradCache); which parameters train (parameters(), the
               frozen-table option)
+    frozen.py the frozen layers' outputs computed once: each text's input of layer N, alone, kept in a memory-
+              mapped store keyed by the weights' and the texts' hashes (what --layers-from N makes cheap)
     fit.py    the fine-tuning loop: (query, document) pairs to steps, as sentence-transformers' trainer runs
               CachedMultipleNegativesRankingLoss; TrainConfig, every training default written once
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
@@ -16,6 +18,7 @@
               built by a tool apart: python -m training_data_tools.code_retrieval build
 
 Imports: NumPy, the standard library and gemma_np.nn only; data.py the standard library alone. Files: data.py's
-two loaders read the .jsonl files of the data folder they are given; nothing else here reads or writes a file:
-like nn/, the other modules are handed arrays (embeddings, gradients, parameters) by the caller.
+two loaders read the .jsonl files of the data folder they are given, and frozen.py writes and reads the store's
+folder it is given; nothing else here reads or writes a file: like nn/, the other modules are handed arrays
+(embeddings, gradients, parameters) by the caller.
 """

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.sentence import pad_batch, sentence_backward, sentence_forward
+from .frozen import FrozenStore, start_states
 from .loss import mnrl_backward, mnrl_loss
 
 EMBED_TABLE = "embed_tokens.weight"
@@ -88,16 +89,53 @@ def parameters(model, freeze_embeddings: bool = False, layers_from: int = 0) -> 
     return out
 
 
-def forward(model, ids: list[list[int]], cache: dict | None = None, layers_from: int = 0) -> np.ndarray:
+def forward(model, ids: list[list[int]], cache: dict | None = None, layers_from: int = 0,
+            store: FrozenStore | None = None) -> np.ndarray:
     """The sentence embeddings of one column.  B id lists -> [B, d] (normalized if the model normalizes)
 
     gemma_np.nn.sentence.sentence_forward on the column padded to its longest text (pad_batch), with the model's
     arrays; an optional `cache` for backward(), kept for layers layers_from and above only.
+    With layers_from N > 0 the frozen layers (the table, layers 0 .. N-1) run on each text alone, or their
+    outputs are read from `store` (a FrozenStore of layer N): the same bits either way (gemma_np.train.frozen).
     """
     input_ids, mask = pad_batch(ids)  # [B, S] each
+    start = None
+    if layers_from > 0:
+        if store is not None and store.upto != layers_from:
+            raise ValueError(f"the store holds the inputs of layer {store.upto}, not of layer {layers_from}")
+        start = start_states(model, ids, layers_from, store)  # [B, S, D]
+    elif store is not None:
+        raise ValueError("a frozen-layer store needs layers_from > 0 (nothing is frozen below layer 0)")
     return sentence_forward(input_ids, mask, model.params, model.dense_weights, model.config, model.dtype,
-                            model.head.normalize, model.embed_scale, cache=cache,
-                            cache_from=layers_from)["sentence_embedding"]  # [B, d]
+                            model.head.normalize, model.embed_scale, cache=cache, cache_from=layers_from,
+                            start=start)["sentence_embedding"]  # [B, d]
+
+
+class WithFrozenLayers:
+    """`model`, with its encode (and encode_query, encode_document) starting at layer `store.upto` from the store.
+
+    Everything else is the model's own. Its embeddings equal training's forward (train/step.forward with the same
+    store) bit for bit; next to model.encode, which runs the frozen layers on padded batches, they differ by float32
+    rounding (gemma_np.train.frozen's docstring). The evaluator and the miner take it where they take a model."""
+
+    def __init__(self, model, store: FrozenStore):
+        self.model, self.store = model, store
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    # The model's own encode methods, run with this object as `self`: its _sentence_embeddings is the one below.
+    def encode(self, *args, **kwargs) -> np.ndarray:
+        return type(self.model).encode(self, *args, **kwargs)
+
+    def encode_query(self, *args, **kwargs) -> np.ndarray:
+        return type(self.model).encode_query(self, *args, **kwargs)
+
+    def encode_document(self, *args, **kwargs) -> np.ndarray:
+        return type(self.model).encode_document(self, *args, **kwargs)
+
+    def _sentence_embeddings(self, ids: list[list[int]]) -> np.ndarray:
+        return forward(self.model, ids, layers_from=self.store.upto, store=self.store)  # [b, 768]
 
 
 def backward(model, demb: np.ndarray, cache: dict, freeze_embeddings: bool = False,
@@ -129,16 +167,17 @@ def _loss_and_demb(embs: list[np.ndarray], scale: float, symmetric: bool) -> tup
 
 
 def mnrl_gradients(model, columns: list[list[list[int]]], scale: float = 20.0, symmetric: bool = False,
-                   freeze_embeddings: bool = False, layers_from: int = 0) -> tuple[float, dict[str, np.ndarray]]:
+                   freeze_embeddings: bool = False, layers_from: int = 0,
+                   store: FrozenStore | None = None) -> tuple[float, dict[str, np.ndarray]]:
     """The MNRL loss of one batch and every parameter's gradient, all columns' caches held at once.
 
     columns: [anchors, positives, negatives...], B id lists each -> loss, {name: grad} (the names of
-    parameters(model, freeze_embeddings, layers_from)).
+    parameters(model, freeze_embeddings, layers_from)). store: the frozen layers' outputs (forward()).
     """
     _check_columns(columns)
     _check_layers_from(model, layers_from)
     caches = [{} for _ in columns]
-    embs = [forward(model, ids, c, layers_from) for ids, c in zip(columns, caches)]  # [B, d] per column
+    embs = [forward(model, ids, c, layers_from, store) for ids, c in zip(columns, caches)]  # [B, d] per column
     loss, dembs = _loss_and_demb(embs, scale, symmetric)
     grads: dict[str, np.ndarray] = {}
     for demb, c in zip(dembs, caches):
@@ -148,14 +187,14 @@ def mnrl_gradients(model, columns: list[list[list[int]]], scale: float = 20.0, s
 
 def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size: int = 32, scale: float = 20.0,
                           symmetric: bool = False, freeze_embeddings: bool = False, layers_from: int = 0,
-                          progress=None) -> tuple[float, dict[str, np.ndarray]]:
+                          progress=None, store: FrozenStore | None = None) -> tuple[float, dict[str, np.ndarray]]:
     """mnrl_gradients by GradCache: the caches of one mini-batch at a time (module docstring).
 
     mini_batch_size: texts per forward (the library's default is 32). Each mini-batch is padded to its own
     longest text, as the library trims a mini-batch's trailing padding. The loss is computed on all B rows at
     once (a [B, B (1 + N)] matrix: small next to the model's caches), where the library sums it over row chunks
     of the same size: the same number up to rounding. progress: an optional callable(done, total) called after
-    each mini-batch's backward.
+    each mini-batch's backward. store: the frozen layers' outputs (forward()).
     """
     if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
@@ -163,7 +202,9 @@ def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size
     _check_layers_from(model, layers_from)
     starts = range(0, B, mini_batch_size)
     # 1. Embed every mini-batch of every column, keeping nothing but the embeddings.
-    embs = [np.concatenate([forward(model, ids[i:i + mini_batch_size]) for i in starts]) for ids in columns]
+    # (The frozen layers as step 3 runs them: both passes must give the same embeddings, bit for bit.)
+    embs = [np.concatenate([forward(model, ids[i:i + mini_batch_size], None, layers_from, store) for i in starts])
+            for ids in columns]
     # 2. The loss, and its gradient with respect to every embedding.  [B, d] per column
     loss, dembs = _loss_and_demb(embs, scale, symmetric)
     # 3. Each mini-batch again, now with a cache, and backward from its rows of that gradient.
@@ -172,7 +213,7 @@ def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size
     for ids, demb in zip(columns, dembs):
         for i in starts:
             cache: dict = {}
-            forward(model, ids[i:i + mini_batch_size], cache, layers_from)
+            forward(model, ids[i:i + mini_batch_size], cache, layers_from, store)
             backward(model, demb[i:i + mini_batch_size], cache, freeze_embeddings, into=grads)
             del cache  # this mini-batch's activations go before the next one's are made
             done += 1
