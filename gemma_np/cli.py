@@ -39,11 +39,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
 import warnings
-from dataclasses import fields
+from dataclasses import asdict, fields
 from importlib import resources
 from pathlib import Path
-from typing import get_type_hints
+from typing import get_args, get_type_hints
 
 import numpy as np
 
@@ -578,36 +579,47 @@ METAVARS = {int: "N", float: "X", str: "NAME"}
 def add_config_options(p, config_class) -> None:
     """One option per field of a settings dataclass (steps -> --steps), its default and help the field's own: a
     bool field is a flag; the dataclass checks the values when cmd_train builds it."""
-    types = get_type_hints(config_class)
+    hints = get_type_hints(config_class)
     for f in fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
-        if types[f.name] is bool:
+        kind = hints[f.name]
+        if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction if f.default else "store_true",
-                           help=help_text)
-        else:
-            p.add_argument(flag, type=types[f.name], default=f.default, metavar=METAVARS[types[f.name]],
-                           help=f"{help_text} (default: {f.default})")
+                           default=f.default, help=help_text)
+            continue
+        if isinstance(kind, types.UnionType):  # `float | None`: the option takes a float, None if not given
+            kind = next(k for k in get_args(kind) if k is not type(None))
+            p.add_argument(flag, type=kind, default=f.default, metavar=METAVARS[kind], help=help_text)
+            continue
+        p.add_argument(flag, type=kind, default=f.default, metavar=METAVARS[kind],
+                       help=f"{help_text} (default: {f.default})")
 
 
 def add_train(sub) -> None:
-    from .train.fit import TrainConfig
+    from .train.fit import MiningConfig, TrainConfig
 
     p = command(sub, "train", cmd_train,
-                help="fine-tune on (query, code) pairs with CachedMultipleNegativesRankingLoss",
+                help="fine-tune on (query, code) pairs with (Cached)MultipleNegativesRankingLoss",
                 description="Fine-tune the model in NumPy (gemma_np.train) on a data folder built by "
                             "`python -m training_data_tools.code_retrieval build`, evaluate NDCG@10 on its eval "
                             "split during training and on its test split before and after, and write a "
-                            "sentence-transformers model folder. The training settings are TrainConfig's "
-                            "(gemma_np.train.fit), defaults and all.")
+                            "sentence-transformers model folder. The training settings are TrainConfig's and the "
+                            "mining settings MiningConfig's (gemma_np.train.fit), defaults and all.")
     add_model(p, "base model folder")
     p.add_argument("--data", metavar="DIR", help="data folder (default: gemma_np.train.data.default_dir(), where "
                                                  "the data tool builds it in the cache)")
     p.add_argument("--out", metavar="MODEL_DIR", required=True, help="where to write the fine-tuned model")
     p.add_argument("--overwrite", action="store_true", help="replace a model already saved at --out")
     add_config_options(p.add_argument_group("training settings (TrainConfig)"), TrainConfig)
+    add_config_options(p.add_argument_group("hard-negative mining (MiningConfig; off unless --num-negatives)"),
+                       MiningConfig)
     p.add_argument("--eval-every", type=positive_int, metavar="N", help="evaluate on the eval split every N steps")
     p.add_argument("--eval-batch-size", type=positive_int, default=32, metavar="N", help="texts per forward (32)")
+    p.add_argument("--frozen-store", metavar="DIR", help="with --layers-from N: where the frozen layers' outputs "
+                                                         "are kept (default: <cache>/frozen)")
+    p.add_argument("--no-frozen-store", action="store_true", help="with --layers-from N: run the frozen layers at "
+                                                                  "every step instead (the same results, slower)")
     add_tokenizer(p)
     add_progress(p)
     p.set_defaults(dtype="float32", truncate_dim=None)
@@ -620,12 +632,15 @@ def cmd_train(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from .train.data import load_ir, load_train
+    from .train.data import frozen_store_dir, load_ir, load_train
     from .train.evaluate import evaluate
-    from .train.fit import TrainConfig, config_dict, fit
+    from .train.fit import MiningConfig, TrainConfig, config_dict, fit, mine, training_texts
+    from .train.frozen import FrozenStore
+    from .train.step import WithFrozenLayers
 
-    try:  # the options add_config_options made from TrainConfig's fields, checked by TrainConfig itself
+    try:  # the options add_config_options made from the dataclasses' fields, checked by the dataclasses themselves
         cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+        mining = MiningConfig(**{f.name: getattr(args, f.name) for f in fields(MiningConfig)})
     except ValueError as e:
         args.parser.error(str(e))
     data = Path(args.data) if args.data is not None else None
@@ -639,18 +654,46 @@ def cmd_train(args) -> int:
         raise ValueError(f"--layers-from {cfg.layers_from}: the model has {model.config.num_hidden_layers} layers")
     ir_options = {"query_prompt_name": cfg.query_prompt_name, "corpus_prompt_name": cfg.document_prompt_name,
                   "batch_size": args.eval_batch_size}
+    t0 = time.perf_counter()
+
+    # The frozen layers' outputs, once, for every text training, mining and the eval split will embed.
+    store = None
+    if cfg.layers_from > 0 and not args.no_frozen_store:
+        prompts = model.prompts
+        pq, pd = prompts[cfg.query_prompt_name], prompts[cfg.document_prompt_name]
+        texts = [x for column in training_texts(model, pairs, cfg) for x in column]
+        encoded = [pq + q for q, _ in pairs] + [pd + d for _, d in pairs] if mining.num_negatives else []
+        encoded += [pq + q for q in eval_set[0].values()] + [pd + d for d in eval_set[1].values()]
+        texts += model.tokenize(encoded)[0]  # as model.encode tokenizes them: its own maximum length
+        total = sum(len(x) for x in dict.fromkeys(map(tuple, texts)))
+        size = total * model.config.hidden_size * np.dtype(model.dtype).itemsize
+        root = Path(args.frozen_store) if args.frozen_store else frozen_store_dir()
+        bar = tqdm(total=total, desc=f"layers 0-{cfg.layers_from - 1}, once", unit="tok", unit_scale=True,
+                   disable=args.no_progress or None)
+        ts = time.perf_counter()
+        store = FrozenStore.open_or_build(model, cfg.layers_from, texts, root,
+                                          progress=lambda done, _total: bar.update(done - bar.n))
+        bar.close()
+        print(f"frozen layers: {len(store)} texts, {total} tokens, {size / 2**20:.0f} MiB in {store.folder} "
+              f"({time.perf_counter() - ts:.0f} s)", file=sys.stderr)
+    top = model if store is None else WithFrozenLayers(model, store)
+
+    rows = mine(top, pairs, mining, cfg)
+    if mining.num_negatives:
+        print(f"mined {mining.num_negatives} hard negative(s) per pair: {len(rows)} of {len(pairs)} pairs kept "
+              f"(a pair with fewer candidates is dropped, as mine_hard_negatives' n-tuple format)", file=sys.stderr)
 
     def on_eval_split(m):
-        return evaluate(m, *eval_set, name="eval", **ir_options)
+        return evaluate(top, *eval_set, name="eval", **ir_options)
 
-    def on_test_split(m):
+    def on_test_split(m):  # the model as saved, as any user runs it: model.encode, every layer
         return evaluate(m, *test_set, name="test", **ir_options)
 
     key = "eval_cosine_ndcg@10"
-    print(f"{len(pairs)} training pairs, {len(eval_set[0])} eval and {len(test_set[0])} test queries; "
-          f"{cfg.steps} steps of {cfg.batch_size} pairs (mini-batches of {cfg.mini_batch_size}), lr {cfg.lr}, "
-          f"warm-up {cfg.warmup_steps} steps", file=sys.stderr)
-    t0 = time.perf_counter()
+    print(f"{len(rows)} training rows, {len(eval_set[0])} eval and {len(test_set[0])} test queries; "
+          f"{cfg.steps} steps of {cfg.batch_size} rows"
+          + (f" (mini-batches of {cfg.mini_batch_size})" if cfg.gradcache else " (no GradCache)")
+          + f", lr {cfg.lr}, warm-up {cfg.warmup_steps} steps", file=sys.stderr)
     before = on_test_split(model)
     print(f"test before: ndcg@10 {before['test_cosine_ndcg@10']:.4f}", file=sys.stderr)
     bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=args.no_progress or None)
@@ -662,7 +705,8 @@ def cmd_train(args) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{1 / record['seconds']:.3f}")
 
-    history = fit(model, pairs, cfg, evaluate=on_eval_split, eval_every=args.eval_every, progress=progress)
+    history = fit(model, rows, cfg, evaluate=on_eval_split, eval_every=args.eval_every, progress=progress,
+                  store=store)
     bar.close()
     after = on_test_split(model)
     print(f"test after: ndcg@10 {after['test_cosine_ndcg@10']:.4f} (before {before['test_cosine_ndcg@10']:.4f})",
@@ -670,7 +714,9 @@ def cmd_train(args) -> int:
     model.save_pretrained(out)  # over the files of a model saved there before (--overwrite), never another folder
     import resource
 
-    log = {"config": config_dict(cfg), "base_model": str(model.folder), "data": str(data) if data else None,
+    log = {"config": config_dict(cfg), "mining": asdict(mining), "rows": len(rows),
+           "frozen_store": str(store.folder) if store is not None else None,
+           "base_model": str(model.folder), "data": str(data) if data else None,
            "test_before": before, "test_after": after, "history": history,
            "seconds": time.perf_counter() - t0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

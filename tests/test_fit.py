@@ -54,10 +54,17 @@ def test_bad_settings_are_refused(bad):
         TrainConfig(**bad)
 
 
-@pytest.mark.parametrize("variant", [{}, {"freeze_embeddings": True}, {"layers_from": 2}],
-                         ids=["all", "frozen-table", "layers-from-2"])
-def test_fit_equals_the_sentence_transformers_trainer(tiny_folder, torch_in_float64, variant):
-    """Five steps of CMNRL with warm-up, clipping and the Trainer's no-decay groups, in the same batch order."""
+# Rows with two hard negatives each: documents of other pairs, as mined rows hold them.
+TRIPLES = [(q, d, PAIRS[(i + 3) % len(PAIRS)][1], PAIRS[(i + 7) % len(PAIRS)][1]) for i, (q, d) in enumerate(PAIRS)]
+
+
+@pytest.mark.parametrize("variant, rows", [
+    ({}, PAIRS), ({"freeze_embeddings": True}, PAIRS), ({"layers_from": 2}, PAIRS),
+    ({}, TRIPLES), ({"layers_from": 2, "gradcache": False}, TRIPLES), ({"gradcache": False}, PAIRS)],
+    ids=["all", "frozen-table", "layers-from-2", "negatives", "negatives-layers-from-2-mnrl", "mnrl"])
+def test_fit_equals_the_sentence_transformers_trainer(tiny_folder, torch_in_float64, variant, rows):
+    """Five steps of (C)MNRL with warm-up, clipping and the Trainer's no-decay groups, in the same batch order;
+    pairs, or rows with two hard negatives; GradCache or the plain loss."""
     from sentence_transformers import SentenceTransformer
 
     from gemma_np.verify.training import st_fit
@@ -68,11 +75,11 @@ def test_fit_equals_the_sentence_transformers_trainer(tiny_folder, torch_in_floa
     model.embed_scale = float(st[0].auto_model.embed_tokens.embed_scale)  # float32's sqrt(D), as torch keeps it
     start = {n: a.copy() for n, a in model.params.items()}
 
-    history = fit(model, PAIRS, cfg)
-    want = st_fit(st, PAIRS, cfg)["losses"]
+    history = fit(model, rows, cfg)
+    want = st_fit(st, rows, cfg)["losses"]
     losses = [r["loss"] for r in history]
     assert len(losses) == len(want) == cfg.steps
-    n = 3 * cfg.batch_size * cfg.max_seq_length  # the longest sum: the weight gradients over a column's tokens
+    n = len(rows[0]) * cfg.batch_size * cfg.max_seq_length  # the longest sum: the weight gradients over a column's tokens
     depth = 50 * (model.config.num_hidden_layers + 1) + 30
     bound = gradient_bound(depth, max(64, n), U64)
     for step, (got, ref) in enumerate(zip(losses, want)):
@@ -205,19 +212,50 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
     assert "build the data set" in capsys.readouterr().err
 
 
+def test_the_train_command_with_a_frozen_store_and_hard_negatives(tiny_folder, tmp_path, capsys):
+    """--layers-from builds the store once (a second run opens it), --num-negatives mines with the base model;
+    the run with the store trains exactly as the run without it (--no-frozen-store): the same losses, bit for bit."""
+    import json
+
+    from gemma_np.cli import main
+
+    data, store = tiny_data(tmp_path / "data"), tmp_path / "store"
+    args = ["train", "--model", str(tiny_folder), "--data", str(data), "--steps", "2", "--batch-size", "4",
+            "--mini-batch-size", "2", "--lr", "1e-3", "--max-seq-length", "24", "--query-prompt-name", "query",
+            "--layers-from", "2", "--num-negatives", "1", "--frozen-store", str(store), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "frozen layers: " in err and f"in {store}" in err and "mined 1 hard negative(s) per pair" in err
+    folders = sorted(p.name for p in store.iterdir())
+    assert len(folders) == 1 and not folders[0].endswith(".partial")
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # the store is opened, not built again
+    assert sorted(p.name for p in store.iterdir()) == folders
+    assert main([*args, "--out", str(tmp_path / "c"), "--no-frozen-store"]) == 0
+    logs = [json.loads((tmp_path / o / "training_log.json").read_text()) for o in "abc"]
+    losses = [[r["loss"] for r in log["history"] if "loss" in r] for log in logs]
+    assert losses[0] == losses[1] == losses[2] and len(losses[0]) == 2
+    assert logs[0]["rows"] > 0 and logs[0]["mining"]["num_negatives"] == 1 and logs[2]["frozen_store"] is None
+    evals = [[r["eval"] for r in log["history"] if "eval" in r] for log in logs]
+    assert evals[0] == evals[1]  # the eval split through the store, opened or built: the same figures
+
+
 def test_the_train_options_are_the_config_fields_with_their_defaults(capsys):
-    """Every field of TrainConfig is an option of `gemma-np train` (steps -> --steps), its default read from the
-    dataclass: the command line with no setting gives TrainConfig()."""
+    """Every field of TrainConfig and MiningConfig is an option of `gemma-np train` (steps -> --steps), its default
+    read from the dataclass: the command line with no setting gives TrainConfig() and MiningConfig()."""
     from dataclasses import fields
 
     from gemma_np.cli import build_parser, main
+    from gemma_np.train.fit import MiningConfig
 
     args = build_parser().parse_args(["train", "--out", "x"])
-    assert TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}) == TrainConfig()
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for f in fields(TrainConfig):
-        assert "--" + f.name.replace("_", "-") in out and f.metadata["help"].split()[0] in out
+    for config in (TrainConfig, MiningConfig):
+        assert config(**{f.name: getattr(args, f.name) for f in fields(config)}) == config()
+        for f in fields(config):
+            assert "--" + f.name.replace("_", "-") in out and f.metadata["help"].split()[0] in out
+    args = build_parser().parse_args(["train", "--out", "x", "--no-gradcache", "--relative-margin", "0.05"])
+    assert args.gradcache is False and args.relative_margin == 0.05 and args.absolute_margin is None
 
 
 @pytest.mark.parametrize("options, message", [
@@ -229,6 +267,9 @@ def test_the_train_options_are_the_config_fields_with_their_defaults(capsys):
     (["--freeze-embeddings", "yes"], "unrecognized arguments: yes"),
     (["--dtype", "float64"], "unrecognized arguments: --dtype float64"),
     (["--min-cosine", "0.9"], "unrecognized arguments: --min-cosine 0.9"),
+    (["--num-negatives", "-1"], "num_negatives must be an integer >= 0, got -1"),
+    (["--sampling-strategy", "best"], "sampling_strategy must be one of ('top', 'random'), got 'best'"),
+    (["--relative-margin", "x"], "argument --relative-margin: invalid float value: 'x'"),
 ])
 def test_the_train_command_refuses_wrong_settings(tmp_path, capsys, options, message):
     """Refused before any file is read (the data folder here does not exist), with exit code 2."""

@@ -27,17 +27,24 @@ DOCUMENT_PROMPT_NAME = "document"
 DOCUMENT_PROMPT = "title: none | text: "
 
 
-def default_dir() -> Path:
-    """<cache root>/data/code-retrieval-pyX.Y, the cache root as weights_tools.paths finds it ($GEMMA_NP_CACHE,
-    else $XDG_CACHE_HOME/gemma_np, else ~/.cache/gemma_np); repeated here, since train/ does not import
-    weights_tools."""
+def cache_root() -> Path:
+    """The cache root as weights_tools.paths finds it ($GEMMA_NP_CACHE, else $XDG_CACHE_HOME/gemma_np, else
+    ~/.cache/gemma_np); repeated here, since train/ does not import weights_tools."""
     root = os.environ.get("GEMMA_NP_CACHE")
     if root:
-        base = Path(root).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "gemma_np"
-    return base / "data" / f"{NAME}-py{sys.version_info.major}.{sys.version_info.minor}"
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "gemma_np"
+
+
+def default_dir() -> Path:
+    """<cache root>/data/code-retrieval-pyX.Y (cache_root())."""
+    return cache_root() / "data" / f"{NAME}-py{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def frozen_store_dir() -> Path:
+    """<cache root>/frozen: where `gemma-np train` keeps the frozen layers' stores (gemma_np.train.frozen)."""
+    return cache_root() / "frozen"
 
 
 

@@ -1,11 +1,12 @@
-"""Fine-tuning: the loop that turns (query, document) pairs into training steps, as sentence-transformers'
-trainer runs CachedMultipleNegativesRankingLoss.
+"""Fine-tuning: the loop that turns (query, document[, negatives...]) rows into training steps, as
+sentence-transformers' trainer runs (Cached)MultipleNegativesRankingLoss.
 
 Each step, in the trainer's order:
 
-    batch      = the next batch_size pair indices of batch_order()        (a seeded permutation per epoch)
-    ids        = prompt + text, tokenized (<bos> ... <eos>, at most max_seq_length tokens)
-    loss, g    = cached_mnrl_gradients(model, [queries, documents], mini_batch_size)     # train/step.py
+    batch      = the next batch_size row indices of batch_order()          (a seeded permutation per epoch)
+    ids        = prompt + text, tokenized (<bos> ... <eos>, at most max_seq_length tokens), one column per field
+    loss, g    = cached_mnrl_gradients(model, [queries, documents, negatives...], mini_batch_size)   # train/step.py
+                 (or mnrl_gradients with gradcache=False)
     norm       = clip_grad_norm(g, max_grad_norm)                                          # train/optim.py
     AdamW step at the scheduled rate; then the rate for the next step (linear, warm-up)
 
@@ -15,8 +16,17 @@ there is warm-up), clipping by global norm before each step. What it is not: no 
 accumulation, no dropout (EmbeddingGemma has none). The batch order is gemma_np's own (NumPy's generator);
 benchmarks/bench_fine_tuning.py hands the very same order to sentence-transformers' trainer to compare the two.
 
-Nothing here reads a file (in train/, only data.py's two loaders do): `model` is an EmbeddingGemma (or anything
-with its attributes), `evaluate` a callable given the model, and `progress` a callable the CLI draws a bar with.
+Hard negatives: mine() adds them to (query, document) pairs as sentence-transformers' mine_hard_negatives does
+(gemma_np.train.mining, with MiningConfig's settings), each row then (query, document, negative_1, ...,
+negative_k), the n-tuple format; the negatives are documents, embedded with the document prompt.
+
+With layers_from N, pass a FrozenStore of layer N (gemma_np.train.frozen) holding the rows' tokenized texts
+(training_texts()): each step then begins at layer N; without one, the frozen layers run at every step, on each
+text alone, and give the same bits.
+
+Nothing here reads a file (in train/, only data.py's two loaders and frozen.py's store do): `model` is an
+EmbeddingGemma (or anything with its attributes), `evaluate` a callable given the model, and `progress` a
+callable the CLI draws a bar with.
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .data import DOCUMENT_PROMPT_NAME, QUERY_PROMPT_NAME
+from .frozen import FrozenStore
+from .mining import SAMPLING_STRATEGIES, mine_hard_negatives
 from .optim import AdamW, clip_grad_norm, linear_schedule_lr, trainer_no_decay
-from .step import cached_mnrl_gradients, parameters
+from .step import cached_mnrl_gradients, mnrl_gradients, parameters
 
 
 def setting(default, text: str):
@@ -47,6 +59,8 @@ class TrainConfig:
     steps: int = setting(100, "optimizer steps")
     batch_size: int = setting(32, "pairs per step: each query's in-batch negatives are the other pairs' documents")
     mini_batch_size: int = setting(8, "texts per forward pass in GradCache (the launch post's size)")
+    gradcache: bool = setting(True, "GradCache (CachedMultipleNegativesRankingLoss), one mini-batch's activations "
+                                    "at a time; --no-gradcache: MultipleNegativesRankingLoss, all at once")
     lr: float = setting(2e-5, "peak learning rate")
     warmup_ratio: float = setting(0.1, "share of the steps spent warming up: ceil(ratio * steps), as the Trainer")
     weight_decay: float = setting(0.01, "AdamW's decoupled weight decay (not on the norms)")
@@ -96,24 +110,26 @@ def batch_order(n_pairs: int, batch_size: int, steps: int, seed: int) -> list[li
     return order[:steps]
 
 
-def fit(model, pairs: list[tuple[str, str]], config: TrainConfig = TrainConfig(),
+def fit(model, rows: list[tuple[str, ...]], config: TrainConfig = TrainConfig(),
         evaluate: Callable[[object], dict] | None = None, eval_every: int | None = None,
-        progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Fine-tune `model` in place on (query, document) pairs with CachedMultipleNegativesRankingLoss.
+        progress: Callable[[dict], None] | None = None, store: FrozenStore | None = None) -> list[dict]:
+    """Fine-tune `model` in place on (query, document[, negative...]) rows with (Cached)MultipleNegativesRankingLoss.
 
-    evaluate(model) -> {metric: value} runs before the first step, every eval_every steps and after the last
-    (None: never). progress(record) is called after every step and evaluation. Returns the history: one record
-    per step {"step", "loss", "grad_norm", "lr", "seconds"} and per evaluation {"step", "eval": {...}}.
+    rows: bare texts (the prompts are config's), every row of the same length, at least 2. evaluate(model) ->
+    {metric: value} runs before the first step, every eval_every steps and after the last (None: never).
+    progress(record) is called after every step and evaluation. store: a FrozenStore of layer config.layers_from
+    (module docstring). Returns the history: one record per step {"step", "loss", "grad_norm", "lr", "seconds"}
+    and per evaluation {"step", "eval": {...}}.
     """
     if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
         raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
     cfg = config
-    prompts = model.prompts
-    for name in (cfg.query_prompt_name, cfg.document_prompt_name):
-        if name not in prompts:
-            raise ValueError(f"prompt {name!r} is not among the model's prompts {sorted(prompts)}")
-    pq, pd = prompts[cfg.query_prompt_name], prompts[cfg.document_prompt_name]
-    order = batch_order(len(pairs), cfg.batch_size, cfg.steps, cfg.seed)
+    widths = {len(r) for r in rows}
+    if len(widths) > 1 or min(widths, default=2) < 2:
+        raise ValueError(f"every row needs the same number of texts, at least 2 (query, document[, negatives]); "
+                         f"got rows of {sorted(widths)}")
+    columns = training_texts(model, rows, cfg)  # one list of token-id lists per field
+    order = batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)
 
     params = parameters(model, cfg.freeze_embeddings, cfg.layers_from)
     opt = AdamW(params, lr=linear_schedule_lr(0, cfg.lr, cfg.warmup_steps, cfg.steps),
@@ -131,10 +147,14 @@ def fit(model, pairs: list[tuple[str, str]], config: TrainConfig = TrainConfig()
     run_eval(0)
     for step, batch in enumerate(order):
         t0 = time.perf_counter()
-        queries = tokenize(model, [pq + pairs[i][0] for i in batch], cfg.max_seq_length)
-        docs = tokenize(model, [pd + pairs[i][1] for i in batch], cfg.max_seq_length)
-        loss, grads = cached_mnrl_gradients(model, [queries, docs], cfg.mini_batch_size, cfg.scale,
-                                            freeze_embeddings=cfg.freeze_embeddings, layers_from=cfg.layers_from)
+        cols = [[column[i] for i in batch] for column in columns]
+        if cfg.gradcache:
+            loss, grads = cached_mnrl_gradients(model, cols, cfg.mini_batch_size, cfg.scale,
+                                                freeze_embeddings=cfg.freeze_embeddings, layers_from=cfg.layers_from,
+                                                store=store)
+        else:
+            loss, grads = mnrl_gradients(model, cols, cfg.scale, freeze_embeddings=cfg.freeze_embeddings,
+                                         layers_from=cfg.layers_from, store=store)
         if not np.isfinite(loss):
             raise FloatingPointError(f"step {step + 1}: the loss is {loss}; stopping (lower --lr?)")
         norm = clip_grad_norm(grads, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else float("nan")
@@ -150,6 +170,59 @@ def fit(model, pairs: list[tuple[str, str]], config: TrainConfig = TrainConfig()
             run_eval(step + 1)
     run_eval(cfg.steps)
     return history
+
+
+def training_texts(model, rows: list[tuple[str, ...]], cfg: TrainConfig) -> list[list[list[int]]]:
+    """The token ids fit() trains on: one column per field of the rows, the query prompt before the first field
+    and the document prompt before the others, cut to max_seq_length (tokenize()).  -> [field][row] id lists"""
+    prompts = model.prompts
+    for name in (cfg.query_prompt_name, cfg.document_prompt_name):
+        if name not in prompts:
+            raise ValueError(f"prompt {name!r} is not among the model's prompts {sorted(prompts)}")
+    pq, pd = prompts[cfg.query_prompt_name], prompts[cfg.document_prompt_name]
+    return [tokenize(model, [(pq if c == 0 else pd) + r[c] for r in rows], cfg.max_seq_length)
+            for c in range(len(rows[0]))] if rows else []
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """Hard-negative mining for training, sentence-transformers' mine_hard_negatives settings (its defaults but
+    num_negatives, which is 0 here: no mining unless asked). Each becomes an option of `gemma-np train`."""
+
+    num_negatives: int = setting(0, "hard negatives mined per (query, document) pair with the base model, as "
+                                    "mine_hard_negatives (0: in-batch negatives only)")
+    range_min: int = setting(0, "skip the first N candidates (the likeliest false negatives)")
+    range_max: int | None = setting(None, "consider the top N candidates only (default: the library's)")
+    absolute_margin: float | None = setting(None, "a negative must score at least this much below the positive")
+    relative_margin: float | None = setting(None, "a negative must score at most (1 - X) times the positive's")
+    max_score: float | None = setting(None, "skip candidates scoring above X (likely false negatives)")
+    sampling_strategy: str = setting("top", f"which candidates to keep: {' or '.join(SAMPLING_STRATEGIES)}")
+    mining_seed: int = setting(12, "seed of Python's random for sampling_strategy random")
+
+    def __post_init__(self):
+        if isinstance(self.num_negatives, bool) or not isinstance(self.num_negatives, int) or self.num_negatives < 0:
+            raise ValueError(f"num_negatives must be an integer >= 0, got {self.num_negatives!r}")
+        if self.sampling_strategy not in SAMPLING_STRATEGIES:
+            raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}")
+
+
+def mine(model, pairs: list[tuple[str, str]], mining: MiningConfig, cfg: TrainConfig) -> list[tuple[str, ...]]:
+    """(query, document) pairs -> (query, document, negative_1, ..., negative_k) rows: mine_hard_negatives on the
+    pairs' documents as the corpus, embedded by `model` (an EmbeddingGemma, or step.WithFrozenLayers) with the
+    training prompts, output_format "n-tuple" (a pair with fewer than k negatives is dropped, as the library does).
+    The library's range_max default and its checks apply. Returns the pairs as they are when num_negatives is 0."""
+    if mining.num_negatives == 0:
+        return [tuple(p) for p in pairs]
+    import random
+
+    out = mine_hard_negatives([q for q, _ in pairs], [d for _, d in pairs], model=model,
+                              range_min=mining.range_min, range_max=mining.range_max, max_score=mining.max_score,
+                              absolute_margin=mining.absolute_margin, relative_margin=mining.relative_margin,
+                              num_negatives=mining.num_negatives, sampling_strategy=mining.sampling_strategy,
+                              query_prompt_name=cfg.query_prompt_name, corpus_prompt_name=cfg.document_prompt_name,
+                              output_format="n-tuple", rng=random.Random(mining.mining_seed))
+    negatives = [out[f"negative_{j}"] for j in range(1, mining.num_negatives + 1)]
+    return [tuple(r) for r in zip(out["anchor"], out["positive"], *negatives)]
 
 
 def tokenize(model, texts: list[str], max_seq_length: int) -> list[list[int]]:

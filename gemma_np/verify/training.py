@@ -1,8 +1,9 @@
 """The same fine-tuning run with sentence-transformers' own trainer: the oracle of gemma_np.train.fit.
 
-st_fit() hands SentenceTransformerTrainer the very run that fit() does: the same pairs, prompts, batch order
-(a batch sampler that yields fit's batch_order), CachedMultipleNegativesRankingLoss with the same scale and
-mini-batch size, AdamW (the single-tensor torch path) with the Trainer's no-decay groups, the linear schedule
+st_fit() hands SentenceTransformerTrainer the very run that fit() does: the same rows (pairs, or pairs with hard
+negatives as columns negative_1 ...), prompts, batch order (a batch sampler that yields fit's batch_order),
+CachedMultipleNegativesRankingLoss with the same scale and mini-batch size (MultipleNegativesRankingLoss when the
+config's gradcache is off), AdamW (the single-tensor torch path) with the Trainer's no-decay groups, the linear schedule
 with the same warm-up steps, clipping at the same norm, the same frozen tensors and max_seq_length. It returns
 the loss of every step, read from the loss module itself (the Trainer's logs round to 4 digits).
 
@@ -15,7 +16,7 @@ import tempfile
 import time
 
 
-def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | None = None,
+def st_fit(st, pairs: list[tuple[str, ...]], config, order: list[list[int]] | None = None,
            output_dir: str | None = None) -> dict:
     """Train the SentenceTransformer `st` in place as gemma_np.train.fit would train its model.
 
@@ -26,7 +27,10 @@ def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | No
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import DefaultBatchSampler
-    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
 
     from ..train.fit import batch_order
 
@@ -45,7 +49,7 @@ def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | No
         def __len__(self):
             return len(order)
 
-    class RecordingLoss(CachedMultipleNegativesRankingLoss):
+    class RecordingLoss(CachedMultipleNegativesRankingLoss if cfg.gradcache else MultipleNegativesRankingLoss):
         """The library's loss, keeping the value of each call (one per step)."""
 
         losses: list[float]
@@ -63,8 +67,10 @@ def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | No
             p.requires_grad_(int(name.split(".")[1]) >= cfg.layers_from)
     st.max_seq_length = min(cfg.max_seq_length, st.max_seq_length)  # as fit's tokenize: the smaller of the two
     prompts = st.prompts
-    dataset = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
-    loss = RecordingLoss(st, scale=cfg.scale, mini_batch_size=cfg.mini_batch_size)
+    names = ["anchor", "positive"] + [f"negative_{j}" for j in range(1, len(pairs[0]) - 1)]
+    dataset = Dataset.from_dict({name: [r[c] for r in pairs] for c, name in enumerate(names)})
+    sizes = {"mini_batch_size": cfg.mini_batch_size} if cfg.gradcache else {}
+    loss = RecordingLoss(st, scale=cfg.scale, **sizes)
     loss.losses = []
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
@@ -78,7 +84,8 @@ def st_fit(st, pairs: list[tuple[str, str]], config, order: list[list[int]] | No
             lr_scheduler_type="linear",
             optim="adamw_torch",  # torch.optim.AdamW; on CPU tensors its single-tensor path, as gemma_np's
             batch_sampler=FixedOrder,
-            prompts={"anchor": prompts[cfg.query_prompt_name], "positive": prompts[cfg.document_prompt_name]},
+            prompts={name: prompts[cfg.query_prompt_name if name == "anchor" else cfg.document_prompt_name]
+                     for name in names},
             seed=cfg.seed,
             logging_steps=1,
             report_to="none",
