@@ -3,6 +3,7 @@
     python benchmarks/bench_fine_tuning.py compare [--steps 30] [--batch-size 32] [--mini-batch-size 8] [--lr 2e-5]
                                              [--layers-from N] [--freeze-embeddings] [--max-seq-length 256]
                                              [--data DIR] [--model DIR] [--no-eval] [--json FILE]
+    python benchmarks/bench_fine_tuning.py compare --run MODEL_DIR --steps K [--no-eval] [--json FILE]
     python benchmarks/bench_fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
 
 compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
@@ -13,6 +14,11 @@ largest difference between the two curves, seconds per step (the median of fit's
 over its steps), peak RSS (ru_maxrss: load, imports, training and evaluation), and NDCG@10 on the test split
 after training, each side measured by its own library's evaluator (gemma_np.train.evaluate; the library's
 InformationRetrievalEvaluator), with gemma_np's figure for the base model before it.
+
+compare --run MODEL_DIR: the first K steps of a `gemma-np train` run, replayed: its settings (training_log.json),
+its rows with their mined hard negatives (training_rows.jsonl), its batch order and its learning-rate schedule
+(fit's and st_fit's `until`: the run's schedule, stopped after K steps). gemma_np's side begins at the run's
+--layers-from from a frozen-layer store, as the run did.
 
 figure: draws the loss and the eval split's NDCG@10 over the steps of a `gemma-np train` run (its
 training_log.json), with the test split's NDCG@10 before and after, and, given a compare JSON, the two sides'
@@ -48,15 +54,23 @@ def run_worker(side: str, work_file: str) -> dict:
 
     work = json.loads(Path(work_file).read_text())
     cfg = TrainConfig(**work["config"])
-    pairs = load_train(work["data"])
+    if work.get("rows"):  # a run's own rows, hard negatives and all
+        with open(work["rows"], encoding="utf-8") as f:
+            rows = [tuple(json.loads(line)) for line in f if line.strip()]
+    else:
+        rows = load_train(work["data"])
+    until = work.get("until")
+    steps = until or cfg.steps
     test = load_ir(work["data"], "test")
-    order = batch_order(len(pairs), cfg.batch_size, cfg.steps, cfg.seed)
+    order = batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)
     out = {"side": side, "blas": blas_info()}
     t0 = time.perf_counter()
     if side == "gemma_np":
         from gemma_np import EmbeddingGemma
+        from gemma_np.train.data import frozen_store_dir
         from gemma_np.train.evaluate import evaluate
-        from gemma_np.train.fit import fit
+        from gemma_np.train.fit import fit, training_texts
+        from gemma_np.train.frozen import FrozenStore
 
         model = EmbeddingGemma.from_pretrained(work["model"])
         ir = {"query_prompt_name": cfg.query_prompt_name, "corpus_prompt_name": cfg.document_prompt_name}
@@ -64,11 +78,17 @@ def run_worker(side: str, work_file: str) -> dict:
         if work["eval"]:
             out["ndcg_before"] = evaluate(model, *test, name="test", **ir)["test_cosine_ndcg@10"]
             log(f"  [gemma_np] test NDCG@10 before: {out['ndcg_before']:.4f}")
+        store = None
+        if cfg.layers_from > 0 and work.get("rows"):  # the run's store (opened; built if absent)
+            texts = [x for column in training_texts(model, [rows[i] for b in order[:steps] for i in b], cfg)
+                     for x in column]
+            store = FrozenStore.open_or_build(model, cfg.layers_from, texts, frozen_store_dir() / "compare")
 
         def progress(r):
-            log(f"  [gemma_np] step {r['step']}: loss {r['loss']:.6f}, {r['seconds']:.1f} s")
+            if "loss" in r:
+                log(f"  [gemma_np] step {r['step']}: loss {r['loss']:.6f}, {r['seconds']:.1f} s")
 
-        history = fit(model, pairs, cfg, progress=progress)
+        history = fit(model, rows, cfg, progress=progress, store=store, until=until)
         out["losses"] = [r["loss"] for r in history]
         out["s_per_step"] = statistics.median(r["seconds"] for r in history)
         if work["eval"]:
@@ -83,8 +103,8 @@ def run_worker(side: str, work_file: str) -> dict:
         torch.set_num_threads(work["threads"])
         st = SentenceTransformer(work["model"], device="cpu")
         out["load_s"] = time.perf_counter() - t0
-        run = st_fit(st, pairs, cfg, order)
-        out["losses"], out["s_per_step"] = run["losses"], run["seconds"] / cfg.steps
+        run = st_fit(st, rows, cfg, order, until=until)
+        out["losses"], out["s_per_step"] = run["losses"], run["seconds"] / steps
         for i, loss in enumerate(out["losses"]):
             log(f"  [torch] step {i + 1}: loss {loss:.6f}")
         if work["eval"]:
@@ -122,7 +142,10 @@ def report(result: dict) -> str:
     head = (f"Fine-tuning, gemma_np next to sentence-transformers' trainer: {m['cpu']}, {m['cores']} cores, "
             f"{env}, Python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, "
             f"sentence-transformers {m['sentence_transformers']}; OpenBLAS {'; '.join(g['blas'])}")
-    settings = (f"{cfg['steps']} steps of {cfg['batch_size']} pairs, CMNRL mini-batches of {cfg['mini_batch_size']}, "
+    replay = (f"the first {result['until']} steps of the run in {result['run']} ({len(g['losses'])} compared), "
+              if result.get("run") else "")
+    loss = f"CMNRL mini-batches of {cfg['mini_batch_size']}" if cfg.get("gradcache", True) else "MNRL"
+    settings = (f"{replay}{cfg['steps']} steps of {cfg['batch_size']} rows, {loss}, "
                 f"lr {cfg['lr']}, warm-up {result['warmup_steps']} steps, max_seq_length {cfg['max_seq_length']}, "
                 f"layers_from {cfg['layers_from']}, freeze_embeddings {cfg['freeze_embeddings']}, seed {cfg['seed']}")
     speed = t["s_per_step"] / g["s_per_step"]
@@ -184,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work-file", help=argparse.SUPPRESS)
     sub = ap.add_subparsers(dest="command")
     c = sub.add_parser("compare", help="the same run in gemma_np and in sentence-transformers' trainer")
+    c.add_argument("--run", metavar="MODEL_DIR", help="replay the first --steps steps of this `gemma-np train` run "
+                                                       "(its training_log.json and training_rows.jsonl)")
     c.add_argument("--steps", type=int, default=30)
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--mini-batch-size", type=int, default=8)
@@ -218,19 +243,30 @@ def main(argv=None) -> int:
     from gemma_np.train.data import default_dir
     from gemma_np.train.fit import TrainConfig, config_dict
 
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-                      lr=args.lr, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
-                      layers_from=args.layers_from, freeze_embeddings=args.freeze_embeddings, seed=args.seed)
+    if args.run:
+        run = json.loads((Path(args.run) / "training_log.json").read_text())
+        conf = {k: v for k, v in run["config"].items() if k != "warmup_steps"}
+        cfg = TrainConfig(**conf)
+        until = min(args.steps, cfg.steps)
+        data = run["data"] or str(args.data or default_dir())
+        model = run["base_model"]
+        rows = str(Path(args.run) / "training_rows.jsonl")
+    else:
+        cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
+                          lr=args.lr, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
+                          layers_from=args.layers_from, freeze_embeddings=args.freeze_embeddings, seed=args.seed)
+        until, data, rows = None, str(args.data or default_dir()), None
+        model = str(args.model or default_model_dir())
     conf = config_dict(cfg)
     warmup = conf.pop("warmup_steps")
-    work = {"config": conf, "data": str(args.data or default_dir()), "model": str(args.model or default_model_dir()),
-            "eval": not args.no_eval, "threads": args.threads}
-    result = {"config": conf, "warmup_steps": warmup, "machine": machine()}
+    work = {"config": conf, "data": data, "model": model, "eval": not args.no_eval, "threads": args.threads,
+            "rows": rows, "until": until}
+    result = {"config": conf, "warmup_steps": warmup, "machine": machine(), "run": args.run, "until": until}
     with tempfile.TemporaryDirectory() as tmp:
         work_file = Path(tmp) / "work.json"
         work_file.write_text(json.dumps(work))
         for side in SIDES:
-            log(f"{side}: {cfg.steps} steps")
+            log(f"{side}: {until or cfg.steps} steps")
             t = time.perf_counter()
             r = spawn(side, str(work_file), args.threads)
             if r is None:

@@ -627,7 +627,9 @@ def add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     """Fine-tune on a data folder of training_data_tools.code_retrieval, evaluating on its eval split during and
-    its test split before and after; write the model folder and training_log.json in it."""
+    its test split before and after; write the model folder, training_log.json and training_rows.jsonl (the rows
+    trained on, hard negatives and all, in fit's order: benchmarks/bench_fine_tuning.py compare --run replays them)
+    in it."""
     import time
 
     from tqdm.auto import tqdm
@@ -721,6 +723,8 @@ def cmd_train(args) -> int:
            "seconds": time.perf_counter() - t0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    with open(out / "training_rows.jsonl", "w", encoding="utf-8", newline="\n") as f:  # what it trained on
+        f.writelines(json.dumps(list(r), ensure_ascii=False) + "\n" for r in rows)
     print(f"wrote {out} (SentenceTransformer({str(out)!r}) or EmbeddingGemma.from_pretrained loads it)",
           file=sys.stderr)
     return 0

@@ -98,6 +98,31 @@ def test_fit_equals_the_sentence_transformers_trainer(tiny_folder, torch_in_floa
         assert changed == (name in trained), name
 
 
+def test_the_first_steps_of_a_longer_run(tiny_folder, torch_in_float64):
+    """until=k: the first k steps of the run, at the rates of the whole run's schedule, on both sides."""
+    from sentence_transformers import SentenceTransformer
+
+    from gemma_np.verify.training import st_fit
+
+    cfg = TrainConfig(**{**CONFIG.__dict__, "steps": 6, "warmup_ratio": 0.5})
+    st = SentenceTransformer(str(tiny_folder), device="cpu").double()
+    models = [EmbeddingGemma.from_pretrained(tiny_folder, dtype="float64") for _ in range(2)]
+    for m in models:
+        m.embed_scale = float(st[0].auto_model.embed_tokens.embed_scale)
+    whole = [r["loss"] for r in fit(models[0], TRIPLES, cfg)]
+    model = models[1]
+    first = fit(model, TRIPLES, cfg, until=4)
+    assert [r["loss"] for r in first] == whole[:4] and [r["lr"] for r in first][-1] == cfg.lr  # peak at step 4
+    want = st_fit(st, TRIPLES, cfg, until=4)["losses"]
+    bound = gradient_bound(50 * (model.config.num_hidden_layers + 1) + 30, 4 * cfg.batch_size * cfg.max_seq_length,
+                           U64)
+    assert len(want) == 4
+    for step, (got, ref) in enumerate(zip(whole[:4], want)):
+        assert_below(f"until: step {step + 1} loss against the trainer's", abs(got - ref) / 20, bound)
+    with pytest.raises(ValueError, match="until must be an integer from 1 to steps"):
+        fit(model, TRIPLES, cfg, until=7)
+
+
 def test_the_saved_folder_loads_in_sentence_transformers_and_back(tiny_folder, tmp_path):
     """After two steps, save_pretrained writes a folder that SentenceTransformer loads with the same vectors,
     and EmbeddingGemma.from_pretrained loads with the same weights, bit for bit."""

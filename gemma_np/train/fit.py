@@ -112,14 +112,16 @@ def batch_order(n_pairs: int, batch_size: int, steps: int, seed: int) -> list[li
 
 def fit(model, rows: list[tuple[str, ...]], config: TrainConfig = TrainConfig(),
         evaluate: Callable[[object], dict] | None = None, eval_every: int | None = None,
-        progress: Callable[[dict], None] | None = None, store: FrozenStore | None = None) -> list[dict]:
+        progress: Callable[[dict], None] | None = None, store: FrozenStore | None = None,
+        until: int | None = None) -> list[dict]:
     """Fine-tune `model` in place on (query, document[, negative...]) rows with (Cached)MultipleNegativesRankingLoss.
 
     rows: bare texts (the prompts are config's), every row of the same length, at least 2. evaluate(model) ->
     {metric: value} runs before the first step, every eval_every steps and after the last (None: never).
     progress(record) is called after every step and evaluation. store: a FrozenStore of layer config.layers_from
-    (module docstring). Returns the history: one record per step {"step", "loss", "grad_norm", "lr", "seconds"}
-    and per evaluation {"step", "eval": {...}}.
+    (module docstring). until: stop after this many steps, the batch order and the schedule still those of
+    config.steps (the first steps of a longer run). Returns the history: one record per step {"step", "loss",
+    "grad_norm", "lr", "seconds"} and per evaluation {"step", "eval": {...}}.
     """
     if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
         raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
@@ -130,6 +132,10 @@ def fit(model, rows: list[tuple[str, ...]], config: TrainConfig = TrainConfig(),
                          f"got rows of {sorted(widths)}")
     columns = training_texts(model, rows, cfg)  # one list of token-id lists per field
     order = batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)
+    if until is not None:
+        if isinstance(until, bool) or not isinstance(until, int) or not 1 <= until <= cfg.steps:
+            raise ValueError(f"until must be an integer from 1 to steps ({cfg.steps}), got {until!r}")
+        order = order[:until]
 
     params = parameters(model, cfg.freeze_embeddings, cfg.layers_from)
     opt = AdamW(params, lr=linear_schedule_lr(0, cfg.lr, cfg.warmup_steps, cfg.steps),
@@ -166,9 +172,9 @@ def fit(model, rows: list[tuple[str, ...]], config: TrainConfig = TrainConfig(),
         history.append(record)
         if progress is not None:
             progress(record)
-        if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < cfg.steps:
+        if eval_every is not None and (step + 1) % eval_every == 0 and step + 1 < len(order):
             run_eval(step + 1)
-    run_eval(cfg.steps)
+    run_eval(len(order))
     return history
 
 

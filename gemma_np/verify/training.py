@@ -17,16 +17,18 @@ import time
 
 
 def st_fit(st, pairs: list[tuple[str, ...]], config, order: list[list[int]] | None = None,
-           output_dir: str | None = None) -> dict:
+           output_dir: str | None = None, until: int | None = None) -> dict:
     """Train the SentenceTransformer `st` in place as gemma_np.train.fit would train its model.
 
     Returns {"losses": the loss of every step, "seconds": the trainer's wall time}.
 
     config: a gemma_np.train.fit.TrainConfig. order: each step's pair indices (default fit's batch_order).
+    until: stop after this many steps, the schedule still that of config.steps (as fit's until).
     """
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import DefaultBatchSampler
+    from transformers import TrainerCallback
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
@@ -95,9 +97,19 @@ def st_fit(st, pairs: list[tuple[str, ...]], config, order: list[list[int]] | No
             dataloader_drop_last=False,
         )
         trainer = SentenceTransformerTrainer(model=st, args=args, train_dataset=dataset, loss=loss)
+        if until is not None:
+            class StopAt(TrainerCallback):
+                """Ends training after `until` steps; max_steps (and so the schedule) stays config.steps."""
+
+                def on_step_end(self, args, state, control, **kwargs):
+                    control.should_training_stop = state.global_step >= until
+
+            trainer.add_callback(StopAt())
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
+    if until is not None and len(loss.losses) != until:
+        raise RuntimeError(f"the trainer ran {len(loss.losses)} steps, not the {until} asked")
     for p in st.parameters():
         p.requires_grad_(True)
     return {"losses": loss.losses, "seconds": seconds}
