@@ -5,6 +5,7 @@
                                              [--data DIR] [--model DIR] [--no-eval] [--json FILE]
     python benchmarks/bench_fine_tuning.py compare --run MODEL_DIR --steps K [--no-eval] [--json FILE]
     python benchmarks/bench_fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
+    python benchmarks/bench_fine_tuning.py check --run MODEL_DIR
 
 compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
 the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.training.st_fit (SentenceTransformerTrainer,
@@ -19,6 +20,11 @@ compare --run MODEL_DIR: the first K steps of a `gemma-np train` run, replayed: 
 its rows with their mined hard negatives (training_rows.jsonl), its batch order and its learning-rate schedule
 (fit's and st_fit's `until`: the run's schedule, stopped after K steps). gemma_np's side begins at the run's
 --layers-from from a frozen-layer store, as the run did.
+
+check --run MODEL_DIR: the saved model of a `gemma-np train` run, loaded by SentenceTransformer(folder) and scored
+on the test split by sentence-transformers' own InformationRetrievalEvaluator (torch, float32): every metric
+against the one gemma_np printed and logged (training_log.json's test_after), and EmbeddingGemma.from_pretrained
+(folder) loading it. Exit 1 if a metric differs by more than 1e-6.
 
 figure: draws the loss and the eval split's NDCG@10 over the steps of a `gemma-np train` run (its
 training_log.json), with the test split's NDCG@10 before and after, and, given a compare JSON, the two sides'
@@ -201,6 +207,33 @@ def figure(log_file: Path, compare: Path | None, out: Path) -> None:
     log(f"wrote {out}")
 
 
+def check(run_dir: Path) -> int:
+    """The library's evaluator on the saved model against gemma_np's logged test figures (module docstring)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    from gemma_np import EmbeddingGemma
+    from gemma_np.train.data import load_ir
+
+    run = json.loads((run_dir / "training_log.json").read_text())
+    cfg = run["config"]
+    EmbeddingGemma.from_pretrained(run_dir)  # loads (the weights checked, every tensor named)
+    st = SentenceTransformer(str(run_dir), device="cpu")
+    st.max_seq_length = 2048  # the model's own length, as gemma_np's evaluate encodes
+    evaluator = InformationRetrievalEvaluator(*load_ir(run["data"], "test"), name="test",
+                                              query_prompt_name=cfg["query_prompt_name"],
+                                              corpus_prompt_name=cfg["document_prompt_name"])
+    t0 = time.perf_counter()
+    theirs = evaluator(st)
+    ours = run["test_after"]
+    worst = max(abs(theirs[k] - ours[k]) for k in ours)
+    print(f"sentence-transformers' InformationRetrievalEvaluator on {run_dir} ({time.perf_counter() - t0:.0f} s): "
+          f"{len(ours)} metrics, largest difference from gemma_np's {worst:.2g}")
+    for k in ("test_cosine_ndcg@10", "test_cosine_mrr@10", "test_cosine_accuracy@1"):
+        print(f"  {k}: sentence-transformers {theirs[k]:.6f}, gemma_np {ours[k]:.6f}")
+    return 0 if worst <= 1e-6 else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -227,11 +260,15 @@ def main(argv=None) -> int:
     f.add_argument("--log", required=True)
     f.add_argument("--compare", help="a compare --json file: adds both sides' loss curves")
     f.add_argument("--out", default=str(ROOT / "docs" / "figures" / "fine-tuning.png"))
+    k = sub.add_parser("check", help="the saved model of a run, scored by sentence-transformers' own evaluator")
+    k.add_argument("--run", required=True, metavar="MODEL_DIR")
     args = ap.parse_args(argv)
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.work_file)))
         return 0
+    if args.command == "check":
+        return check(Path(args.run))
     if args.command == "figure":
         figure(Path(args.log), Path(args.compare) if args.compare else None, Path(args.out))
         return 0

@@ -664,7 +664,9 @@ def cmd_train(args) -> int:
         prompts = model.prompts
         pq, pd = prompts[cfg.query_prompt_name], prompts[cfg.document_prompt_name]
         texts = [x for column in training_texts(model, pairs, cfg) for x in column]
-        encoded = [pq + q for q, _ in pairs] + [pd + d for _, d in pairs] if mining.num_negatives else []
+        # The texts as mining embeds them (model.encode: no cut at max_seq_length) whether or not this run mines,
+        # so that runs with other mining settings share the store.
+        encoded = [pq + q for q, _ in pairs] + [pd + d for _, d in pairs]
         encoded += [pq + q for q in eval_set[0].values()] + [pd + d for d in eval_set[1].values()]
         texts += model.tokenize(encoded)[0]  # as model.encode tokenizes them: its own maximum length
         total = sum(len(x) for x in dict.fromkeys(map(tuple, texts)))

@@ -219,6 +219,19 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
     assert [r["step"] for r in log["history"] if "eval" in r] == [0, 2, 3]
     assert set(log["test_before"]) == set(log["test_after"]) and "test_cosine_ndcg@10" in log["test_after"]
     assert log["config"]["warmup_steps"] == 1 and log["peak_rss_mb"] > 0
+    # The library's own evaluator on the saved folder gives the figures the command printed and logged.
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    from gemma_np.train.data import load_ir
+
+    evaluator = InformationRetrievalEvaluator(*load_ir(data, "test"), name="test", query_prompt_name="query",
+                                              corpus_prompt_name="document")
+    theirs = evaluator(SentenceTransformer(str(out), device="cpu"))
+    assert set(theirs) == set(log["test_after"])
+    for key, value in theirs.items():
+        assert_below(f"train: the library's evaluator on the saved model, {key}", abs(value - log["test_after"][key]),
+                     1e-6)
     tuned = EmbeddingGemma.from_pretrained(out)
     assert not np.array_equal(np.asarray(tuned.params["norm.weight"]),
                               np.asarray(EmbeddingGemma.from_pretrained(tiny_folder).params["norm.weight"]))
