@@ -6,6 +6,7 @@
     python benchmarks/bench_fine_tuning.py compare --run MODEL_DIR --steps K [--no-eval] [--json FILE]
     python benchmarks/bench_fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
     python benchmarks/bench_fine_tuning.py check --run MODEL_DIR
+    python benchmarks/bench_fine_tuning.py frozen --run MODEL_DIR [--repeats 3]
 
 compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
 the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.training.st_fit (SentenceTransformerTrainer,
@@ -25,6 +26,10 @@ check --run MODEL_DIR: the saved model of a `gemma-np train` run, loaded by Sent
 on the test split by sentence-transformers' own InformationRetrievalEvaluator (torch, float32): every metric
 against the one gemma_np printed and logged (training_log.json's test_after), and EmbeddingGemma.from_pretrained
 (folder) loading it. Exit 1 if a metric differs by more than 1e-6.
+
+frozen --run MODEL_DIR: one training step of the run's first batch (its rows, settings and --layers-from N), the
+frozen layers read from a store (built first if absent, not timed) and computed anew (each text alone, as without
+the store): seconds per step, the median of --repeats, and the loss and gradients checked to be the same bits.
 
 figure: draws the loss and the eval split's NDCG@10 over the steps of a `gemma-np train` run (its
 training_log.json), with the test split's NDCG@10 before and after, and, given a compare JSON, the two sides'
@@ -234,6 +239,55 @@ def check(run_dir: Path) -> int:
     return 0 if worst <= 1e-6 else 1
 
 
+def frozen_steps(run_dir: Path, repeats: int) -> int:
+    """One step of the run's first batch with and without the frozen-layer store (module docstring)."""
+    import numpy as np
+
+    from gemma_np import EmbeddingGemma
+    from gemma_np.train.data import frozen_store_dir
+    from gemma_np.train.fit import TrainConfig, batch_order, training_texts
+    from gemma_np.train.frozen import FrozenStore
+    from gemma_np.train.step import cached_mnrl_gradients, mnrl_gradients
+
+    run = json.loads((run_dir / "training_log.json").read_text())
+    cfg = TrainConfig(**{k: v for k, v in run["config"].items() if k != "warmup_steps"})
+    if cfg.layers_from == 0:
+        log("the run trains every layer: nothing is frozen")
+        return 2
+    with open(run_dir / "training_rows.jsonl", encoding="utf-8") as f:
+        rows = [tuple(json.loads(line)) for line in f if line.strip()]
+    model = EmbeddingGemma.from_pretrained(run["base_model"])
+    batch = [rows[i] for i in batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)[0]]
+    cols = training_texts(model, batch, cfg)
+    store = FrozenStore.open_or_build(model, cfg.layers_from, [x for c in cols for x in c],
+                                      frozen_store_dir() / "compare")
+
+    def step(with_store: bool):
+        kw = {"freeze_embeddings": cfg.freeze_embeddings, "layers_from": cfg.layers_from,
+              "store": store if with_store else None}
+        if cfg.gradcache:
+            return cached_mnrl_gradients(model, cols, cfg.mini_batch_size, cfg.scale, **kw)
+        return mnrl_gradients(model, cols, cfg.scale, **kw)
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    results = {}
+    for _ in range(repeats):
+        for with_store in (False, True):
+            t0 = time.perf_counter()
+            results[with_store] = step(with_store)
+            times[with_store].append(time.perf_counter() - t0)
+    (la, ga), (lb, gb) = results[True], results[False]
+    same = la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
+    a, b = statistics.median(times[True]), statistics.median(times[False])
+    m = machine()
+    print(f"{m['cpu']}, {m['cores']} cores; one step of {len(batch)} rows x {len(cols)} columns, layers "
+          f"{cfg.layers_from}-{model.config.num_hidden_layers - 1} trained, "
+          f"{'GradCache' if cfg.gradcache else 'plain MNRL'}; median of {repeats}")
+    print(f"  frozen layers computed anew: {b:.1f} s/step; read from the store: {a:.1f} s/step ({b / a:.2f}x); "
+          f"loss and gradients {'the same bits' if same else 'DIFFERENT'}")
+    return 0 if same else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -262,11 +316,16 @@ def main(argv=None) -> int:
     f.add_argument("--out", default=str(ROOT / "docs" / "figures" / "fine-tuning.png"))
     k = sub.add_parser("check", help="the saved model of a run, scored by sentence-transformers' own evaluator")
     k.add_argument("--run", required=True, metavar="MODEL_DIR")
+    fz = sub.add_parser("frozen", help="one step of a run's first batch with and without the frozen-layer store")
+    fz.add_argument("--run", required=True, metavar="MODEL_DIR")
+    fz.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.work_file)))
         return 0
+    if args.command == "frozen":
+        return frozen_steps(Path(args.run), args.repeats)
     if args.command == "check":
         return check(Path(args.run))
     if args.command == "figure":
