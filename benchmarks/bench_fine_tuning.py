@@ -7,6 +7,7 @@
     python benchmarks/bench_fine_tuning.py figure --log MODEL_DIR/training_log.json [--compare FILE] [--out PNG]
     python benchmarks/bench_fine_tuning.py check --run MODEL_DIR
     python benchmarks/bench_fine_tuning.py frozen --run MODEL_DIR [--repeats 3]
+    python benchmarks/bench_fine_tuning.py summary --run MODEL_DIR [--out docs/fine-tuning-run.json]
 
 compare: the same run twice, each side in its own fresh process (this file's hidden `--worker` mode), one after
 the other: gemma_np.train.fit (NumPy float32) and gemma_np.verify.training.st_fit (SentenceTransformerTrainer,
@@ -30,6 +31,12 @@ against the one gemma_np printed and logged (training_log.json's test_after), an
 frozen --run MODEL_DIR: one training step of the run's first batch (its rows, settings and --layers-from N), the
 frozen layers read from a store (built first if absent, not timed) and computed anew (each text alone, as without
 the store): seconds per step, the median of --repeats, and the loss and gradients checked to be the same bits.
+
+summary --run MODEL_DIR: what notebook 08 shows of a run, in a small JSON file (docs/fine-tuning-run.json by
+default): the settings, the history, the test split's metrics before and after, the rank of every test query's
+answer under the base model and the fine-tuned one (with the texts), and the run's first batch: its texts and
+its [B, B (1 + N)] similarity matrix (query against every document and hard negative of the batch) under both.
+Ranks are 1 + the number of corpus documents scoring strictly higher (float64 cosines of the float32 vectors).
 
 figure: draws the loss and the eval split's NDCG@10 over the steps of a `gemma-np train` run (its
 training_log.json), with the test split's NDCG@10 before and after, and, given a compare JSON, the two sides'
@@ -288,6 +295,50 @@ def frozen_steps(run_dir: Path, repeats: int) -> int:
     return 0 if same else 1
 
 
+def summary(run_dir: Path, out: Path) -> int:
+    """notebook 08's view of a run (module docstring)."""
+    import numpy as np
+
+    from gemma_np import EmbeddingGemma
+    from gemma_np.train.data import load_ir
+    from gemma_np.train.fit import TrainConfig, batch_order, training_texts
+    from gemma_np.train.step import forward
+
+    run = json.loads((run_dir / "training_log.json").read_text())
+    cfg = TrainConfig(**{k: v for k, v in run["config"].items() if k != "warmup_steps"})
+    with open(run_dir / "training_rows.jsonl", encoding="utf-8") as f:
+        rows = [tuple(json.loads(line)) for line in f if line.strip()]
+    queries, corpus, relevant = load_ir(run["data"], "test")
+    qids, cids = list(queries), list(corpus)
+    if any(len(relevant[q]) != 1 for q in qids):
+        log("summary expects one relevant document per test query")
+        return 2
+    answer = np.array([cids.index(next(iter(relevant[q]))) for q in qids])  # [Q]
+    first = [rows[i] for i in batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)[0]]
+    result = {"config": run["config"], "mining": run.get("mining"), "rows": run.get("rows"),
+              "history": run["history"], "test_before": run["test_before"], "test_after": run["test_after"],
+              "seconds": run["seconds"], "machine": machine(), "queries": [queries[q] for q in qids],
+              "answers": [corpus[cids[a]] for a in answer], "batch": [list(r) for r in first]}
+    for label, folder in (("base", run["base_model"]), ("tuned", run_dir)):
+        log(f"{label}: embedding the test split and the first batch")
+        model = EmbeddingGemma.from_pretrained(folder)
+        q = model.encode([queries[k] for k in qids], prompt_name=cfg.query_prompt_name).astype(np.float64)
+        c = model.encode([corpus[k] for k in cids], prompt_name=cfg.document_prompt_name).astype(np.float64)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        scores = q @ c.T  # [Q, C]
+        own = scores[np.arange(len(qids)), answer][:, None]  # [Q, 1]
+        result[f"ranks_{label}"] = (1 + np.sum(scores > own, axis=1)).tolist()  # [Q]
+        cols = training_texts(model, first, cfg)  # [queries, documents, negatives...]
+        embs = [forward(model, ids).astype(np.float64) for ids in cols]  # [B, d] each
+        docs = np.concatenate(embs[1:])  # [B (1 + N), d]: the batch's documents, then each negative column
+        result[f"batch_similarity_{label}"] = np.round(embs[0] @ docs.T, 6).tolist()  # [B, B (1 + N)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False) + "\n", encoding="utf-8")
+    log(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -319,11 +370,16 @@ def main(argv=None) -> int:
     fz = sub.add_parser("frozen", help="one step of a run's first batch with and without the frozen-layer store")
     fz.add_argument("--run", required=True, metavar="MODEL_DIR")
     fz.add_argument("--repeats", type=int, default=3)
+    sm = sub.add_parser("summary", help="what notebook 08 shows of a run, in a small JSON file")
+    sm.add_argument("--run", required=True, metavar="MODEL_DIR")
+    sm.add_argument("--out", default=str(ROOT / "docs" / "fine-tuning-run.json"))
     args = ap.parse_args(argv)
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.work_file)))
         return 0
+    if args.command == "summary":
+        return summary(Path(args.run), Path(args.out))
     if args.command == "frozen":
         return frozen_steps(Path(args.run), args.repeats)
     if args.command == "check":

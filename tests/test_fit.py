@@ -352,7 +352,8 @@ def test_a_fine_tuned_real_model_loads_in_sentence_transformers_with_the_same_ve
 def test_the_fine_tuning_benchmark_replays_checks_and_times_a_run(tiny_folder, tmp_path):
     """benchmarks/bench_fine_tuning.py on a tiny run: `compare --run` replays its first steps in both libraries
     (losses within float32's reach), `check --run` scores the saved model with the library's evaluator (exit 0:
-    within 1e-6), `frozen --run` times a step with and without the store (the same bits)."""
+    within 1e-6), `frozen --run` times a step with and without the store (the same bits), `summary --run` writes
+    notebook 08's view of it (ranks that give the logged NDCG@10)."""
     import json
     import os
     import subprocess
@@ -389,3 +390,12 @@ def test_the_fine_tuning_benchmark_replays_checks_and_times_a_run(tiny_folder, t
     assert done.returncode == 0 and "largest difference from gemma_np's" in done.stdout, done.stdout + done.stderr
     done = bench("frozen", "--run", str(out), "--repeats", "1")
     assert done.returncode == 0 and "the same bits" in done.stdout, done.stdout + done.stderr
+    done = bench("summary", "--run", str(out), "--out", str(tmp_path / "summary.json"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for label, key in (("base", "test_before"), ("tuned", "test_after")):  # the ranks are the evaluation's
+        ranks = np.array(summary[f"ranks_{label}"])
+        ndcg = np.mean(np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0))
+        assert abs(ndcg - summary[key]["test_cosine_ndcg@10"]) < 1e-12, label
+    B = len(summary["batch"])
+    assert np.array(summary["batch_similarity_tuned"]).shape == (B, 2 * B)  # documents, then the negatives
