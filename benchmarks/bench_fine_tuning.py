@@ -195,7 +195,7 @@ def figure(log_file: Path, compare: Path | None, out: Path) -> None:
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
     ax = axes[0]
     ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, color="tab:blue")
-    ax.set(xlabel="step", ylabel="CMNRL loss", title="training loss (gemma_np)")
+    ax.set(xlabel="step", ylabel="MNRL loss", title="training loss (gemma_np)")
     ax = axes[1]
     key = next(k for k in evals[0]["eval"] if k.endswith("ndcg@10"))
     ax.plot([r["step"] for r in evals], [r["eval"][key] for r in evals], "o-", color="tab:green", label="eval split")

@@ -41,6 +41,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from transformers import AutoConfig
 from transformers.models.gemma3 import modeling_gemma3
 
+import gemma_np
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.encoder import encoder_layer, encoder_layer_backward, layer_params
@@ -680,6 +681,112 @@ if run:
                  f"test NDCG@10 {ndcg[0]:.4f} before, {ndcg[1]:.4f} after")
     bx.grid(True, which="both", alpha=0.3)
 plt.show()
+
+# %% [markdown]
+# ## 8. A real run: what fine-tuning gains
+#
+# Everything above used one batch. The README's run trains on the whole train split with **hard negatives**:
+# for each (query, code) pair, the base model ranks every training document for the query, and the best-
+# scoring one that is not the query's own code joins the pair as a third column (`gemma_np.train.mining`,
+# sentence-transformers' `mine_hard_negatives`). The loss then has to push each query away from a document
+# that already looked right to it, not only from the batch's other, mostly unrelated documents.
+#
+# The run takes about 20 minutes on two cores, so the test suite does not run it here. Its command writes a
+# model folder; `python benchmarks/bench_fine_tuning.py summary --run FOLDER` keeps what this section shows in
+# `docs/fine-tuning-run.json` (a few hundred kilobytes, in the repository): the settings, the loss and
+# evaluation history, every test query's rank before and after, and the first batch's similarity matrices
+# under both models. The checks below hold the file to itself (ranks against the logged metrics).
+
+# %%
+REPO = Path(gemma_np.__file__).resolve().parent.parent
+summary = json.loads((REPO / "docs" / "fine-tuning-run.json").read_text(encoding="utf-8"))
+c, m = summary["config"], summary["mining"]
+print(f"{c['steps']} steps of {c['batch_size']} rows, lr {c['lr']:g}, layers {c['layers_from']}-23 trained, "
+      f"{m['num_negatives']} mined hard negative(s) per pair ({summary['rows']} rows), "
+      f"{summary['seconds'] / 60:.0f} minutes on {summary['machine']['cpu']}")
+ranks = {k: np.array(summary[f"ranks_{k}"]) for k in ("base", "tuned")}  # [Q] rank of each answer, 1 = first
+for label, key in (("base", "test_before"), ("tuned", "test_after")):
+    r = ranks[label]
+    by_hand = {"cosine_accuracy@1": np.mean(r == 1), "cosine_mrr@10": np.mean(np.where(r <= 10, 1 / r, 0)),
+               "cosine_ndcg@10": np.mean(np.where(r <= 10, 1 / np.log2(r + 1), 0))}
+    for k in KEYS:
+        assert abs(by_hand[k] - summary[key][f"test_{k}"]) <= 2 * len(r) * u64, (label, k)  # the logged figures
+print(f"{'':>18} {'base':>8} {'tuned':>8}")
+for k in KEYS:
+    print(f"{k:>18} {summary['test_before'][f'test_{k}']:8.4f} {summary['test_after'][f'test_{k}']:8.4f}")
+
+# %% [markdown]
+# The loss of every step and the eval split's NDCG@10 at each evaluation. The eval split's packages are
+# neither in the train split nor in the test split; the test split is scored only before and after.
+
+# %%
+steps_ = [r for r in summary["history"] if "loss" in r]
+evals_ = [r for r in summary["history"] if "eval" in r]
+fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
+ax.plot([r["step"] for r in steps_], [r["loss"] for r in steps_], lw=1)
+ax.set(xlabel="step", ylabel="MultipleNegativesRankingLoss", title="loss, one batch of the run per step")
+bx.plot([r["step"] for r in evals_], [r["eval"]["eval_cosine_ndcg@10"] for r in evals_], "o-", label="eval split")
+last = steps_[-1]["step"]
+bx.plot([0, last], [summary["test_before"]["test_cosine_ndcg@10"], summary["test_after"]["test_cosine_ndcg@10"]],
+        "s--", label="test split (before, after)")
+bx.set(xlabel="step", ylabel="NDCG@10", title="retrieval on packages training never saw")
+bx.legend()
+plt.show()
+
+# %% [markdown]
+# ### Which answers moved
+#
+# Each test query has one answer, its function's code. The gain is a balance: some answers climb, some fall.
+# Below, the query whose answer climbed the most and the one whose answer fell the most.
+
+# %%
+up, down = ranks["tuned"] < ranks["base"], ranks["tuned"] > ranks["base"]
+print(f"{len(ranks['base'])} test queries: {up.sum()} answers ranked higher after training, {down.sum()} lower, "
+      f"{(~up & ~down).sum()} unchanged")
+for label, i in (("climbed most", int(np.argmax(ranks["base"] - ranks["tuned"]))),
+                 ("fell most", int(np.argmax(ranks["tuned"] - ranks["base"])))):
+    print(f"\n{label}: rank {ranks['base'][i]} -> {ranks['tuned'][i]}\n  query: {summary['queries'][i]!r}\n"
+          f"  answer: {summary['answers'][i][:300]!r}")
+assert up.sum() > down.sum()  # the gain is more answers up than down, not a few large moves
+
+# %% [markdown]
+# ### One batch, before and after
+#
+# The run's first batch: each row a query, the columns its batch's documents (left block) and each pair's mined
+# hard negative (right block). The loss wants each row's diagonal entry of the left block above everything else
+# in the row. Before training, the hard negatives (right block, diagonal) are often close to the answer; after,
+# they sit lower.
+
+# %%
+sims = {k: np.array(summary[f"batch_similarity_{k}"]) for k in ("base", "tuned")}  # [B, B (1 + N)]
+Bq = sims["base"].shape[0]
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
+for axis, (label, s_) in zip(axes, sims.items()):
+    im = axis.imshow(s_, vmin=0, vmax=1, cmap="viridis")
+    axis.axvline(Bq - 0.5, color="white", lw=1)
+    axis.set(title=f"{label}: queries x (documents | hard negatives)", xlabel="document", ylabel="query")
+fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
+plt.show()
+for label, s_ in sims.items():
+    own = np.diag(s_[:, :Bq])  # [B] each query with its own code
+    hard = np.diag(s_[:, Bq:2 * Bq])  # [B] each query with its mined hard negative
+    others = np.where(np.eye(Bq, dtype=bool), -np.inf, s_[:, :Bq]).max(axis=1)  # [B] the best other document
+    print(f"{label:>5}: own code {own.mean():.3f}, its hard negative {hard.mean():.3f}, best other in-batch "
+          f"document {others.mean():.3f}; hard negative above own code in {(hard > own).sum()} of {Bq} rows")
+
+# %% [markdown]
+# ### A hard negative next to an easy one
+#
+# The first query of the batch, its code, the hard negative mined for it, and the batch's document that the base
+# model scores lowest for it: the easy negative, which the loss barely needs to push.
+
+# %%
+row = summary["batch"][0]
+easy = int(np.argmin(sims["base"][0, :Bq]))
+print(f"query: {row[0]!r}\n\nits code (base {sims['base'][0, 0]:.3f}, tuned {sims['tuned'][0, 0]:.3f}):\n{row[1][:400]}\n")
+print(f"hard negative (base {sims['base'][0, Bq]:.3f}, tuned {sims['tuned'][0, Bq]:.3f}):\n{row[2][:400]}\n")
+print(f"easy negative (base {sims['base'][0, easy]:.3f}, tuned {sims['tuned'][0, easy]:.3f}):\n"
+      f"{summary['batch'][easy][1][:400]}")
 
 # %% [markdown]
 # ## Summary
