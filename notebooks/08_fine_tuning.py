@@ -348,7 +348,9 @@ assert pushed == ["b16decode", "b64decode", "urlsafe_b64encode", "urlsafe_b64dec
 # %%
 layer = model.config.num_hidden_layers - 1  # 23
 cache: dict = {}
-assert np.array_equal(forward(model, d_ids, cache, layers_from=layer), p)
+# With layers_from, layers 0-22 run on each text alone (gemma_np.train.frozen: what lets them be computed once),
+# the full forward on the padded column: two float32 forwards of the same texts, within the parity bar.
+np.testing.assert_allclose(forward(model, d_ids, cache, layers_from=layer), p, rtol=0, atol=1e-6)
 dtokens, _ = sentence_head_backward(dp32, cache["head"])  # [B, S, D] d loss / d token embeddings
 dy32, _ = rms_norm_backward(dtokens, cache["encoder"]["norm"])  # [B, S, D] d loss / d layer 23's output
 x32 = cache["encoder"][f"layers.{layer}"]["input_layernorm"]["x"]  # [B, S, D] layer 23's input
@@ -503,7 +505,11 @@ print(f"after {STEPS} steps: loss {loss_after:.4f}")
 
 # %%
 curve = np.array([h_["loss"] for h_ in history] + [loss_after])  # the loss before each step, and after the last
-assert history[0]["loss"] == loss32
+# The first step's loss against section 3's loss32 of the same batch: layers 0-17 ran on each text alone here
+# (gemma_np.train.frozen), on the padded column there: two float32 forwards. Each cosine moves by at most
+# COS_MOVE, each logit by SCALE times that, and the loss (a mean of log-softmaxes, whose gradient in a row's
+# logits sums to at most 2 in absolute value) by at most 2 SCALE COS_MOVE.
+assert abs(history[0]["loss"] - loss32) <= 2 * SCALE * COS_MOVE
 assert np.all(np.diff(curve) < -2 * LOSS32_BOUND)
 assert curve[-1] < curve[0] / 10
 assert same_order(curve[0], 0.79) and same_order(loss_after, 0.04)  # figures the text states
