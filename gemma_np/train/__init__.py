@@ -9,8 +9,9 @@
               frozen-table option)
     frozen.py the frozen layers' outputs computed once: each text's input of layer N, alone, kept in a memory-
               mapped store keyed by the weights' and the texts' hashes (what --layers-from N makes cheap)
-    fit.py    the fine-tuning loop: (query, document) pairs to steps, as sentence-transformers' trainer runs
-              CachedMultipleNegativesRankingLoss; TrainConfig, every training default written once
+    fit.py    the fine-tuning loop: (query, document[, negatives...]) rows to steps, as sentence-transformers'
+              trainer runs (Cached)MultipleNegativesRankingLoss; mine() adds hard negatives to pairs; TrainConfig
+              and MiningConfig, every training and mining default written once
     evaluate.py  accuracy, precision, recall, MRR, NDCG and MAP @k of a retrieval, as InformationRetrievalEvaluator
     mining.py hard negatives as sentence-transformers' mine_hard_negatives chooses them from the same embeddings
               (range_min/range_max, margins, max/min score, "top" or "random"), as triplets or n-tuples
