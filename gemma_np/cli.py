@@ -672,14 +672,15 @@ def cmd_train(args) -> int:
         total = sum(len(x) for x in dict.fromkeys(map(tuple, texts)))
         size = total * model.config.hidden_size * np.dtype(model.dtype).itemsize
         root = Path(args.frozen_store) if args.frozen_store else frozen_store_dir()
+        print(f"frozen layers: layers 0-{cfg.layers_from - 1} of {len(dict.fromkeys(map(tuple, texts)))} texts "
+              f"({total} tokens, {size / 2**20:.0f} MiB), read from {root} or computed there once", file=sys.stderr)
         bar = tqdm(total=total, desc=f"layers 0-{cfg.layers_from - 1}, once", unit="tok", unit_scale=True,
                    disable=args.no_progress or None)
         ts = time.perf_counter()
         store = FrozenStore.open_or_build(model, cfg.layers_from, texts, root,
                                           progress=lambda done, _total: bar.update(done - bar.n))
         bar.close()
-        print(f"frozen layers: {len(store)} texts, {total} tokens, {size / 2**20:.0f} MiB in {store.folder} "
-              f"({time.perf_counter() - ts:.0f} s)", file=sys.stderr)
+        print(f"frozen layers: {store.folder} ({time.perf_counter() - ts:.0f} s)", file=sys.stderr)
     top = model if store is None else WithFrozenLayers(model, store)
 
     rows = mine(top, pairs, mining, cfg)
@@ -708,6 +709,9 @@ def cmd_train(args) -> int:
         else:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", steps_per_s=f"{1 / record['seconds']:.3f}")
+            if bar.disable and not args.no_progress:  # no terminal (a log file): a line per step instead
+                print(f"step {record['step']}/{cfg.steps}: loss {record['loss']:.4f}, {record['seconds']:.1f} s",
+                      file=sys.stderr)
 
     history = fit(model, rows, cfg, evaluate=on_eval_split, eval_every=args.eval_every, progress=progress,
                   store=store)

@@ -263,11 +263,15 @@ def test_the_train_command_with_a_frozen_store_and_hard_negatives(tiny_folder, t
             "--layers-from", "2", "--num-negatives", "1", "--frozen-store", str(store), "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
-    assert "frozen layers: " in err and f"in {store}" in err and "mined 1 hard negative(s) per pair" in err
+    assert f"read from {store} or computed there once" in err and f"frozen layers: {store}" in err
+    assert "mined 1 hard negative(s) per pair" in err and "step 1/2" not in err  # --no-progress: no step lines
     folders = sorted(p.name for p in store.iterdir())
     assert len(folders) == 1 and not folders[0].endswith(".partial")
-    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # the store is opened, not built again
+    # The store is opened, not built again; without --no-progress and without a terminal, a line per step.
+    assert main([a for a in args if a != "--no-progress"] + ["--out", str(tmp_path / "b")]) == 0
     assert sorted(p.name for p in store.iterdir()) == folders
+    err = capsys.readouterr().err
+    assert "step 1/2: loss " in err and "step 2/2: loss " in err
     assert main([*args, "--out", str(tmp_path / "c"), "--no-frozen-store"]) == 0
     logs = [json.loads((tmp_path / o / "training_log.json").read_text()) for o in "abc"]
     losses = [[r["loss"] for r in log["history"] if "loss" in r] for log in logs]
