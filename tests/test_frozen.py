@@ -151,6 +151,26 @@ def test_a_store_is_built_once_and_an_interrupted_build_is_not_read(model, tmp_p
     assert np.array_equal(store.states(other[0]), text_states(model, other[0], 1))
 
 
+@pytest.mark.parametrize("damage", ["states cut", "meta missing", "tokens not npy"])
+def test_a_damaged_store_is_named_with_the_fix(model, tmp_path, damage):
+    texts = every_text(columns(model))
+    store = FrozenStore.open_or_build(model, 1, texts, tmp_path)
+    if damage == "states cut":
+        path = store.folder / "states.npy"
+        path.write_bytes(path.read_bytes()[:-64])
+    elif damage == "meta missing":
+        (store.folder / "meta.json").unlink()
+    else:
+        (store.folder / "tokens.npy").write_bytes(b"not an array")
+    del store
+    if damage == "meta missing":  # no meta.json: the folder does not count as built, and is built again
+        assert np.array_equal(FrozenStore.open_or_build(model, 1, texts, tmp_path).states(texts[0]),
+                              text_states(model, texts[0], 1))
+        return
+    with pytest.raises(ValueError, match="a damaged frozen-layer store; delete the folder and it is built again"):
+        FrozenStore.open_or_build(model, 1, texts, tmp_path)
+
+
 def test_progress_counts_tokens(model, tmp_path):
     texts = every_text(columns(model))
     seen = []

@@ -90,13 +90,21 @@ class FrozenStore:
 
     def __init__(self, folder: Path, model, upto: int):
         self.folder, self.model, self.upto = Path(folder), model, upto
-        meta = json.loads((self.folder / "meta.json").read_text())
+        damaged = f"{self.folder}: a damaged frozen-layer store; delete the folder and it is built again"
+        try:
+            meta = json.loads((self.folder / "meta.json").read_text())
+            states = np.load(self.folder / "states.npy", mmap_mode="r")  # [T, D]
+            tokens = np.load(self.folder / "tokens.npy")  # [T]
+            offsets = np.load(self.folder / "offsets.npy")  # [n + 1]
+        except (OSError, ValueError) as e:  # a missing or cut file, not JSON, not .npy
+            raise ValueError(f"{damaged} ({e})") from None
         if meta.get("format") != FORMAT or meta.get("upto") != upto:
             raise ValueError(f"{self.folder}: a frozen-layer store of another format or layer ({meta}); delete it")
-        self.meta = meta
-        self._states = np.load(self.folder / "states.npy", mmap_mode="r")  # [T, D]
-        tokens = np.load(self.folder / "tokens.npy")  # [T]
-        offsets = np.load(self.folder / "offsets.npy")  # [n + 1]
+        T, D = tokens.shape[0], model.config.hidden_size
+        if states.shape != (T, D) or states.dtype != model.dtype or offsets[-1] != T or offsets.size != meta["texts"] + 1:
+            raise ValueError(f"{damaged} (states {states.shape} {states.dtype}, {T} tokens, {offsets.size} offsets, "
+                             f"meta {meta})")
+        self.meta, self._states = meta, states
         self._index = {tuple(tokens[a:b].tolist()): (a, b) for a, b in itertools.pairwise(offsets)}
         self.misses = 0
 
@@ -131,6 +139,8 @@ class FrozenStore:
             raise ValueError("a frozen-layer store needs at least one text, each with at least one token id")
         folder = Path(root) / frozen_key(model, upto, [list(x) for x in unique])
         if not (folder / "meta.json").is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # without meta.json (a build writes it last), not a finished store
             _build(model, upto, unique, folder, progress)
         return cls(folder, model, upto)
 
