@@ -636,7 +636,7 @@ def cmd_train(args) -> int:
 
     from .train.data import frozen_store_dir, load_ir, load_train
     from .train.evaluate import evaluate
-    from .train.fit import MiningConfig, TrainConfig, config_dict, fit, mine, training_texts
+    from .train.fit import MiningConfig, TrainConfig, config_dict, fit, mine, store_texts
     from .train.frozen import FrozenStore
     from .train.step import WithFrozenLayers
 
@@ -661,18 +661,11 @@ def cmd_train(args) -> int:
     # The frozen layers' outputs, once, for every text training, mining and the eval split will embed.
     store = None
     if cfg.layers_from > 0 and not args.no_frozen_store:
-        prompts = model.prompts
-        pq, pd = prompts[cfg.query_prompt_name], prompts[cfg.document_prompt_name]
-        texts = [x for column in training_texts(model, pairs, cfg) for x in column]
-        # The texts as mining embeds them (model.encode: no cut at max_seq_length) whether or not this run mines,
-        # so that runs with other mining settings share the store.
-        encoded = [pq + q for q, _ in pairs] + [pd + d for _, d in pairs]
-        encoded += [pq + q for q in eval_set[0].values()] + [pd + d for d in eval_set[1].values()]
-        texts += model.tokenize(encoded)[0]  # as model.encode tokenizes them: its own maximum length
-        total = sum(len(x) for x in dict.fromkeys(map(tuple, texts)))
+        texts = store_texts(model, pairs, cfg, eval_set)
+        total = sum(map(len, texts))
         size = total * model.config.hidden_size * np.dtype(model.dtype).itemsize
         root = Path(args.frozen_store) if args.frozen_store else frozen_store_dir()
-        print(f"frozen layers: layers 0-{cfg.layers_from - 1} of {len(dict.fromkeys(map(tuple, texts)))} texts "
+        print(f"frozen layers: layers 0-{cfg.layers_from - 1} of {len(texts)} texts "
               f"({total} tokens, {size / 2**20:.0f} MiB), read from {root} or computed there once", file=sys.stderr)
         bar = tqdm(total=total, desc=f"layers 0-{cfg.layers_from - 1}, once", unit="tok", unit_scale=True,
                    disable=args.no_progress or None)
@@ -724,6 +717,7 @@ def cmd_train(args) -> int:
 
     log = {"config": config_dict(cfg), "mining": asdict(mining), "rows": len(rows),
            "frozen_store": str(store.folder) if store is not None else None,
+           "frozen_store_misses": store.misses if store is not None else None,  # texts it lacked: 0 (store_texts)
            "base_model": str(model.folder), "data": str(data) if data else None,
            "test_before": before, "test_after": after, "history": history,
            "seconds": time.perf_counter() - t0,

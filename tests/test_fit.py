@@ -188,13 +188,13 @@ def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
 
-def tiny_data(folder):
+def tiny_data(folder, eval_rows=None):
     """A data folder in the format gemma_np.train.data loads, from the tiny pairs: 16 training pairs, 4 queries per
-    split."""
+    split (the eval split's: the first 4 pairs, or eval_rows)."""
     folder.mkdir()
     _write_jsonl(folder / "train.jsonl", [{"query": q, "document": d, "module": "m", "qualname": f"f{i}", "line": i}
                                           for i, (q, d) in enumerate(PAIRS)])
-    for split, rows in (("eval", PAIRS[:4]), ("test", PAIRS[4:8])):
+    for split, rows in (("eval", eval_rows or PAIRS[:4]), ("test", PAIRS[4:8])):
         _write_jsonl(folder / f"{split}_queries.jsonl", [{"id": f"{split}{i}", "text": q} for i, (q, _) in enumerate(rows)])
         _write_jsonl(folder / f"{split}_corpus.jsonl", [{"id": f"{split}{i}", "text": d} for i, (_, d) in enumerate(rows)])
         _write_jsonl(folder / f"{split}_qrels.jsonl", [{"query_id": f"{split}{i}", "corpus_id": f"{split}{i}"}
@@ -257,10 +257,13 @@ def test_the_train_command_with_a_frozen_store_and_hard_negatives(tiny_folder, t
 
     from gemma_np.cli import main
 
-    data, store = tiny_data(tmp_path / "data"), tmp_path / "store"
+    # an eval split of texts training lacks, so that the store must hold them (store_texts) or count them as misses
+    data = tiny_data(tmp_path / "data", eval_rows=[(q + " (eval)", d + "  # eval") for q, d in PAIRS[8:12]])
+    store = tmp_path / "store"
     args = ["train", "--model", str(tiny_folder), "--data", str(data), "--steps", "2", "--batch-size", "4",
             "--mini-batch-size", "2", "--lr", "1e-3", "--max-seq-length", "24", "--query-prompt-name", "query",
-            "--layers-from", "2", "--num-negatives", "1", "--frozen-store", str(store), "--no-progress"]
+            "--layers-from", "2", "--num-negatives", "1", "--frozen-store", str(store), "--eval-every", "1",
+            "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
     assert f"read from {store} or computed there once" in err and f"frozen layers: {store}" in err
@@ -277,6 +280,8 @@ def test_the_train_command_with_a_frozen_store_and_hard_negatives(tiny_folder, t
     losses = [[r["loss"] for r in log["history"] if "loss" in r] for log in logs]
     assert losses[0] == losses[1] == losses[2] and len(losses[0]) == 2
     assert logs[0]["rows"] > 0 and logs[0]["mining"]["num_negatives"] == 1 and logs[2]["frozen_store"] is None
+    # fit.store_texts held every text training, mining and the eval split embedded: none computed on the spot
+    assert logs[0]["frozen_store_misses"] == logs[1]["frozen_store_misses"] == 0
     evals = [[r["eval"] for r in log["history"] if "eval" in r] for log in logs]
     assert evals[0] == evals[1]  # the eval split through the store, opened or built: the same figures
 

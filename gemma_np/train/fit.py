@@ -231,6 +231,23 @@ def mine(model, pairs: list[tuple[str, str]], mining: MiningConfig, cfg: TrainCo
     return [tuple(r) for r in zip(out["anchor"], out["positive"], *negatives)]
 
 
+def store_texts(model, pairs: list[tuple[str, str]], cfg: TrainConfig,
+                eval_set: tuple[dict, dict, dict] | None = None) -> list[list[int]]:
+    """Every text a run with cfg.layers_from passes through the frozen layers, as token ids, each once: the
+    training columns as fit() cuts them (training_texts; a mined negative is one of the pairs' documents, cut as
+    they are), then the pairs as mine() embeds them (model.encode's tokenization: prompts in, no cut at
+    max_seq_length) whether or not this run mines, so that runs with other mining settings share one store, then
+    the eval split's queries and corpus as the evaluator encodes them (eval_set: load_ir's (queries, corpus,
+    relevant_docs)). The order is fixed: it is part of the store's key (frozen.frozen_key)."""
+    texts = [x for column in training_texts(model, pairs, cfg) for x in column]
+    pq, pd = model.prompts[cfg.query_prompt_name], model.prompts[cfg.document_prompt_name]
+    encoded = [pq + q for q, _ in pairs] + [pd + d for _, d in pairs]
+    if eval_set is not None:
+        encoded += [pq + q for q in eval_set[0].values()] + [pd + d for d in eval_set[1].values()]
+    texts += model.tokenize(encoded)[0]
+    return [list(x) for x in dict.fromkeys(map(tuple, texts))]
+
+
 def tokenize(model, texts: list[str], max_seq_length: int) -> list[list[int]]:
     """Token ids of each text, cut to max_seq_length with <bos> and <eos> kept (as the library truncates when
     its max_seq_length is set): the model's tokenizer cuts at the model's own maximum (2048), then this at
