@@ -66,6 +66,21 @@ SIDES = ("gemma_np", "torch")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def read_run(run_dir: str | Path):
+    """A `gemma-np train` run folder's training_log.json -> (the log, its settings as a TrainConfig)."""
+    from gemma_np.train.fit import TrainConfig
+
+    run = json.loads((Path(run_dir) / "training_log.json").read_text(encoding="utf-8"))
+    # the log's config is config_dict's: the fields and warmup_steps, which TrainConfig derives
+    return run, TrainConfig(**{k: v for k, v in run["config"].items() if k != "warmup_steps"})
+
+
+def read_rows(path: str | Path) -> list[tuple[str, ...]]:
+    """training_rows.jsonl (a run's rows as it trained on them, hard negatives and all) -> [(query, doc, neg...)]"""
+    with open(path, encoding="utf-8") as f:
+        return [tuple(json.loads(line)) for line in f if line.strip()]
+
+
 def run_worker(side: str, work_file: str) -> dict:
     from gemma_np.train.data import load_ir, load_train
     from gemma_np.train.fit import TrainConfig, batch_order
@@ -73,8 +88,7 @@ def run_worker(side: str, work_file: str) -> dict:
     work = json.loads(Path(work_file).read_text())
     cfg = TrainConfig(**work["config"])
     if work.get("rows"):  # a run's own rows, hard negatives and all
-        with open(work["rows"], encoding="utf-8") as f:
-            rows = [tuple(json.loads(line)) for line in f if line.strip()]
+        rows = read_rows(work["rows"])
     else:
         rows = load_train(work["data"])
     until = work.get("until")
@@ -227,14 +241,13 @@ def check(run_dir: Path) -> int:
     from gemma_np import EmbeddingGemma
     from gemma_np.train.data import load_ir
 
-    run = json.loads((run_dir / "training_log.json").read_text())
-    cfg = run["config"]
+    run, cfg = read_run(run_dir)
     EmbeddingGemma.from_pretrained(run_dir)  # loads (the weights checked, every tensor named)
     st = SentenceTransformer(str(run_dir), device="cpu")
     st.max_seq_length = 2048  # the model's own length, as gemma_np's evaluate encodes
     evaluator = InformationRetrievalEvaluator(*load_ir(run["data"], "test"), name="test",
-                                              query_prompt_name=cfg["query_prompt_name"],
-                                              corpus_prompt_name=cfg["document_prompt_name"])
+                                              query_prompt_name=cfg.query_prompt_name,
+                                              corpus_prompt_name=cfg.document_prompt_name)
     t0 = time.perf_counter()
     theirs = evaluator(st)
     ours = run["test_after"]
@@ -252,17 +265,15 @@ def frozen_steps(run_dir: Path, repeats: int) -> int:
 
     from gemma_np import EmbeddingGemma
     from gemma_np.train.data import frozen_store_dir
-    from gemma_np.train.fit import TrainConfig, batch_order, training_texts
+    from gemma_np.train.fit import batch_order, training_texts
     from gemma_np.train.frozen import FrozenStore
     from gemma_np.train.step import cached_mnrl_gradients, mnrl_gradients
 
-    run = json.loads((run_dir / "training_log.json").read_text())
-    cfg = TrainConfig(**{k: v for k, v in run["config"].items() if k != "warmup_steps"})
+    run, cfg = read_run(run_dir)
     if cfg.layers_from == 0:
         log("the run trains every layer: nothing is frozen")
         return 2
-    with open(run_dir / "training_rows.jsonl", encoding="utf-8") as f:
-        rows = [tuple(json.loads(line)) for line in f if line.strip()]
+    rows = read_rows(run_dir / "training_rows.jsonl")
     model = EmbeddingGemma.from_pretrained(run["base_model"])
     batch = [rows[i] for i in batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)[0]]
     cols = training_texts(model, batch, cfg)
@@ -301,13 +312,11 @@ def summary(run_dir: Path, out: Path) -> int:
 
     from gemma_np import EmbeddingGemma
     from gemma_np.train.data import load_ir
-    from gemma_np.train.fit import TrainConfig, batch_order, training_texts
+    from gemma_np.train.fit import batch_order, training_texts
     from gemma_np.train.step import forward
 
-    run = json.loads((run_dir / "training_log.json").read_text())
-    cfg = TrainConfig(**{k: v for k, v in run["config"].items() if k != "warmup_steps"})
-    with open(run_dir / "training_rows.jsonl", encoding="utf-8") as f:
-        rows = [tuple(json.loads(line)) for line in f if line.strip()]
+    run, cfg = read_run(run_dir)
+    rows = read_rows(run_dir / "training_rows.jsonl")
     queries, corpus, relevant = load_ir(run["data"], "test")
     qids, cids = list(queries), list(corpus)
     if any(len(relevant[q]) != 1 for q in qids):
@@ -396,9 +405,7 @@ def main(argv=None) -> int:
     from gemma_np.train.fit import TrainConfig, config_dict
 
     if args.run:
-        run = json.loads((Path(args.run) / "training_log.json").read_text())
-        conf = {k: v for k, v in run["config"].items() if k != "warmup_steps"}
-        cfg = TrainConfig(**conf)
+        run, cfg = read_run(args.run)
         until = min(args.steps, cfg.steps)
         data = run["data"] or str(args.data or default_dir())
         model = run["base_model"]
