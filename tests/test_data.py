@@ -23,7 +23,7 @@ import pytest
 from gemma_np.train import data as loaders
 from training_data_tools import code_retrieval as data
 
-IR_FILES = [f"{s}_{k}.jsonl" for s in ("eval", "test") for k in ("queries", "corpus", "qrels")]
+IR_FILES = [f"{s}_{k}.jsonl" for s in ("eval", "test") for k in ("queries", "corpus", "qrels", "distractors")]
 FILES = ["train.jsonl", *IR_FILES]
 
 
@@ -103,6 +103,37 @@ def test_sizes_and_no_document_or_query_twice(built, manifest):
     assert not docs["test"] & docs["train"] and not docs["test"] & docs["eval"] and not docs["eval"] & docs["train"]
     assert len({data._query_key(q) for q, _ in train}) == len(train)
     assert len({d for _, d in train}) == len(train)
+
+
+def test_distractors_are_their_splits_other_functions(built, manifest):
+    """load_ir(distractors=True): the corpus and then the split's distractors, none a document of any split, each
+    a function of the split's modules that has no query, its code parsing on its own; the queries and their
+    answers are the same as without."""
+    documents = {d for _, d in loaders.load_train(built)}
+    for split in ("eval", "test"):
+        documents |= set(loaders.load_ir(built, split)[1].values())
+    for split in ("eval", "test"):
+        queries, corpus, relevant = loaders.load_ir(built, split)
+        q2, full, r2 = loaders.load_ir(built, split, distractors=True)
+        assert q2 == queries and r2 == relevant and list(full)[:len(corpus)] == list(corpus)
+        extra = {k: full[k] for k in list(full)[len(corpus):]}
+        assert len(extra) == manifest["counts"][f"{split}_distractors"] > 100
+        assert not set(extra.values()) & documents and len(set(extra.values())) == len(extra)
+        modules = set(manifest["modules"][split])
+        for key, text in extra.items():
+            assert key.split(":")[0] in modules and key not in queries
+            ast.parse(text)
+            assert len(text) <= data.MAX_DOCUMENT_CHARS
+
+
+def test_the_distractors_of_a_hand_made_module():
+    """Code without a query of its own (no docstring; a summary too short) is a distractor; code the document
+    rules reject (a trivial body, a docstring alone) is not."""
+    others: list = []
+    data.extract(SAMPLE, "sample", others=others)
+    assert [(p.id, p.query, p.document) for p in others] == [
+        ("sample:Box.short:59", "", "def short(self):\n    return 1"),
+        ("sample:Box.plain:63", "", "def plain(self):\n    return 2")]
 
 
 def test_queries_are_the_summaries_and_documents_lack_the_docstring(built):

@@ -57,11 +57,20 @@ below TEST_PER_MILLE + EVAL_PER_MILLE, else to train (thresholds set for about 5
 Python 3.11; packages are few and unequal, so a split is dominated by its largest: multiprocessing, mailbox,
 _pyio and imaplib in test, importlib and xml in eval).
 
+The distractors: every other function of the eval and test splits' packages whose code passes the document rules
+above but that has no query (no docstring, or a summary the query rules reject: too short, generic, ...), each
+once, and none whose code is a document of any split (a function dropped for a duplicated query or document is
+not one: it would be a second right answer). load_ir(DIR, split, distractors=True) adds them to the corpus: a
+query then searches all of its package's code, not only the functions that have a summary, which is harder
+(FORMAT 2; the pairs are those of FORMAT 1). A distractor may do what a query asks (an undocumented twin of the
+function); that is the search a user runs, and the evaluation counts it as a miss, as it would any other.
+
 Files (UTF-8, "\\n" newlines, one JSON object a line, keys sorted, ensure_ascii=False), in DIR:
     train.jsonl                 {"document", "line", "module", "qualname", "query"}
     {eval,test}_queries.jsonl   {"id", "text"}          the summaries
     {eval,test}_corpus.jsonl    {"id", "text"}          the split's documents
     {eval,test}_qrels.jsonl     {"corpus_id", "query_id"}   each query's own function
+    {eval,test}_distractors.jsonl  {"id", "text"}       the split's other functions (above)
     manifest.json               the Python version, the prompts, the rules, the split, the modules and their
                                 sources' SHA-256, the counts, what each rule skipped, every file's SHA-256
 An id is "module:qualname:line" (the def's line); a query and its document share it. Rows are sorted by
@@ -96,7 +105,7 @@ from gemma_np.train.data import (
     default_dir,
 )
 
-FORMAT = 1
+FORMAT = 2  # 2: {eval,test}_distractors.jsonl
 
 MIN_QUERY_WORDS = 4
 MAX_QUERY_WORDS = 64
@@ -266,23 +275,29 @@ def _cols(line: str, start: int, end: int | None = None) -> str:
 def document(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str | None, str | None]:
     """(the function's source without its docstring, dedented; None) or (None, why it is skipped).
 
-    lines: the file's lines without their newlines. The node must have a docstring.
+    lines: the file's lines without their newlines. A function without a docstring (a distractor's) is kept as
+    it is, under the same rules (not trivial, not too long, parses).
     """
-    doc = node.body[0]
-    if len(node.body) == 1:
-        return None, "docstring is the only statement"
-    if _cols(lines[doc.lineno - 1], 0, doc.col_offset).strip():
-        return None, "docstring shares a line with other code"
-    if _cols(lines[doc.end_lineno - 1], doc.end_col_offset).strip():
-        return None, "docstring shares a line with other code"
-    if all(_is_trivial(s) for s in node.body[1:]):
-        return None, "trivial body"
     start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-    keep = lines[start - 1: doc.lineno - 1]
-    after = doc.end_lineno  # index of the first line after the docstring
-    while after < node.end_lineno and not lines[after].strip():
-        after += 1
-    keep += lines[after: node.end_lineno]
+    if ast.get_docstring(node, clean=False) is None:
+        if all(_is_trivial(s) for s in node.body):
+            return None, "trivial body"
+        keep = lines[start - 1: node.end_lineno]
+    else:
+        doc = node.body[0]
+        if len(node.body) == 1:
+            return None, "docstring is the only statement"
+        if _cols(lines[doc.lineno - 1], 0, doc.col_offset).strip():
+            return None, "docstring shares a line with other code"
+        if _cols(lines[doc.end_lineno - 1], doc.end_col_offset).strip():
+            return None, "docstring shares a line with other code"
+        if all(_is_trivial(s) for s in node.body[1:]):
+            return None, "trivial body"
+        keep = lines[start - 1: doc.lineno - 1]
+        after = doc.end_lineno  # index of the first line after the docstring
+        while after < node.end_lineno and not lines[after].strip():
+            after += 1
+        keep += lines[after: node.end_lineno]
     indent = _cols(lines[node.lineno - 1], 0, node.col_offset)
     out = [line[len(indent):] if line.startswith(indent) else ("" if not line.strip() else line) for line in keep]
     text = "\n".join(out).rstrip()
@@ -311,27 +326,28 @@ def functions(tree: ast.Module):
     yield from walk(tree.body, "")
 
 
-def extract(source: str, module: str, skipped: Counter | None = None) -> list[Pair]:
+def extract(source: str, module: str, skipped: Counter | None = None,
+            others: list[Pair] | None = None) -> list[Pair]:
     """The pairs of one module's source, the per-function rules applied, sorted by (qualname, line).
 
-    skipped, when given, counts the functions each rule left out.
+    skipped, when given, counts the functions each rule left out. others, when given, receives the functions
+    left out for want of a query (no docstring, or a summary the query rules reject) whose code passes the
+    document rules: the distractors, with an empty query.
     """
     skipped = Counter() if skipped is None else skipped
     lines = source.split("\n")
     pairs = []
     for qualname, node in functions(ast.parse(source)):
         docstring = ast.get_docstring(node, clean=True)
-        if docstring is None:
-            skipped["no docstring"] += 1
+        text, why = document(lines, node)  # its code without the docstring, or why the code is not kept
+        query = None if docstring is None else summary(docstring)
+        problem = "no docstring" if query is None else why or query_problem(query)
+        if problem is None:
+            pairs.append(Pair(module, qualname, node.lineno, query, text))
             continue
-        text, why = document(lines, node)
-        if why is None:
-            query = summary(docstring)
-            why = query_problem(query)
-        if why is not None:
-            skipped[why] += 1
-            continue
-        pairs.append(Pair(module, qualname, node.lineno, query, text))
+        skipped[problem] += 1
+        if others is not None and why is None:  # code a search would rank, with no query of its own
+            others.append(Pair(module, qualname, node.lineno, "", text))
     return sorted(pairs, key=lambda p: (p.qualname, p.line))
 
 
@@ -348,10 +364,12 @@ def _query_key(text: str) -> str:
 
 
 def build(modules=MODULES, root: Path | None = None, progress: bool = False) -> tuple[dict[str, list[Pair]], dict]:
-    """The pairs of each split and what the manifest says of them (but the files' hashes)."""
+    """The pairs of each split ("train", "eval", "test"), the distractors of two ("eval_distractors",
+    "test_distractors": Pairs with an empty query), and what the manifest says of them (but the files' hashes)."""
     root = stdlib_dir() if root is None else root
     skipped: Counter = Counter()
     sources, missing, by_split = {}, [], {s: [] for s in SPLITS}
+    others: dict[str, list[Pair]] = {s: [] for s in SPLITS}
     for i, module in enumerate(sorted(modules)):
         if progress:
             print(f"\rreading {i + 1}/{len(modules)} {module:<40}", end="", file=sys.stderr, flush=True)
@@ -362,7 +380,7 @@ def build(modules=MODULES, root: Path | None = None, progress: bool = False) -> 
         source = read_source(path)
         sources[module] = {"file": path.relative_to(root).as_posix(),
                            "sha256": hashlib.sha256(source.encode("utf-8")).hexdigest()}
-        by_split[split_of(module)] += extract(source, module, skipped)
+        by_split[split_of(module)] += extract(source, module, skipped, others[split_of(module)])
     if progress:
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
     for split in SPLITS:
@@ -385,6 +403,15 @@ def build(modules=MODULES, root: Path | None = None, progress: bool = False) -> 
             else:
                 seen_queries.add(_query_key(p.query))
                 by_split[split].append(p)
+    # The distractors of eval and test: their packages' other functions, each once, none a document of any split
+    # (a function dropped above for its query or document is not one: it would be a second right answer).
+    distractors = {}
+    for split in ("eval", "test"):
+        distractors[split] = []
+        for p in sorted(others[split], key=lambda p: (p.module, p.qualname, p.line)):
+            if p.document not in seen_documents:
+                seen_documents.add(p.document)
+                distractors[split].append(p)
 
     info = {
         "name": NAME,
@@ -400,10 +427,11 @@ def build(modules=MODULES, root: Path | None = None, progress: bool = False) -> 
         "modules": {s: sorted(m for m in sources if split_of(m) == s) for s in SPLITS},
         "missing_modules": missing,
         "sources": sources,
-        "counts": {s: len(by_split[s]) for s in SPLITS},
+        "counts": {**{s: len(by_split[s]) for s in SPLITS},
+                   **{f"{s}_distractors": len(distractors[s]) for s in ("eval", "test")}},
         "skipped": dict(sorted(skipped.items())),
     }
-    return by_split, info
+    return {**by_split, **{f"{s}_distractors": distractors[s] for s in ("eval", "test")}}, info
 
 
 def _jsonl(rows: list[dict]) -> bytes:
@@ -419,6 +447,8 @@ def render(by_split: dict[str, list[Pair]], info: dict) -> tuple[dict[str, bytes
         files[f"{split}_queries.jsonl"] = _jsonl([{"id": p.id, "text": p.query} for p in pairs])
         files[f"{split}_corpus.jsonl"] = _jsonl([{"id": p.id, "text": p.document} for p in pairs])
         files[f"{split}_qrels.jsonl"] = _jsonl([{"query_id": p.id, "corpus_id": p.id} for p in pairs])
+        files[f"{split}_distractors.jsonl"] = _jsonl([{"id": p.id, "text": p.document}
+                                                      for p in by_split[f"{split}_distractors"]])
     manifest = dict(info, files={name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())})
     return files, (json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode("utf-8")
 
@@ -426,8 +456,8 @@ def render(by_split: dict[str, list[Pair]], info: dict) -> tuple[dict[str, bytes
 def write(out: Path, force: bool = False, progress: bool = False) -> dict:
     """Build the data set into out; the manifest, written last. Refuses to overwrite without force."""
     out = Path(out)
-    names = ["train.jsonl", *(f"{s}_{k}.jsonl" for s in ("eval", "test") for k in ("queries", "corpus", "qrels")),
-             "manifest.json"]
+    names = ["train.jsonl", *(f"{s}_{k}.jsonl" for s in ("eval", "test")
+                              for k in ("queries", "corpus", "qrels", "distractors")), "manifest.json"]
     present = [n for n in names if (out / n).exists()]
     if present and not force:
         raise FileExistsError(f"{out} already holds {', '.join(present)}; pass --force to overwrite")
@@ -516,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
             manifest = write(out, force=args.force, progress=not args.no_progress and sys.stderr.isatty())
             seconds = time.perf_counter() - t0
             print(f"built from the standard library of Python {sys.version}", file=sys.stderr)
-            print(f"wrote {out}: train {manifest['counts']['train']} pairs, eval {manifest['counts']['eval']} "
-                  f"and test {manifest['counts']['test']} queries (one document each), Python "
+            counts = manifest["counts"]
+            print(f"wrote {out}: train {counts['train']} pairs, eval {counts['eval']} and test {counts['test']} "
+                  f"queries (one document each; {counts['eval_distractors']} and {counts['test_distractors']} "
+                  f"distractors), Python "
                   f"{manifest['python']['version']}, in {seconds:.1f} s")
             for name, digest in manifest["files"].items():
                 print(f"  {digest}  {name}")

@@ -2,6 +2,7 @@
 
     load_train(DIR) -> [(query, document)]                       train.jsonl
     load_ir(DIR, "eval" | "test") -> (queries, corpus, relevant_docs)   {split}_{queries,corpus,qrels}.jsonl
+    load_ir(DIR, "test", distractors=True)  the corpus with the split's other functions, {split}_distractors.jsonl
 
 the three of load_ir being the inputs of sentence-transformers' InformationRetrievalEvaluator. The texts are bare;
 the prompts the set is meant for are named here (QUERY_PROMPT_NAME, DOCUMENT_PROMPT_NAME), and are the defaults
@@ -53,7 +54,8 @@ def _read_jsonl(path: Path, keys: dict[str, type]) -> list[dict]:
     """The rows of a .jsonl file, each checked to hold exactly these keys with values of these types."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (build the data set: python -m "
-                                f"training_data_tools.code_retrieval build --out {path.parent})")
+                                f"training_data_tools.code_retrieval build --out {path.parent}, with --force "
+                                "over an earlier build)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -87,23 +89,27 @@ def load_train(folder: str | Path | None = None) -> list[tuple[str, str]]:
     return [(r["query"], r["document"]) for r in rows]
 
 
-def load_ir(folder: str | Path | None, split: str) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+def load_ir(folder: str | Path | None, split: str, distractors: bool = False,
+            ) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
     """(queries, corpus, relevant_docs) of "eval" or "test": id -> text, id -> text, query id -> {corpus ids};
     bare texts, without the prompts (InformationRetrievalEvaluator's query_prompt and corpus_prompt add them).
 
-    folder: the data set's folder; None: default_dir()."""
+    folder: the data set's folder; None: default_dir(). distractors: the corpus holds, after the split's
+    documents, its packages' other functions ({split}_distractors.jsonl: code without a query of its own), so
+    that a query searches all of its package's code (training_data_tools.code_retrieval says which)."""
     if split not in ("eval", "test"):
         raise ValueError(f"split must be 'eval' or 'test', got {split!r}" + (" (train: load_train)" if split == "train"
                                                                             else ""))
     folder = default_dir() if folder is None else Path(folder)
     out = []
-    for kind in ("queries", "corpus"):
-        path = folder / f"{split}_{kind}.jsonl"
+    for kinds in (["queries"], ["corpus", "distractors"] if distractors else ["corpus"]):
         table: dict[str, str] = {}
-        for n, row in enumerate(_read_jsonl(path, {"id": str, "text": str}), 1):
-            if row["id"] in table:
-                raise ValueError(f"{path}: id {row['id']!r} occurs twice (again in row {n})")
-            table[row["id"]] = row["text"]
+        for kind in kinds:
+            path = folder / f"{split}_{kind}.jsonl"
+            for n, row in enumerate(_read_jsonl(path, {"id": str, "text": str}), 1):
+                if row["id"] in table:
+                    raise ValueError(f"{path}: id {row['id']!r} occurs twice (again in row {n})")
+                table[row["id"]] = row["text"]
         out.append(table)
     queries, corpus = out
     path = folder / f"{split}_qrels.jsonl"
