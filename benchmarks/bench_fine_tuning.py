@@ -24,9 +24,10 @@ its rows with their mined hard negatives (training_rows.jsonl), its batch order 
 --layers-from from a frozen-layer store, as the run did.
 
 check --run MODEL_DIR: the saved model of a `gemma-np train` run, loaded by SentenceTransformer(folder) and scored
-on the test split by sentence-transformers' own InformationRetrievalEvaluator (torch, float32): every metric
-against the one gemma_np printed and logged (training_log.json's test_after), and EmbeddingGemma.from_pretrained
-(folder) loading it. Exit 1 if a metric differs by more than 1e-6.
+on the test split by sentence-transformers' own InformationRetrievalEvaluator (torch, float32), on its corpus and
+on the test packages' whole code (load_ir(distractors=True)): every metric against the one gemma_np printed and
+logged (training_log.json's test_after and test_all_after), and EmbeddingGemma.from_pretrained(folder) loading it.
+Exit 1 if a metric differs by more than 1e-6.
 
 frozen --run MODEL_DIR: one training step of the run's first batch (its rows, settings and --layers-from N), the
 frozen layers read from a store (built first if absent, not timed) and computed anew (each text alone, as without
@@ -134,6 +135,7 @@ def run_worker(side: str, work_file: str) -> dict:
 
         torch.set_num_threads(work["threads"])
         st = SentenceTransformer(work["model"], device="cpu")
+        own_length = st.max_seq_length  # the folder's (sentence_bert_config.json), which gemma_np reads too
         out["load_s"] = time.perf_counter() - t0
         run = st_fit(st, rows, cfg, order, until=until)
         out["losses"], out["s_per_step"] = run["losses"], run["seconds"] / steps
@@ -144,7 +146,7 @@ def run_worker(side: str, work_file: str) -> dict:
             evaluator = InformationRetrievalEvaluator(queries, corpus, relevant, name="test",
                                                       query_prompt_name=cfg.query_prompt_name,
                                                       corpus_prompt_name=cfg.document_prompt_name)
-            st.max_seq_length = 2048  # evaluate at the model's own length, as gemma_np's evaluate does
+            st.max_seq_length = own_length  # st_fit trained at max_seq_length; evaluate as gemma_np's evaluate
             out["ndcg_after"] = evaluator(st)["test_cosine_ndcg@10"]
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -242,20 +244,27 @@ def check(run_dir: Path) -> int:
     from gemma_np.train.data import load_ir
 
     run, cfg = read_run(run_dir)
-    EmbeddingGemma.from_pretrained(run_dir)  # loads (the weights checked, every tensor named)
+    tuned = EmbeddingGemma.from_pretrained(run_dir)  # loads (the weights checked, every tensor named)
     st = SentenceTransformer(str(run_dir), device="cpu")
-    st.max_seq_length = 2048  # the model's own length, as gemma_np's evaluate encodes
-    evaluator = InformationRetrievalEvaluator(*load_ir(run["data"], "test"), name="test",
-                                              query_prompt_name=cfg.query_prompt_name,
-                                              corpus_prompt_name=cfg.document_prompt_name)
-    t0 = time.perf_counter()
-    theirs = evaluator(st)
-    ours = run["test_after"]
-    worst = max(abs(theirs[k] - ours[k]) for k in ours)
+    if st.max_seq_length != tuned.head.max_seq_length:  # both read the folder's sentence_bert_config.json
+        log(f"the two libraries read different maximum lengths: {st.max_seq_length}, {tuned.head.max_seq_length}")
+        return 1
+    worst, lines, t0 = 0.0, [], time.perf_counter()
+    # the test split's corpus, then (runs since the data set's FORMAT 2) the test packages' whole code
+    for name, distractors in (("test", False), ("test_all", True)):
+        if f"{name}_after" not in run:
+            continue
+        evaluator = InformationRetrievalEvaluator(*load_ir(run["data"], "test", distractors), name=name,
+                                                  query_prompt_name=cfg.query_prompt_name,
+                                                  corpus_prompt_name=cfg.document_prompt_name)
+        theirs, ours = evaluator(st), run[f"{name}_after"]
+        worst = max(worst, *(abs(theirs[k] - ours[k]) for k in ours))
+        lines += [f"  {k}: sentence-transformers {theirs[k]:.6f}, gemma_np {ours[k]:.6f}"
+                  for k in (f"{name}_cosine_ndcg@10", f"{name}_cosine_mrr@10", f"{name}_cosine_accuracy@1")]
     print(f"sentence-transformers' InformationRetrievalEvaluator on {run_dir} ({time.perf_counter() - t0:.0f} s): "
-          f"{len(ours)} metrics, largest difference from gemma_np's {worst:.2g}")
-    for k in ("test_cosine_ndcg@10", "test_cosine_mrr@10", "test_cosine_accuracy@1"):
-        print(f"  {k}: sentence-transformers {theirs[k]:.6f}, gemma_np {ours[k]:.6f}")
+          f"{sum(len(run[k]) for k in ('test_after', 'test_all_after') if k in run)} metrics, largest difference "
+          f"from gemma_np's {worst:.2g}")
+    print("\n".join(lines))
     return 0 if worst <= 1e-6 else 1
 
 
@@ -326,6 +335,7 @@ def summary(run_dir: Path, out: Path) -> int:
     first = [rows[i] for i in batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed)[0]]
     result = {"config": run["config"], "mining": run.get("mining"), "rows": run.get("rows"),
               "history": run["history"], "test_before": run["test_before"], "test_after": run["test_after"],
+              **{k: run[k] for k in ("test_all_before", "test_all_after") if k in run},
               "seconds": run["seconds"], "machine": machine(), "queries": [queries[q] for q in qids],
               "answers": [corpus[cids[a]] for a in answer], "batch": [list(r) for r in first]}
     for label, folder in (("base", run["base_model"]), ("tuned", run_dir)):

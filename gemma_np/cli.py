@@ -648,6 +648,7 @@ def cmd_train(args) -> int:
     data = Path(args.data) if args.data is not None else None
     pairs = load_train(data)
     eval_set, test_set = load_ir(data, "eval"), load_ir(data, "test")
+    test_all = load_ir(data, "test", distractors=True)  # the test packages' whole code as the corpus: harder
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise FileExistsError(f"{out}: exists and is not empty; pass --overwrite to replace the model saved there")
@@ -685,15 +686,18 @@ def cmd_train(args) -> int:
         return evaluate(top, *eval_set, name="eval", **ir_options)
 
     def on_test_split(m):  # the model as saved, as any user runs it: model.encode, every layer
-        return evaluate(m, *test_set, name="test", **ir_options)
+        return evaluate(m, *test_set, name="test", **ir_options), evaluate(m, *test_all, name="test_all",
+                                                                           **ir_options)
 
     key = "eval_cosine_ndcg@10"
     print(f"{len(rows)} training rows, {len(eval_set[0])} eval and {len(test_set[0])} test queries; "
           f"{cfg.steps} steps of {cfg.batch_size} rows"
           + (f" (mini-batches of {cfg.mini_batch_size})" if cfg.gradcache else " (no GradCache)")
           + f", lr {cfg.lr}, warm-up {cfg.warmup_steps} steps", file=sys.stderr)
-    before = on_test_split(model)
-    print(f"test before: ndcg@10 {before['test_cosine_ndcg@10']:.4f}", file=sys.stderr)
+    n_all = len(test_all[1])
+    before, before_all = on_test_split(model)
+    print(f"test before: ndcg@10 {before['test_cosine_ndcg@10']:.4f}; with all {n_all} functions of the test "
+          f"packages as the corpus: {before_all['test_all_cosine_ndcg@10']:.4f}", file=sys.stderr)
     bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=args.no_progress or None)
 
     def progress(record: dict) -> None:
@@ -709,9 +713,10 @@ def cmd_train(args) -> int:
     history = fit(model, rows, cfg, evaluate=on_eval_split, eval_every=args.eval_every, progress=progress,
                   store=store)
     bar.close()
-    after = on_test_split(model)
-    print(f"test after: ndcg@10 {after['test_cosine_ndcg@10']:.4f} (before {before['test_cosine_ndcg@10']:.4f})",
-          file=sys.stderr)
+    after, after_all = on_test_split(model)
+    print(f"test after: ndcg@10 {after['test_cosine_ndcg@10']:.4f} (before {before['test_cosine_ndcg@10']:.4f}); "
+          f"with all {n_all} functions: {after_all['test_all_cosine_ndcg@10']:.4f} "
+          f"(before {before_all['test_all_cosine_ndcg@10']:.4f})", file=sys.stderr)
     model.save_pretrained(out)  # over the files of a model saved there before (--overwrite), never another folder
     import resource
 
@@ -720,6 +725,7 @@ def cmd_train(args) -> int:
            "frozen_store_misses": store.misses if store is not None else None,  # texts it lacked: 0 (store_texts)
            "base_model": str(model.folder), "data": str(data) if data else None,
            "test_before": before, "test_after": after, "history": history,
+           "test_all_before": before_all, "test_all_after": after_all,  # load_ir(distractors=True)
            "seconds": time.perf_counter() - t0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")

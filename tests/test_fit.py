@@ -199,6 +199,9 @@ def tiny_data(folder, eval_rows=None):
         _write_jsonl(folder / f"{split}_corpus.jsonl", [{"id": f"{split}{i}", "text": d} for i, (_, d) in enumerate(rows)])
         _write_jsonl(folder / f"{split}_qrels.jsonl", [{"query_id": f"{split}{i}", "corpus_id": f"{split}{i}"}
                                                        for i in range(len(rows))])
+        _write_jsonl(folder / f"{split}_distractors.jsonl", [  # code with no query, as far from any pair as the
+            {"id": f"{split}-other{i}", "text": f"def other_{i}(items):\n    return sorted(items)[{i}]"}  # pairs are
+            for i in range(3)])                                                                    # from each other
     return folder
 
 
@@ -218,6 +221,8 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
     assert [r["step"] for r in log["history"] if "loss" in r] == [1, 2, 3]
     assert [r["step"] for r in log["history"] if "eval" in r] == [0, 2, 3]
     assert set(log["test_before"]) == set(log["test_after"]) and "test_cosine_ndcg@10" in log["test_after"]
+    assert set(log["test_all_before"]) == set(log["test_all_after"]) == {k.replace("test_", "test_all_", 1)
+                                                                          for k in log["test_after"]}
     assert log["config"]["warmup_steps"] == 1 and log["peak_rss_mb"] > 0
     # The library's own evaluator on the saved folder gives the figures the command printed and logged.
     from sentence_transformers import SentenceTransformer
@@ -225,13 +230,14 @@ def test_the_train_command_end_to_end(tiny_folder, tmp_path, capsys):
 
     from gemma_np.train.data import load_ir
 
-    evaluator = InformationRetrievalEvaluator(*load_ir(data, "test"), name="test", query_prompt_name="query",
-                                              corpus_prompt_name="document")
-    theirs = evaluator(SentenceTransformer(str(out), device="cpu"))
-    assert set(theirs) == set(log["test_after"])
-    for key, value in theirs.items():
-        assert_below(f"train: the library's evaluator on the saved model, {key}", abs(value - log["test_after"][key]),
-                     1e-6)
+    st = SentenceTransformer(str(out), device="cpu")
+    for name, distractors in (("test", False), ("test_all", True)):
+        evaluator = InformationRetrievalEvaluator(*load_ir(data, "test", distractors), name=name,
+                                                  query_prompt_name="query", corpus_prompt_name="document")
+        theirs, ours = evaluator(st), log[f"{name}_after"]
+        assert set(theirs) == set(ours)
+        for key, value in theirs.items():
+            assert_below(f"train: the library's evaluator on the saved model, {key}", abs(value - ours[key]), 1e-6)
     tuned = EmbeddingGemma.from_pretrained(out)
     assert not np.array_equal(np.asarray(tuned.params["norm.weight"]),
                               np.asarray(EmbeddingGemma.from_pretrained(tiny_folder).params["norm.weight"]))
