@@ -2,7 +2,7 @@
 
     python benchmarks/bench_training.py [--quick] [--json FILE] [--threads N] [--repeats R] [--steps K]
                                   [--variants frozen,full] [--cached M]... [--wait-idle S] [--unset-openblas-env]
-                                  [--model DIR]
+                                  [--profile] [--model DIR]
 
 The step, the same on both sides: a batch of 16 (anchor, positive) pairs, every text exactly 128 tokens
 (<bos> + 126 ids + <eos>; the ids are consecutive 126-token slices of the model card, README.md of the model
@@ -33,6 +33,11 @@ the workers' environment. Other processes' use of the CPUs during each timed ste
 machine to be quiet (the wait is not timed). --quick (a smoke run: batch 4 x 32 tokens, 1 step after the warm-up, cached mini-batch 2, 1 repeat,
 no waiting) never fails on speed or on the loss check: the exit status is non-zero only when a worker
 crashed. Progress goes to stderr, the table to stdout.
+
+--profile: after its timed steps, each gemma_np worker runs one more step under cProfile (not timed with the
+others) and the report lists the functions that took most of it by their own time: a matrix product (`@`) is
+counted in the function that writes it (mlp_backward's four products are mlp_backward's), a ufunc likewise;
+numpy's own Python-level functions (np.sum, np.mean, ...) appear under their names.
 """
 
 from __future__ import annotations
@@ -251,7 +256,25 @@ def run_worker(side: str, work_file: str, row: int, threads: int) -> dict:
     out["gflops"] = r["gflop"] / out["s_per_step"]
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
     out["blas"] = blas_info()
+    if side == "gemma_np" and work.get("profile"):
+        out["profile"] = profile_step(step)
+        log(f"{tag} profiled step: {out['profile']['total_s']:.2f} s")
     return out
+
+
+def profile_step(step: Callable[[], float], top: int = 16) -> dict:
+    """One step under cProfile -> its total and the `top` functions by own time: [file:line(function), s, calls]."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.runcall(step)
+    total = time.perf_counter() - t
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (primitive calls, calls, own s, cumulative s, callers)
+    rows = sorted(((f"{Path(f).name}:{line}({name})", own, calls) for (f, line, name), (_, calls, own, _, _)
+                   in stats.items()), key=lambda r: -r[1])
+    return {"total_s": total, "functions": rows[:top]}
 
 
 def spawn(side: str, work_file: str, row: int, threads: int, env: dict) -> dict | None:
@@ -324,6 +347,14 @@ def report(result: dict) -> str:
         lines.append(f"| {r['name']} | {g['trainable']:,} / {t['trainable']:,} | {g['losses'][0]:.7f} | "
                      f"{t['losses'][0]:.7f} | {r['loss_diff_first']:.1e} | {r['loss_diff_last']:.1e} | "
                      f"{percent(g['others_max'])} / {percent(t['others_max'])} |")
+    for r in result["rows"]:
+        prof = r["gemma_np"]["runs"][0].get("profile")
+        if prof:
+            lines += ["", f"gemma_np, {r['name']}: one step under cProfile, {prof['total_s']:.2f} s "
+                          "(own time of each function; a matrix product counts in the function that writes it)",
+                      "| function | s | share | calls |", "|---|---:|---:|---:|"]
+            lines += [f"| {name} | {own:.2f} | {percent(own / prof['total_s'])} | {calls} |"
+                      for name, own, calls in prof["functions"]]
     busy = [x for r in result["rows"] for side in SIDES if (x := r[side]["others_max"]) is not None and x > 0.1]
     if busy:
         lines.append(f"warning: other processes used up to {100 * max(busy):.0f}% of the CPUs during timed steps: "
@@ -347,6 +378,8 @@ def main(argv=None) -> int:
                          "10%% of the CPUs (default 600; 0 with --quick)")
     ap.add_argument("--unset-openblas-env", action="store_true",
                     help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the workers' environment")
+    ap.add_argument("--profile", action="store_true",
+                    help="one more gemma_np step per worker under cProfile; its top functions in the report")
     ap.add_argument("--model", default=None, help="model folder (default: the fetch cache)")
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--work-file", help=argparse.SUPPRESS)
@@ -374,7 +407,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     log(f"building the batch from {folder} ...")
     work = build_workload(folder, args.quick, args.steps, variants, cached)
-    work["wait_idle"] = args.wait_idle
+    work["wait_idle"], work["profile"] = args.wait_idle, args.profile
     runs = {(i, side): [] for i in range(len(work["rows"])) for side in SIDES}
     with tempfile.TemporaryDirectory(prefix="gemma_np_training_") as tmp:
         work_file = os.path.join(tmp, "work.json")
