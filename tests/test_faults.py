@@ -252,12 +252,17 @@ def test_rope_faults_equal_replaced_tables(model, texts, monkeypatch, fault, bas
     differs(fault, got, model.encode(texts[:1], prompt=DOC_PROMPT))
 
 
-def test_gelu_erf_equals_a_replaced_gelu(model, texts, monkeypatch):
-    """Against scipy's erf (the fault uses math.erf): the MLP's activation replaced in gemma_np.nn.mlp."""
+def scipy_gelu_erf(x: np.ndarray) -> np.ndarray:
+    """The exact GELU by scipy's erf, in float64, back in x's dtype: an independent check of the fault's, which
+    uses math.erf."""
     from scipy.special import erf
 
-    monkeypatch.setattr(mlp_mod, "gelu_tanh",
-                        lambda x: (0.5 * x * (1 + erf(np.asarray(x, np.float64) / np.sqrt(2)))).astype(x.dtype))
+    return (0.5 * x * (1 + erf(np.asarray(x, np.float64) / np.sqrt(2)))).astype(x.dtype)
+
+
+def test_gelu_erf_equals_a_replaced_gelu(model, texts, monkeypatch):
+    """Against scipy's erf (the fault uses math.erf): the MLP's activation replaced in gemma_np.nn.mlp."""
+    monkeypatch.setattr(mlp_mod, "gelu_tanh", scipy_gelu_erf)
     want = model.encode(texts[:1], prompt=DOC_PROMPT)
     monkeypatch.undo()
     got = fault_embeddings(model, texts[:1], DOC_PROMPT, "gelu_erf")
@@ -355,13 +360,10 @@ def test_float16_overflow_is_where_the_emulation_first_overflows(model, texts):
 
 def test_new_faults_combine(model, texts, monkeypatch):
     """Two changed intermediates at once (the activation and the scores) equal both nn functions replaced."""
-    from scipy.special import erf
-
     softmax = attention_mod.masked_softmax
     monkeypatch.setattr(attention_mod, "masked_softmax", lambda s, allowed: softmax(
         np.float32(50) * np.tanh(s / np.float32(50)), allowed))
-    monkeypatch.setattr(mlp_mod, "gelu_tanh",
-                        lambda x: (0.5 * x * (1 + erf(np.asarray(x, np.float64) / np.sqrt(2)))).astype(x.dtype))
+    monkeypatch.setattr(mlp_mod, "gelu_tanh", scipy_gelu_erf)
     want = model.encode(texts[:1], prompt=DOC_PROMPT)
     monkeypatch.undo()
     got = fault_embeddings(model, texts[:1], DOC_PROMPT, "gelu_erf+softcap_50")
