@@ -22,6 +22,7 @@ from .io.tokenizer import check_tokenizer_kind, encode_texts, load_tokenizer
 from .io.weights import check_finite, expected_encoder_tensors, load_checked, save_model_folder
 from .nn.head import l2_normalize, matryoshka
 from .nn.sentence import pad_batch, sentence_forward
+from .nn.threads import worker_pool
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
 MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see encode
@@ -111,41 +112,6 @@ def _check_encodable(text: str, what: str) -> None:
     except UnicodeEncodeError as e:
         raise InputError(f"{what} holds a lone surrogate {text[e.start]!r} at position {e.start}, which is not "
                          "valid Unicode text; decode the source with errors='replace' or remove it") from None
-
-
-class _worker_pool:
-    """`with _worker_pool(n) as pool: pool.map(f, parts)`. n > 1: n threads; while more than one part runs,
-    BLAS is limited to one thread (process-wide, through threadpoolctl: OpenBLAS's thread count has no NumPy
-    API), so that the parts share the cores instead of each asking BLAS for all of them. A single part (one
-    text, or n == 1) runs in the calling thread with BLAS as it was set."""
-
-    _controller = None  # threadpoolctl's view of the loaded BLAS libraries, found once
-
-    def __init__(self, n: int):
-        self.n = n
-        self._pool = None
-
-    def __enter__(self):
-        if self.n > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.n, thread_name_prefix="gemma_np")
-        return self
-
-    def map(self, f, parts: list) -> list:
-        if len(parts) == 1 or self._pool is None:
-            return [f(p) for p in parts]
-        if _worker_pool._controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            _worker_pool._controller = ThreadpoolController()
-        with _worker_pool._controller.limit(limits=1, user_api="blas"):
-            return list(self._pool.map(f, parts))
-
-    def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown()
-        return False
 
 
 class EmbeddingGemma:
@@ -394,7 +360,7 @@ class EmbeddingGemma:
 
             starts = tqdm(starts, desc="Batches", unit="batch")
         workers = _check_int("workers", self.workers, 1)
-        with _worker_pool(workers if len(texts) > 1 else 1) as pool:
+        with worker_pool(workers if len(texts) > 1 else 1) as pool:
             for start in starts:
                 batch = order[start : start + batch_size]
                 # Each text is computed alone, so a batch may run as several forwards: at most MAX_BATCH_TOKENS

@@ -23,7 +23,7 @@ STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 
 # What each folder may import besides the standard library and itself.
 ALLOWED = {
-    "gemma_np.nn": {"numpy"},
+    "gemma_np.nn": {"numpy", "threadpoolctl"},  # threadpoolctl: nn/threads.py's worker_pool, inside a function
     "gemma_np.io": {"numpy", "tokenizers", "gemma_np.errors", "gemma_np.nn"},
     "gemma_np.train": {"numpy", "gemma_np.nn"},
 }

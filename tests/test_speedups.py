@@ -2,7 +2,8 @@
 
 - EmbeddingGemma.workers: a forward's texts split over threads, BLAS on one thread each;
 - gemma_np.nn.linear.linear: the projections as one [B*S, in] product instead of B per-text products;
-- gemma_np.nn.trace.OpTimer: seconds per op, taking the same paths as no trace (blocked attention, chunked MLP).
+- gemma_np.nn.trace.OpTimer: seconds per op, taking the same paths as no trace (blocked attention, chunked MLP);
+- gemma_np.nn.threads.on_rows: a row-wise function on blocks of rows in several threads, the same bits as one call.
 """
 
 from __future__ import annotations
@@ -101,3 +102,81 @@ def test_op_timer_takes_the_untraced_paths_and_changes_nothing(tiny_model, monke
     trace = {}
     tiny_model.forward(ids, mask, trace=trace)
     assert trace["layers.0.self_attn.scores"].shape[-1] == ids.shape[1]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_rows_over_threads_are_the_same_bits(n, monkeypatch):
+    """on_rows splits the rows of GELU's backward and of RMSNorm's dx over n threads (really: each block's thread
+    is recorded: this one and the pool's); both equal one call bit for bit, and a worker's exception reaches the caller."""
+    import threading
+
+    from gemma_np.nn import norms, threads
+
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=(7, 5, 64)) * 3).astype(np.float32)  # [B, S, N]
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    w = (rng.normal(size=64) * 0.3).astype(np.float32)
+    cache: dict = {}
+    norms.rms_norm(x, w, 1e-6, cache)
+    monkeypatch.setattr(threads, "THREADS", 1)
+    want_gelu = mlp.gelu_tanh_backward(dy, x)
+    want_dx, want_dw = norms.rms_norm_backward(dy, cache)
+    monkeypatch.setattr(threads, "THREADS", n)
+    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
+    seen = []
+
+    def recorded(d, x_, out):
+        seen.append((threading.get_ident(), len(x_)))
+        return mlp.gelu_tanh_backward(d, x_, out=out)
+
+    np.testing.assert_array_equal(threads.on_rows(recorded, dy, x), want_gelu)
+    assert sorted(rows for _, rows in seen) == sorted(7 * (i + 1) // n - 7 * i // n for i in range(n))
+    # this thread and the pool's (which may hand two blocks to one idle worker)
+    assert threading.get_ident() in {ident for ident, _ in seen} and len({ident for ident, _ in seen}) >= 2
+    dx, dw = norms.rms_norm_backward(dy, cache)
+    np.testing.assert_array_equal(dx, want_dx)
+    np.testing.assert_array_equal(dw, want_dw)
+
+    def fails(d, x_, out):
+        if len(seen) and threading.get_ident() != seen[0][0]:
+            raise ValueError("in a worker")
+        out[...] = 0
+        return out
+
+    seen[:] = [(threading.get_ident(), 0)]
+    with pytest.raises(ValueError, match="in a worker"):
+        threads.on_rows(fails, dy, x)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("freeze_embeddings, layers_from", [(True, 0), (False, 2)], ids=["table-frozen", "top-layers"])
+def test_columns_in_threads_give_the_plain_step(tiny_model, workers, freeze_embeddings, layers_from, monkeypatch):
+    """mnrl_gradients with workers: the columns' forwards and backwards in threads (BLAS on one thread each), the
+    gradients added in column order. Against workers=1, the same loss and gradients bit for bit: the same sums in
+    the same order (matrices this small run on one BLAS thread either way; on the real model a BLAS given more
+    threads may split a product and round it otherwise, which bench_training's loss check shows). The table
+    trained: no threads."""
+    from gemma_np.nn import threads
+    from gemma_np.train import step
+
+    maps = []
+
+    class Recorded(threads.worker_pool):
+        def map(self, f, parts):
+            maps.append((self.n, len(parts)))
+            return super().map(f, parts)
+
+    monkeypatch.setattr(step, "worker_pool", Recorded)
+    columns = [tiny_model.tokenize(TEXTS[i::3])[0][:2] for i in range(3)]  # anchors, positives, negatives
+    kw = {"freeze_embeddings": freeze_embeddings, "layers_from": layers_from}
+    want_loss, want = step.mnrl_gradients(tiny_model, columns, workers=1, **kw)
+    assert maps == []
+    loss, got = step.mnrl_gradients(tiny_model, columns, workers=workers, **kw)
+    assert maps == [(min(workers, 3), 3), (min(workers, 3), 3)]  # the forwards, then the backwards
+    assert set(got) == set(want)
+    assert loss == want_loss
+    for name, g in want.items():
+        assert np.array_equal(got[name], g), name
+    maps.clear()
+    step.mnrl_gradients(tiny_model, columns, workers=workers)  # the table trained: the plain path
+    assert maps == []

@@ -11,6 +11,9 @@
     head.py       mean pooling, Dense, L2 normalization, the sentence head they make; Matryoshka truncation
     sentence.py   the whole model on a padded batch: pad_batch, sentence_forward (encoder, then head) and
                   sentence_backward, which EmbeddingGemma.forward and the trainer both run
+    threads.py    speed paths on threads: worker_pool (independent forwards side by side, BLAS on one thread
+                  each: encode's parts of a batch, a training step's columns) and on_rows (a row-wise function,
+                  GELU's backward or RMSNorm's dx, on blocks of rows, the same bits as one call)
     trace.py      the named capture points every step passes its output through (what verify/ compares);
                   tap, whose trace may hand back a changed value (precision emulation, faults)
 
@@ -23,7 +26,7 @@ its weights as one mapping under the checkpoint's names (self_attention: "q_proj
 "gate_proj.weight", ...), and its backward returns the gradients under the same names.
 
 Each file shows the plain reference first; where a faster arrangement of the same math exists (attend_blocked,
-mlp_chunked, linear_flattened), it follows in a section headed "speed paths", with the test that chooses it.
+mlp_chunked, linear_flattened, on_rows), it follows in a section headed "speed paths", with the test that chooses it.
 
 Imports: NumPy and the standard library only, and each other. Nothing here reads a file or knows the
 checkpoint's folder; io/ and model.py hand these functions arrays.

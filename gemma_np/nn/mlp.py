@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .linear import linear
+from .threads import on_rows
 from .trace import stores_arrays, tap
 
 
@@ -32,8 +33,8 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return inner
 
 
-def gelu_tanh_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Gradient of gelu_tanh.  dout, x [...] -> dx [...]
+def gelu_tanh_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of gelu_tanh.  dout, x [...] -> dx [...] (into `out` if given: an array of x's shape, not dout)
 
     y = x/2 (1 + tanh(u)), u = c (x + a x**3), c = sqrt(2/pi), a = 0.044715:
         dy/dx = (1 + tanh(u)) / 2 + x/2 (1 - tanh(u)**2) c (1 + 3 a x**2).
@@ -44,7 +45,7 @@ def gelu_tanh_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     # x's shape: a fresh temporary for each of its fifteen steps costs more than the arithmetic (the large ones
     # are new pages every time).
     x_sq = x * x  # [...]
-    th = x_sq * x  # x**3
+    th = np.multiply(x_sq, x, out=out)  # x**3 (the result's buffer)
     th *= a
     th += x
     th *= c  # u
@@ -103,7 +104,8 @@ def mlp_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, dict[str, n
     grads = {"down_proj.weight": dy2.T @ act.reshape(B * S, -1)}  # [D, B*S] @ [B*S, F] -> [D, F]
     dact = dy2 @ w["down_proj.weight"]  # [B*S, D] @ [D, F] -> [B*S, F]
     dup = dact * cache["g"].reshape(B * S, -1)  # [B*S, F]
-    dgate = gelu_tanh_backward(dact * cache["up"].reshape(B * S, -1), cache["gate"].reshape(B * S, -1))  # [B*S, F]
+    # gelu_tanh_backward(dact * up, gate), its rows split over threads (speed path: nn/threads.py, the same bits)
+    dgate = on_rows(gelu_tanh_backward, dact * cache["up"].reshape(B * S, -1), cache["gate"].reshape(B * S, -1))
     grads["gate_proj.weight"] = dgate.T @ x2  # [F, B*S] @ [B*S, D] -> [F, D]
     grads["up_proj.weight"] = dup.T @ x2  # [F, D]
     dx = dgate @ w["gate_proj.weight"] + dup @ w["up_proj.weight"]  # [B*S, F] @ [F, D] -> [B*S, D]

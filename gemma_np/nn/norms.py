@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .threads import on_rows
+
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, cache: dict | None = None) -> np.ndarray:
     """x / sqrt(mean(x**2) + eps) * (1 + weight), over the last axis.
@@ -36,15 +38,21 @@ def rms_norm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nda
         dx_i = r (dn_i - n_i mean_j(dn_j n_j))           since dr/dx_i = -r**3 x_i / N
     """
     x, rstd, weight = cache["x"], cache["rstd"], cache["weight"]
-    N = x.shape[-1]
-    # The three lines above, in place on three buffers of x's shape (fresh temporaries cost more than the sums).
     n = x * rstd  # [..., N] the normalized input
-    prod = dout * n  # [..., N]
-    dweight = np.add.reduce(prod.reshape(-1, N), axis=0)  # [..., N] -> [N], np.sum's arithmetic
-    dn = dout * (1 + weight)  # [..., N]
-    np.multiply(dn, n, out=prod)
-    mean = np.add.reduce(prod, axis=-1, keepdims=True) / N  # [..., 1], np.mean's arithmetic (a sum, one division)
+    dweight = np.add.reduce((dout * n).reshape(-1, x.shape[-1]), axis=0)  # [..., N] -> [N], np.sum's arithmetic
+    # dx row by row, the rows split over threads (speed path: nn/threads.py, the same bits as one call)
+    dx = on_rows(lambda d, n_, r, out: _rms_norm_dx(d, n_, r, weight, out), dout, n, rstd)  # [..., N]
+    return dx, dweight
+
+
+def _rms_norm_dx(dout: np.ndarray, n: np.ndarray, rstd: np.ndarray, weight: np.ndarray,
+                 out: np.ndarray) -> np.ndarray:
+    """rms_norm_backward's dx = r (dn - n mean(dn n)), dn = dy (1 + w), into `out`, in place (n is overwritten):
+    a fresh temporary for each step costs more than the arithmetic."""
+    dn = np.multiply(dout, 1 + weight, out=out)  # [..., N]
+    prod = dn * n
+    mean = np.add.reduce(prod, axis=-1, keepdims=True) / n.shape[-1]  # [..., 1], np.mean's arithmetic
     n *= mean
     dn -= n
-    dn *= rstd  # dx
-    return dn, dweight
+    dn *= rstd
+    return dn
