@@ -8,7 +8,9 @@ The step, the same on both sides: a batch of 16 (anchor, positive) pairs, every 
 (<bos> + 126 ids + <eos>; the ids are consecutive 126-token slices of the model card, README.md of the model
 folder, tokenized with the model's tokenizer: anchor i is slice 2i, its positive the slice after it).
 MultipleNegativesRankingLoss (cosine, scale 20), forward + backward, clip_grad_norm(1.0), one AdamW step
-(lr 1e-4, weight decay 0.01). gemma_np: mnrl_gradients, clip_grad_norm and AdamW of gemma_np.train;
+(lr 1e-4, weight decay 0.01). gemma_np: mnrl_gradients (model.workers = N: with the table frozen, the columns
+run in N threads with BLAS on one thread each, gemma_np.nn.threads), clip_grad_norm and AdamW (its parameters in N
+threads) of gemma_np.train;
 torch: sentence-transformers' MultipleNegativesRankingLoss, loss.backward(), torch.nn.utils.clip_grad_norm_,
 torch.optim.AdamW over the trainable parameters, in train mode as the Trainer runs it.
 
@@ -35,7 +37,8 @@ no waiting) never fails on speed or on the loss check: the exit status is non-ze
 crashed. Progress goes to stderr, the table to stdout.
 
 --profile: after its timed steps, each gemma_np worker runs one more step under cProfile (not timed with the
-others) and the report lists the functions that took most of it by their own time: a matrix product (`@`) is
+others), its columns one after the other (model.workers = 1, BLAS on every thread: cProfile sees one thread), and
+the report lists the functions that took most of it by their own time: a matrix product (`@`) is
 counted in the function that writes it (mlp_backward's four products are mlp_backward's), a ufunc likewise;
 numpy's own Python-level functions (np.sum, np.mean, ...) appear under their names.
 """
@@ -130,15 +133,18 @@ def build_workload(folder: Path, quick: bool, steps: int | None, variants: list[
 
 
 # ------------------------------------------------------------------------------------------- workers
-def gemma_np_step(folder: str, columns, frozen: bool, cached: int) -> tuple[Callable[[], float], int, dict]:
-    """Load gemma_np and its optimizer; -> (one training step returning its loss, trainable count, info)."""
+def gemma_np_step(folder: str, columns, frozen: bool, cached: int,
+                  threads: int) -> tuple[Callable[[], float], int, dict]:
+    """Load gemma_np and its optimizer; -> (one training step returning its loss, trainable count, info).
+    model.workers = threads: the plain step's columns run in that many threads, BLAS on one each (frozen table)."""
     from gemma_np import EmbeddingGemma
     from gemma_np.train.optim import AdamW, clip_grad_norm
     from gemma_np.train.step import cached_mnrl_gradients, mnrl_gradients, parameters
 
     model = EmbeddingGemma.from_pretrained(folder, dtype="float32")
+    model.workers = threads
     params = parameters(model, freeze_embeddings=frozen)
-    opt = AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
+    opt = AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY, workers=threads)
 
     def step() -> float:
         if cached:
@@ -150,6 +156,7 @@ def gemma_np_step(folder: str, columns, frozen: bool, cached: int) -> tuple[Call
         opt.step(grads)
         return float(loss)  # the gradients go with this frame, as torch's zero_grad() sets them to None
 
+    step.model = model  # profile_step sets its workers
     return step, sum(p.size for p in params.values()), {}
 
 
@@ -235,7 +242,7 @@ def run_worker(side: str, work_file: str, row: int, threads: int) -> dict:
     out = {"side": side, "row": r["name"], "pid": os.getpid(), "env": {k: os.environ.get(k) for k in OPENBLAS_ENV}}
     t = time.perf_counter()
     if side == "gemma_np":
-        step, count, info = gemma_np_step(work["model"], work["columns"], r["frozen"], r["cached"])
+        step, count, info = gemma_np_step(work["model"], work["columns"], r["frozen"], r["cached"], threads)
     else:
         step, count, info = torch_step(work["model"], work["columns"], r["frozen"], r["cached"], threads)
     out["load_s"], out["trainable"], out["torch"] = time.perf_counter() - t, count, info
@@ -257,6 +264,7 @@ def run_worker(side: str, work_file: str, row: int, threads: int) -> dict:
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
     out["blas"] = blas_info()
     if side == "gemma_np" and work.get("profile"):
+        step.model.workers = 1  # cProfile sees its own thread only: the columns one after the other
         out["profile"] = profile_step(step)
         log(f"{tag} profiled step: {out['profile']['total_s']:.2f} s")
     return out
@@ -350,8 +358,9 @@ def report(result: dict) -> str:
     for r in result["rows"]:
         prof = r["gemma_np"]["runs"][0].get("profile")
         if prof:
-            lines += ["", f"gemma_np, {r['name']}: one step under cProfile, {prof['total_s']:.2f} s "
-                          "(own time of each function; a matrix product counts in the function that writes it)",
+            lines += ["", (f"gemma_np, {r['name']}: one step under cProfile, its columns one after the other, "
+                           f"{prof['total_s']:.2f} s (own time of each function; a matrix product counts in the "
+                           "function that writes it)"),
                       "| function | s | share | calls |", "|---|---:|---:|---:|"]
             lines += [f"| {name} | {own:.2f} | {percent(own / prof['total_s'])} | {calls} |"
                       for name, own, calls in prof["functions"]]

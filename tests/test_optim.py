@@ -109,3 +109,22 @@ def test_params_are_updated_in_place_and_shapes_checked():
     assert np.all(w < 1)
     with pytest.raises(ValueError):
         opt.step({"w": np.ones(5)})
+
+
+def test_parameters_in_threads_are_the_same_bits():
+    """AdamW(workers=3): the parameters updated side by side give the same bits as one after the other."""
+    rng = np.random.default_rng(7)
+    shapes = {"a": (300, 200), "b.norm.weight": (64,), "c": (5, 7, 9), "d": (1000,)}
+    start = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+    runs = []
+    for workers in (1, 3):
+        params = {n: v.copy() for n, v in start.items()}
+        opt = AdamW(params, lr=1e-3, weight_decay=0.01, no_decay=["b.norm.weight"], workers=workers)
+        for k in range(3):
+            grads = {n: np.random.default_rng(k).normal(size=s).astype(np.float32) for n, s in shapes.items()}
+            grads["c"] = None if k == 1 else grads["c"]  # skipped in one step, as torch skips p.grad None
+            opt.step(grads)
+        runs.append((params, opt.state))
+    for n in shapes:
+        np.testing.assert_array_equal(runs[0][0][n], runs[1][0][n], err_msg=n)
+        assert runs[0][1][n]["step"] == runs[1][1][n]["step"] == (2 if n == "c" else 3)

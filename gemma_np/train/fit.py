@@ -139,7 +139,8 @@ def fit(model, rows: list[tuple[str, ...]], config: TrainConfig = TrainConfig(),
 
     params = parameters(model, cfg.freeze_embeddings, cfg.layers_from)
     opt = AdamW(params, lr=linear_schedule_lr(0, cfg.lr, cfg.warmup_steps, cfg.steps),
-                weight_decay=cfg.weight_decay, no_decay=trainer_no_decay(params))
+                weight_decay=cfg.weight_decay, no_decay=trainer_no_decay(params),
+                workers=getattr(model, "workers", 1))  # the parameters in the threads encode uses
     history: list[dict] = []
 
     def run_eval(step: int) -> None:

@@ -37,6 +37,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..nn.threads import worker_pool
+
 # The transformers Trainer gives no weight decay to these (Trainer.get_decay_parameter_names, transformers 5.24):
 # biases and every norm's weight, matched on the lower-cased parameter name. In EmbeddingGemma that is the
 # four layernorms of each layer, q_norm and k_norm, and the final norm.
@@ -56,10 +58,12 @@ class AdamW:
     steps (a schedule sets `opt.lr`, as torch's schedulers set param_group["lr"]).
     no_decay: names that get weight decay 0 (a second torch param group); trainer_no_decay() gives the ones
     the transformers Trainer exempts.
+    workers: threads that update the parameters side by side (a speed path: each parameter's update is its own,
+    so the result is the same bits; NumPy runs each one on a single thread).
     """
 
     def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, no_decay: Iterable[str] = ()):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, no_decay: Iterable[str] = (), workers: int = 1):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:
@@ -73,42 +77,46 @@ class AdamW:
         unknown = sorted(self.no_decay - set(params))
         if unknown:
             raise ValueError(f"no_decay names parameters that are not in params: {unknown[:5]}")
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.lr, self.betas, self.eps, self.weight_decay, self.workers = lr, betas, eps, weight_decay, workers
         self.state: dict[str, dict] = {}  # name -> {"step": int, "exp_avg": m, "exp_avg_sq": v}, made at first use
 
     def step(self, grads: dict[str, np.ndarray | None]) -> None:
         """One update of every parameter that has a gradient in `grads` (same shape as the parameter)."""
+        names = [name for name in self.params if grads.get(name) is not None]
+        for name in names:
+            if grads[name].shape != self.params[name].shape:
+                raise ValueError(f"{name}: gradient {grads[name].shape} for a parameter {self.params[name].shape}")
+            if name not in self.state:
+                p = self.params[name]
+                self.state[name] = {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
+        with worker_pool(self.workers) as pool:  # speed path: the parameters side by side (nn/threads.py)
+            pool.map(lambda name: self._update(name, grads[name]), names)
+
+    def _update(self, name: str, g: np.ndarray) -> None:
+        """The formula of the module docstring, for one parameter, in place."""
         lr, (beta1, beta2), eps = self.lr, self.betas, self.eps
-        for name, p in self.params.items():
-            wd = 0.0 if name in self.no_decay else self.weight_decay
-            g = grads.get(name)
-            if g is None:
-                continue
-            if g.shape != p.shape:
-                raise ValueError(f"{name}: gradient {g.shape} for a parameter {p.shape}")
-            st = self.state.get(name)
-            if st is None:
-                st = self.state[name] = {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            st["step"] += 1
-            t = st["step"]
+        p, st = self.params[name], self.state[name]
+        wd = 0.0 if name in self.no_decay else self.weight_decay
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        st["step"] += 1
+        t = st["step"]
 
-            if wd != 0:
-                p *= 1 - lr * wd
-            # torch's lerp: start + w (end - start) for |w| < 0.5, else end - (end - start) (1 - w)
-            w = 1 - beta1
-            if abs(w) < 0.5:
-                m += w * (g - m)
-            else:
-                m[...] = g - (g - m) * (1 - w)
-            v *= beta2
-            v += (1 - beta2) * g * g
+        if wd != 0:
+            p *= 1 - lr * wd
+        # torch's lerp: start + w (end - start) for |w| < 0.5, else end - (end - start) (1 - w)
+        w = 1 - beta1
+        if abs(w) < 0.5:
+            m += w * (g - m)
+        else:
+            m[...] = g - (g - m) * (1 - w)
+        v *= beta2
+        v += (1 - beta2) * g * g
 
-            bias_correction1 = 1 - beta1 ** t
-            bias_correction2 = 1 - beta2 ** t
-            step_size = lr / bias_correction1
-            denom = np.sqrt(v) / bias_correction2 ** 0.5 + eps
-            p += -step_size * m / denom
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        step_size = lr / bias_correction1
+        denom = np.sqrt(v) / bias_correction2 ** 0.5 + eps
+        p += -step_size * m / denom
 
 
 def linear_schedule_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
