@@ -218,7 +218,11 @@ def figure(log_file: Path, compare: Path | None, out: Path) -> None:
     last = steps[-1]["step"]
     before, after = run["test_before"], run["test_after"]
     tkey = next(k for k in before if k.endswith("ndcg@10"))
-    ax.plot([0, last], [before[tkey], after[tkey]], "s--", color="tab:red", label="test split (held-out modules)")
+    ax.plot([0, last], [before[tkey], after[tkey]], "s--", color="tab:red", label="test split (held-out packages)")
+    if "test_all_after" in run:  # the test packages' whole code as the corpus
+        ax.plot([0, last], [run["test_all_before"]["test_all_cosine_ndcg@10"],
+                            run["test_all_after"]["test_all_cosine_ndcg@10"]], "^--", color="tab:purple",
+                label="test split, the packages' whole code")
     ax.set(xlabel="step", ylabel="NDCG@10", title="retrieval quality")
     ax.legend(fontsize=8)
     if compare:

@@ -698,11 +698,16 @@ plt.show()
 # sentence-transformers' `mine_hard_negatives`). The loss then has to push each query away from a document
 # that already looked right to it, not only from the batch's other, mostly unrelated documents.
 #
-# The run takes about 20 minutes on two cores, so the test suite does not run it here. Its command writes a
+# The run takes about 25 minutes on two cores, so the test suite does not run it here. Its command writes a
 # model folder; `python benchmarks/bench_fine_tuning.py summary --run FOLDER` keeps what this section shows in
 # `docs/fine-tuning-run.json` (a few hundred kilobytes, in the repository): the settings, the loss and
 # evaluation history, every test query's rank before and after, and the first batch's similarity matrices
 # under both models. The checks below hold the file to itself (ranks against the logged metrics).
+#
+# The test split is scored twice: on its corpus (the functions that have a summary, one answer per query) and
+# on its packages' whole code, where the corpus also holds their functions without a usable docstring. The
+# second search is harder (a query's code stands among undocumented twins and helpers of its module), and it
+# is where the run gains most. The ranks below are those of the first.
 
 # %%
 REPO = Path(gemma_np.__file__).resolve().parent.parent
@@ -718,9 +723,10 @@ for label, key in (("base", "test_before"), ("tuned", "test_after")):
                "cosine_ndcg@10": np.mean(np.where(r <= 10, 1 / np.log2(r + 1), 0))}
     for k in KEYS:
         assert abs(by_hand[k] - summary[key][f"test_{k}"]) <= 2 * len(r) * u64, (label, k)  # the logged figures
-print(f"{'':>18} {'base':>8} {'tuned':>8}")
-for k in KEYS:
-    print(f"{k:>18} {summary['test_before'][f'test_{k}']:8.4f} {summary['test_after'][f'test_{k}']:8.4f}")
+print(f"{'test split':>18} {'base':>8} {'tuned':>8}   with every function of its packages: {'base':>8} {'tuned':>8}")
+for k in KEYS:  # the second pair: the corpus holds the packages' other code too (load_ir(distractors=True))
+    print(f"{k:>18} {summary['test_before'][f'test_{k}']:8.4f} {summary['test_after'][f'test_{k}']:8.4f}   "
+          f"{'':>36} {summary['test_all_before'][f'test_all_{k}']:8.4f} {summary['test_all_after'][f'test_all_{k}']:8.4f}")
 
 # %% [markdown]
 # The loss of every step and the eval split's NDCG@10 at each evaluation. The eval split's packages are
@@ -736,6 +742,9 @@ bx.plot([r["step"] for r in evals_], [r["eval"]["eval_cosine_ndcg@10"] for r in 
 last = steps_[-1]["step"]
 bx.plot([0, last], [summary["test_before"]["test_cosine_ndcg@10"], summary["test_after"]["test_cosine_ndcg@10"]],
         "s--", label="test split (before, after)")
+bx.plot([0, last], [summary["test_all_before"]["test_all_cosine_ndcg@10"],
+                    summary["test_all_after"]["test_all_cosine_ndcg@10"]],
+        "^--", label="test split, its packages' whole code as the corpus")
 bx.set(xlabel="step", ylabel="NDCG@10", title="retrieval on packages training never saw")
 bx.legend()
 plt.show()
@@ -762,7 +771,7 @@ assert up.sum() > down.sum()  # the gain is more answers up than down, not a few
 # The run's first batch: each row a query, the columns its batch's documents (left block) and each pair's mined
 # hard negative (right block). The loss wants each row's diagonal entry of the left block above everything else
 # in the row. Before training, a hard negative (right block, diagonal) often scores above the query's own code;
-# after, none does. This batch was trained on, so it shows what the loss did to rows it saw; the ranks above
+# after, hardly ever. This batch was trained on, so it shows what the loss did to rows it saw; the ranks above
 # are the test of what carried over to code it never saw.
 
 # %%
@@ -783,7 +792,7 @@ for label, s_ in sims.items():
     print(f"{label:>5}: own code {own.mean():.3f}, its hard negative {hard.mean():.3f}, best other in-batch "
           f"document {others.mean():.3f}; hard negative above own code in {(hard > own).sum()} of {Bq} rows")
     above[label] = int((hard > own).sum())
-assert above["base"] > 0 and above["tuned"] == 0  # what the text above says
+assert above["base"] >= 4 * max(above["tuned"], 1)  # what the text above says: often before, hardly ever after
 
 # %% [markdown]
 # ### A hard negative next to an easy one
@@ -811,6 +820,7 @@ print(f"easy negative (base {sims['base'][0, easy]:.3f}, tuned {sims['tuned'][0,
 #   gradient, equals autograd through transformers' own layer in float64 for all 13 weights and the input.
 # - A few AdamW steps on one batch drive its loss down quickly, mostly by pushing its documents apart; on
 #   other modules' code they change little.
-# - A real run with one mined hard negative per pair (40 steps of 32 rows, layers 20-23) raises NDCG@10 on
-#   packages it never saw; more answers climb than fall, and the hard negatives of a batch drop below the
-#   answers they used to rival. The README's Fine-tuning section has the figures and the runs that did not gain.
+# - A real run with one mined hard negative per pair (the README's command: 32 rows a step, layers 20-23)
+#   raises NDCG@10 on packages it never saw, more so when their whole code is the corpus; more answers climb
+#   than fall, and the hard negatives of a batch drop below the answers they used to rival. The README's
+#   Fine-tuning section has the figures and the runs that did not gain.
