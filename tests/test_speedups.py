@@ -180,3 +180,34 @@ def test_columns_in_threads_give_the_plain_step(tiny_model, workers, freeze_embe
     maps.clear()
     step.mnrl_gradients(tiny_model, columns, workers=workers)  # the table trained: the plain path
     assert maps == []
+
+
+def test_gradcache_columns_in_threads_give_the_plain_step(tmp_path_factory, monkeypatch):
+    """cached_mnrl_gradients with workers: each column's mini-batches in a thread, the columns' gradients added
+    after. The sums associate per column, so against workers=1 the gradients agree to the float64 gradient bar
+    (1e-10 of each tensor's largest entry, docs/tolerances.md), not bit for bit; the loss is the same number."""
+    from gemma_np.nn import threads
+    from gemma_np.train import step
+
+    folder = tmp_path_factory.mktemp("gradcache-threads")
+    build(SPECS[0], folder)
+    model = EmbeddingGemma.from_pretrained(folder, dtype="float64")
+    columns = [model.tokenize((TEXTS * 2)[i::3])[0][:3] for i in range(3)]  # 3 columns of 3 texts
+    maps = []
+
+    class Recorded(threads.worker_pool):
+        def map(self, f, parts):
+            maps.append((self.n, len(parts)))
+            return super().map(f, parts)
+
+    monkeypatch.setattr(step, "worker_pool", Recorded)
+    want_loss, want = step.cached_mnrl_gradients(model, columns, 2, freeze_embeddings=True, workers=1)
+    assert maps == []
+    seen = []
+    loss, got = step.cached_mnrl_gradients(model, columns, 2, freeze_embeddings=True, workers=2,
+                                           progress=lambda done, total: seen.append((done, total)))
+    assert maps == [(2, 3), (2, 3)]  # pass 1 and pass 3, the three columns over two threads
+    assert sorted(seen) == [(k, 6) for k in range(1, 7)]  # every mini-batch of every column, once
+    assert loss == want_loss and set(got) == set(want)
+    for name, g in want.items():
+        assert np.max(np.abs(got[name] - g)) <= 1e-10 * np.max(np.abs(g)), name

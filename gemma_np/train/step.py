@@ -195,20 +195,28 @@ def mnrl_gradients(model, columns: list[list[list[int]]], scale: float = 20.0, s
 
 def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size: int = 32, scale: float = 20.0,
                           symmetric: bool = False, freeze_embeddings: bool = False, layers_from: int = 0,
-                          progress=None, store: FrozenStore | None = None) -> tuple[float, dict[str, np.ndarray]]:
+                          progress=None, store: FrozenStore | None = None,
+                          workers: int | None = None) -> tuple[float, dict[str, np.ndarray]]:
     """mnrl_gradients by GradCache: the caches of one mini-batch at a time (module docstring).
 
     mini_batch_size: texts per forward (the library's default is 32). Each mini-batch is padded to its own
     longest text, as the library trims a mini-batch's trailing padding. The loss is computed on all B rows at
     once (a [B, B (1 + N)] matrix: small next to the model's caches), where the library sums it over row chunks
     of the same size: the same number up to rounding. progress: an optional callable(done, total) called after
-    each mini-batch's backward. store: the frozen layers' outputs (forward()).
+    each mini-batch's backward. store: the frozen layers' outputs (forward()). workers: as mnrl_gradients', with
+    the table frozen each column's mini-batches run in a thread of their own (holding one mini-batch's caches per
+    thread) and each column's gradients are added after; the sums then associate per column, so the gradients
+    equal workers=1's within float32 rounding, not bit for bit.
     """
     if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
     B = _check_columns(columns)
     _check_layers_from(model, layers_from)
+    workers = getattr(model, "workers", 1) if workers is None else workers
     starts = range(0, B, mini_batch_size)
+    if workers > 1 and len(columns) > 1 and (freeze_embeddings or layers_from > 0):
+        return _cached_mnrl_gradients_in_threads(model, columns, mini_batch_size, scale, symmetric, freeze_embeddings,
+                                                 layers_from, progress, store, workers)
     # 1. Embed every mini-batch of every column, keeping nothing but the embeddings.
     # (The frozen layers as step 3 runs them: both passes must give the same embeddings, bit for bit.)
     embs = [np.concatenate([forward(model, ids[i:i + mini_batch_size], None, layers_from, store) for i in starts])
@@ -245,6 +253,38 @@ def _mnrl_gradients_in_threads(model, columns, scale, symmetric, freeze_embeddin
         embs = pool.map(lambda j: forward(model, columns[j], caches[j], layers_from, store), range(len(columns)))
         loss, dembs = _loss_and_demb(embs, scale, symmetric)
         parts = pool.map(lambda j: backward(model, dembs[j], caches[j], freeze_embeddings), range(len(columns)))
+    grads: dict[str, np.ndarray] = {}
+    for part in parts:  # column order
+        for name, g in part.items():
+            accumulate(grads, name, g)
+    return loss, grads
+
+
+def _cached_mnrl_gradients_in_threads(model, columns, mini_batch_size, scale, symmetric, freeze_embeddings,
+                                      layers_from, progress, store, workers):
+    """cached_mnrl_gradients' three passes, each column's mini-batches in a thread of their own."""
+    starts = range(0, len(columns[0]), mini_batch_size)
+    total, done = len(columns) * len(starts), [0]
+
+    def embed(ids):  # pass 1, one column
+        return np.concatenate([forward(model, ids[i:i + mini_batch_size], None, layers_from, store) for i in starts])
+
+    def column_grads(j):  # pass 3, one column: its mini-batches one after the other, into the column's own dict
+        grads: dict[str, np.ndarray] = {}
+        for i in starts:
+            cache: dict = {}
+            forward(model, columns[j][i:i + mini_batch_size], cache, layers_from, store)
+            backward(model, dembs[j][i:i + mini_batch_size], cache, freeze_embeddings, into=grads)
+            del cache
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+        return grads
+
+    with worker_pool(min(workers, len(columns))) as pool:
+        embs = pool.map(embed, columns)
+        loss, dembs = _loss_and_demb(embs, scale, symmetric)
+        parts = pool.map(column_grads, range(len(columns)))
     grads: dict[str, np.ndarray] = {}
     for part in parts:  # column order
         for name, g in part.items():
