@@ -20,6 +20,11 @@ Two ways to get the same gradients:
                            rows of that gradient, adding into one set of parameter gradients. Memory: the caches
                            of one mini-batch, whatever the batch size. Cost: one more forward.
 
+Speed path (the file's end): with model.workers > 1 (encode's setting, one per core unless set) and the token
+table frozen, both run each column in a thread of its own, BLAS on one thread each (gemma_np.nn.threads): NumPy's
+elementwise work then runs on every core, as torch's does. mnrl_gradients gives the same bits as on one thread;
+GradCache adds its mini-batches per column first, so it agrees to float32 rounding.
+
 Nothing here reads a file (in train/, only data.py's two loaders do): `model` is an EmbeddingGemma (or anything
 with its attributes: params, config, dense_weights, head, dtype, embed_scale).
 """
