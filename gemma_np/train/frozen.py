@@ -7,6 +7,7 @@ text, kept on disk, and each step can begin at layer N.
     text_states(model, ids, upto)        one text's input of layer `upto`, computed alone   [S, D]
     start_states(model, ids, upto, store)    a column's inputs of layer `upto`, right-padded with zeros  [B, S, D]
     FrozenStore.open_or_build(model, upto, texts, root)    every text's states, memory-mapped, keyed by hashes
+    StatesInMemory(model, upto, texts)   the same for a step's texts, in memory (what the step's threads read)
 
 Axes: B texts, S sequence (a text's own length, or the column's longest), D hidden, T tokens of all texts.
 
@@ -63,6 +64,28 @@ def start_states(model, ids: list[list[int]], upto: int, store: FrozenStore | No
     for b, x in enumerate(ids):
         out[b, :len(x)] = store.states(x) if store is not None else text_states(model, x, upto)  # [S_b, D]
     return out
+
+
+class StatesInMemory:
+    """Some texts' inputs of layer `upto`, computed now with text_states and held in memory: a FrozenStore's
+    states(ids), upto and misses, without a folder. The training step's threads read the frozen layers from one
+    when no store is given (gemma_np.train.step): computed here, in the calling thread with BLAS as it was set, as
+    the plain step and a store's build compute them; inside a thread that limits BLAS to one thread, a product
+    may be split otherwise and round otherwise, and the store would then change bits."""
+
+    def __init__(self, model, upto: int, texts: list[list[int]]):
+        self.model, self.upto, self.misses = model, upto, 0
+        self._states = {}
+        for x in texts:
+            if tuple(x) not in self._states:
+                self._states[tuple(x)] = text_states(model, x, upto)  # [S, D]
+
+    def states(self, ids: Sequence[int]) -> np.ndarray:
+        got = self._states.get(tuple(ids))
+        if got is None:
+            self.misses += 1
+            return text_states(self.model, ids, self.upto)
+        return got
 
 
 def frozen_key(model, upto: int, texts: list[list[int]]) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 from ..nn.encoder import accumulate
 from ..nn.sentence import pad_batch, sentence_backward, sentence_forward
 from ..nn.threads import worker_pool
-from .frozen import FrozenStore, start_states
+from .frozen import FrozenStore, StatesInMemory, start_states
 from .loss import mnrl_backward, mnrl_loss
 
 EMBED_TABLE = "embed_tokens.weight"
@@ -252,7 +252,16 @@ def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size
 # column apart), which mnrl_gradients does in place.
 
 
+def _frozen_here(model, columns, layers_from, store):
+    """The store the threads read the frozen layers from: `store`, or the columns' states computed in this thread
+    (frozen.StatesInMemory says why)."""
+    if layers_from > 0 and store is None:
+        return StatesInMemory(model, layers_from, [x for column in columns for x in column])
+    return store
+
+
 def _mnrl_gradients_in_threads(model, columns, scale, symmetric, freeze_embeddings, layers_from, store, workers):
+    store = _frozen_here(model, columns, layers_from, store)
     caches = [{} for _ in columns]
     with worker_pool(min(workers, len(columns))) as pool:
         embs = pool.map(lambda j: forward(model, columns[j], caches[j], layers_from, store), range(len(columns)))
@@ -268,6 +277,7 @@ def _mnrl_gradients_in_threads(model, columns, scale, symmetric, freeze_embeddin
 def _cached_mnrl_gradients_in_threads(model, columns, mini_batch_size, scale, symmetric, freeze_embeddings,
                                       layers_from, progress, store, workers):
     """cached_mnrl_gradients' three passes, each column's mini-batches in a thread of their own."""
+    store = _frozen_here(model, columns, layers_from, store)
     starts = range(0, len(columns[0]), mini_batch_size)
     total, done = len(columns) * len(starts), [0]
 
