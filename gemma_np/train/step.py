@@ -22,8 +22,11 @@ Two ways to get the same gradients:
 
 Speed path (the file's end): with model.workers > 1 (encode's setting, one per core unless set) and the token
 table frozen, both run each column in a thread of its own, BLAS on one thread each (gemma_np.nn.threads): NumPy's
-elementwise work then runs on every core, as torch's does. mnrl_gradients gives the same bits as on one thread;
-GradCache adds its mini-batches per column first, so it agrees to float32 rounding.
+elementwise work then runs on every core, as torch's does. mnrl_gradients does the same sums in the same order as
+on one thread; GradCache adds its mini-batches per column first. Either way a matrix product on one BLAS thread
+may round otherwise than on several (OpenBLAS's Haswell kernels do; SkylakeX's gave the same bits on the real
+run's replay), so the two agree to float32 rounding, and a frozen-layer store still changes no bit: the frozen
+layers are computed outside the threads (frozen.StatesInMemory).
 
 Nothing here reads a file (in train/, only data.py's two loaders do): `model` is an EmbeddingGemma (or anything
 with its attributes: params, config, dense_weights, head, dtype, embed_scale).
@@ -247,7 +250,8 @@ def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size
 # Not part of the math: mnrl_gradients with its columns in threads. NumPy runs elementwise work on one thread; BLAS
 # on all it was given. Each column's forward and backward are independent until the loss and after it, so
 # nn.threads.worker_pool runs them side by side, BLAS on one thread each. Each column's gradients are its own dict
-# and are added in column order afterwards, as mnrl_gradients adds them (`into`): the same sums in the same order.
+# and are added in column order afterwards, as mnrl_gradients adds them (`into`): the same sums in the same order
+# (the products, on one BLAS thread, may round otherwise: the module docstring).
 # Only with the token table frozen: its gradient is a scatter-add into one [V, D] array per call (2.4 GB for every
 # column apart), which mnrl_gradients does in place.
 
