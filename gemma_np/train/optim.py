@@ -103,20 +103,31 @@ class AdamW:
 
         if wd != 0:
             p *= 1 - lr * wd
+        # The formula's steps in place on two scratch buffers, each product in the order written: the same bits
+        # as the expressions in the comments, without a fresh temporary (new pages) for every step.
+        tmp = np.subtract(g, m)  # g - m
         # torch's lerp: start + w (end - start) for |w| < 0.5, else end - (end - start) (1 - w)
         w = 1 - beta1
         if abs(w) < 0.5:
-            m += w * (g - m)
+            tmp *= w
+            m += tmp  # m += w * (g - m)
         else:
-            m[...] = g - (g - m) * (1 - w)
+            tmp *= 1 - w
+            np.subtract(g, tmp, out=m)  # m = g - (g - m) * (1 - w)
+        np.multiply(g, 1 - beta2, out=tmp)
+        tmp *= g
         v *= beta2
-        v += (1 - beta2) * g * g
+        v += tmp  # v += (1 - beta2) * g * g
 
         bias_correction1 = 1 - beta1 ** t
         bias_correction2 = 1 - beta2 ** t
         step_size = lr / bias_correction1
-        denom = np.sqrt(v) / bias_correction2 ** 0.5 + eps
-        p += -step_size * m / denom
+        np.sqrt(v, out=tmp)
+        tmp /= bias_correction2 ** 0.5
+        tmp += eps  # denom = sqrt(v) / sqrt(bias_correction2) + eps
+        update = np.multiply(m, -step_size)
+        update /= tmp
+        p += update  # p += -step_size * m / denom
 
 
 def linear_schedule_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
