@@ -128,3 +128,9 @@ def test_parameters_in_threads_are_the_same_bits():
     for n in shapes:
         np.testing.assert_array_equal(runs[0][0][n], runs[1][0][n], err_msg=n)
         assert runs[0][1][n]["step"] == runs[1][1][n]["step"] == (2 if n == "c" else 3)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True])
+def test_bad_worker_counts_are_named(workers):
+    with pytest.raises(ValueError, match="workers must be a whole number"):
+        AdamW({"a": np.zeros(3, np.float32)}, workers=workers)

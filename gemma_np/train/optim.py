@@ -72,6 +72,8 @@ class AdamW:
             raise ValueError(f"Invalid beta parameters: {betas}")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number of threads, 1 or more; got {workers!r}")
         self.params = params
         self.no_decay = set(no_decay)
         unknown = sorted(self.no_decay - set(params))
