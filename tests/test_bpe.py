@@ -179,7 +179,7 @@ def project_texts(real_dir: Path) -> dict[str, list[str]]:
         literals += [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     queries, docs, _ = retrieval_set()
     by_split, _ = build()
-    code = [t for pairs in by_split.values() for p in pairs for t in (p.query, p.document)]
+    code = [t for pairs in by_split.values() for p in pairs for t in (p.query, p.document) if t]  # distractors: ""
     prompts = list(read_head_config_prompts(real_dir))
     return {
         "probes": probe_texts(SimpleNamespace(folder=real_dir)) + [QUERY] + PLANETS + MULTILINGUAL
