@@ -148,14 +148,9 @@ def test_rows_over_threads_are_the_same_bits(n, monkeypatch):
         threads.on_rows(fails, dy, x)
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-@pytest.mark.parametrize("freeze_embeddings, layers_from", [(True, 0), (False, 2)], ids=["table-frozen", "top-layers"])
-def test_columns_in_threads_give_the_plain_step(tiny_model, workers, freeze_embeddings, layers_from, monkeypatch):
-    """mnrl_gradients with workers: the columns' forwards and backwards in threads (BLAS on one thread each), the
-    gradients added in column order. Against workers=1, the same loss and gradients bit for bit: the same sums in
-    the same order (matrices this small run on one BLAS thread either way; on the real model a BLAS given more
-    threads may split a product and round it otherwise, which bench_training's loss check shows). The table
-    trained: no threads."""
+@pytest.fixture
+def maps(monkeypatch) -> list[tuple[int, int]]:
+    """(threads, parts) of every worker_pool.map the training step makes, recorded as it runs."""
     from gemma_np.nn import threads
     from gemma_np.train import step
 
@@ -167,6 +162,19 @@ def test_columns_in_threads_give_the_plain_step(tiny_model, workers, freeze_embe
             return super().map(f, parts)
 
     monkeypatch.setattr(step, "worker_pool", Recorded)
+    return maps
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("freeze_embeddings, layers_from", [(True, 0), (False, 2)], ids=["table-frozen", "top-layers"])
+def test_columns_in_threads_give_the_plain_step(tiny_model, workers, freeze_embeddings, layers_from, maps):
+    """mnrl_gradients with workers: the columns' forwards and backwards in threads (BLAS on one thread each), the
+    gradients added in column order. Against workers=1, the same loss and gradients bit for bit: the same sums in
+    the same order (matrices this small run on one BLAS thread either way; on the real model a BLAS given more
+    threads may split a product and round it otherwise, which bench_training's loss check shows). The table
+    trained: no threads."""
+    from gemma_np.train import step
+
     columns = [tiny_model.tokenize(TEXTS[i::3])[0][:2] for i in range(3)]  # anchors, positives, negatives
     kw = {"freeze_embeddings": freeze_embeddings, "layers_from": layers_from}
     want_loss, want = step.mnrl_gradients(tiny_model, columns, workers=1, **kw)
@@ -182,25 +190,16 @@ def test_columns_in_threads_give_the_plain_step(tiny_model, workers, freeze_embe
     assert maps == []
 
 
-def test_gradcache_columns_in_threads_give_the_plain_step(tmp_path_factory, monkeypatch):
+def test_gradcache_columns_in_threads_give_the_plain_step(tmp_path_factory, maps):
     """cached_mnrl_gradients with workers: each column's mini-batches in a thread, the columns' gradients added
     after. The sums associate per column, so against workers=1 the gradients agree to the float64 gradient bar
     (1e-10 of each tensor's largest entry, docs/tolerances.md), not bit for bit; the loss is the same number."""
-    from gemma_np.nn import threads
     from gemma_np.train import step
 
     folder = tmp_path_factory.mktemp("gradcache-threads")
     build(SPECS[0], folder)
     model = EmbeddingGemma.from_pretrained(folder, dtype="float64")
     columns = [model.tokenize((TEXTS * 2)[i::3])[0][:3] for i in range(3)]  # 3 columns of 3 texts
-    maps = []
-
-    class Recorded(threads.worker_pool):
-        def map(self, f, parts):
-            maps.append((self.n, len(parts)))
-            return super().map(f, parts)
-
-    monkeypatch.setattr(step, "worker_pool", Recorded)
     want_loss, want = step.cached_mnrl_gradients(model, columns, 2, freeze_embeddings=True, workers=1)
     assert maps == []
     seen = []

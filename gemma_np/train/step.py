@@ -188,8 +188,8 @@ def mnrl_gradients(model, columns: list[list[list[int]]], scale: float = 20.0, s
     """
     _check_columns(columns)
     _check_layers_from(model, layers_from)
-    workers = getattr(model, "workers", 1) if workers is None else workers
-    if workers > 1 and len(columns) > 1 and (freeze_embeddings or layers_from > 0):
+    workers = _column_threads(model, workers, columns, freeze_embeddings, layers_from)
+    if workers > 1:
         return _mnrl_gradients_in_threads(model, columns, scale, symmetric, freeze_embeddings, layers_from, store,
                                           workers)
     caches = [{} for _ in columns]
@@ -220,9 +220,9 @@ def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size
         raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
     B = _check_columns(columns)
     _check_layers_from(model, layers_from)
-    workers = getattr(model, "workers", 1) if workers is None else workers
+    workers = _column_threads(model, workers, columns, freeze_embeddings, layers_from)
     starts = range(0, B, mini_batch_size)
-    if workers > 1 and len(columns) > 1 and (freeze_embeddings or layers_from > 0):
+    if workers > 1:
         return _cached_mnrl_gradients_in_threads(model, columns, mini_batch_size, scale, symmetric, freeze_embeddings,
                                                  layers_from, progress, store, workers)
     # 1. Embed every mini-batch of every column, keeping nothing but the embeddings.
@@ -256,6 +256,22 @@ def cached_mnrl_gradients(model, columns: list[list[list[int]]], mini_batch_size
 # column apart), which mnrl_gradients does in place.
 
 
+def _column_threads(model, workers: int | None, columns, freeze_embeddings: bool, layers_from: int) -> int:
+    """The threads a step's columns run in: `workers` (None: model.workers, else 1), and 1 unless there are two
+    columns or more and the table is frozen (its gradient is one scatter-add the columns would share)."""
+    workers = getattr(model, "workers", 1) if workers is None else workers
+    return workers if len(columns) > 1 and (freeze_embeddings or layers_from > 0) else 1
+
+
+def _added_in_order(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The columns' gradient dicts added up in column order, as the one-thread step adds them (`into`)."""
+    grads: dict[str, np.ndarray] = {}
+    for part in parts:
+        for name, g in part.items():
+            accumulate(grads, name, g)
+    return grads
+
+
 def _frozen_here(model, columns, layers_from, store):
     """The store the threads read the frozen layers from: `store`, or the columns' states computed in this thread
     (frozen.StatesInMemory says why)."""
@@ -271,11 +287,7 @@ def _mnrl_gradients_in_threads(model, columns, scale, symmetric, freeze_embeddin
         embs = pool.map(lambda j: forward(model, columns[j], caches[j], layers_from, store), range(len(columns)))
         loss, dembs = _loss_and_demb(embs, scale, symmetric)
         parts = pool.map(lambda j: backward(model, dembs[j], caches[j], freeze_embeddings), range(len(columns)))
-    grads: dict[str, np.ndarray] = {}
-    for part in parts:  # column order
-        for name, g in part.items():
-            accumulate(grads, name, g)
-    return loss, grads
+    return loss, _added_in_order(parts)
 
 
 def _cached_mnrl_gradients_in_threads(model, columns, mini_batch_size, scale, symmetric, freeze_embeddings,
@@ -304,8 +316,4 @@ def _cached_mnrl_gradients_in_threads(model, columns, mini_batch_size, scale, sy
         embs = pool.map(embed, columns)
         loss, dembs = _loss_and_demb(embs, scale, symmetric)
         parts = pool.map(column_grads, range(len(columns)))
-    grads: dict[str, np.ndarray] = {}
-    for part in parts:  # column order
-        for name, g in part.items():
-            accumulate(grads, name, g)
-    return loss, grads
+    return loss, _added_in_order(parts)
