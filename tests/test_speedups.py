@@ -1,19 +1,22 @@
 """The speed-ups of encode() and the profiler beside them: each equal to the plain form within the parity bar.
 
 - EmbeddingGemma.workers: a forward's texts split over threads, BLAS on one thread each;
-- gemma_np.nn.linear.linear: the projections as one [B*S, in] product instead of B per-text products;
+- gemma_np.nn.linear.linear: the projections as one [B*S, in] product instead of B per-text products, and a short
+  input's products by blocks of output features on two threads (linears_split, threads.beside);
 - gemma_np.nn.trace.OpTimer: seconds per op, taking the same paths as no trace (blocked attention, chunked MLP);
 - gemma_np.nn.threads.on_rows: a row-wise function on blocks of rows in several threads, the same bits as one call.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from gemma_np import EmbeddingGemma
 from gemma_np.errors import InputError
-from gemma_np.nn import attention, linear, mlp
+from gemma_np.nn import attention, linear, mlp, threads
 from gemma_np.nn.sentence import pad_batch
 from gemma_np.nn.trace import LAYER_OPS, OpTimer, Trace, stores_arrays
 
@@ -82,6 +85,89 @@ def test_flattened_projection_is_the_same_product(monkeypatch):
     assert np.all(np.abs(got - want) <= 16 * 2.0**-24 * scale)
     monkeypatch.setattr(linear, "FLATTEN", False)
     np.testing.assert_array_equal(linear.linear(x, w), x @ w.T)  # the per-text form is NumPy's own
+
+
+# The projections' shapes, [out, in]: q and o, k and v, gate and up (768 in), down (1152 in).
+SPLIT_SHAPES = {768: [(768, 768), (256, 768), (1152, 768)], 1152: [(768, 1152)]}
+
+
+@pytest.mark.parametrize("rows", [1, 5, 18, 36])
+def test_split_products_are_the_same_products(rows, monkeypatch):
+    """linears_split, a short input's products by blocks of output features on two threads: every output within the
+    standard float32 bound of the float64 product, as the plain form; bit for bit the same on one thread as on two
+    (which thread computes a block changes nothing, and a block left uncomputed would show as np.empty's garbage)."""
+    rng = np.random.default_rng(rows)
+    for n_in, shapes in SPLIT_SHAPES.items():
+        x = rng.standard_normal((1, rows, n_in)).astype(np.float32)
+        ws = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        monkeypatch.setattr(threads, "THREADS", 2)
+        got = linear.linears_split(x, tuple(ws))
+        assert any(t.name == "gemma_np-beside" for t in threading.enumerate())  # the helper took its share
+        for g, w in zip(got, ws):
+            assert g.shape == (1, rows, w.shape[0]) and g.dtype == np.float32 and g.flags.c_contiguous
+            want = x.astype(np.float64) @ w.T.astype(np.float64)
+            # n_in-term float32 dot products: within n_in u of the sum of |terms| (the standard bound, n u sum |x w|)
+            assert np.all(np.abs(g - want) <= n_in * 2.0**-24 * (np.abs(x) @ np.abs(w).T))
+        monkeypatch.setattr(threads, "THREADS", 1)
+        for g, a in zip(got, linear.linears_split(x, tuple(ws))):
+            np.testing.assert_array_equal(g, a)
+
+
+def test_which_products_take_the_split(monkeypatch):
+    monkeypatch.setattr(threads, "small_matrix_kernels", lambda: True)
+    w = np.zeros((1152, 768), np.float32)
+    x = np.zeros((1, 18, 768), np.float32)
+    assert linear.takes_split_path(x, (w,))
+    assert not linear.takes_split_path(x.astype(np.float64), (w,))  # float32 only: float64 is the exact reference
+    assert not linear.takes_split_path(np.zeros((1, linear.SPLIT_ROWS + 1, 768), np.float32), (w,))  # long: BLAS's
+    assert not linear.takes_split_path(x, (w[:1000],))  # 1000 features: no block size divides them
+    assert linear.split_chunk(18, np.zeros((768, 1152), np.float32)) == 32
+    assert linear.split_chunk(30, np.zeros((768, 1152), np.float32)) == 16  # 30 * 1152 * 32 > 100**3
+    monkeypatch.setattr(threads, "small_matrix_kernels", lambda: False)  # Haswell's kernels pack every block
+    assert not linear.takes_split_path(x, (w,))
+    monkeypatch.setattr(threads, "small_matrix_kernels", lambda: True)
+    monkeypatch.setattr(linear, "SPLIT", False)
+    assert not linear.takes_split_path(x, (w,))
+
+
+def test_split_queries_equal_the_plain_forward_within_the_parity_bar(tiny_model, monkeypatch):
+    monkeypatch.setattr(threads, "small_matrix_kernels", lambda: True)  # the split on every machine ...
+    monkeypatch.setattr(linear, "SPLIT_ROWS", 40)  # ... for every text (the tiny model's longest: 40 tokens)
+    monkeypatch.setattr(linear, "SPLIT", False)
+    want = tiny_model.encode_query(TEXTS, batch_size=1)
+    calls = []
+    split = linear.linears_split
+    monkeypatch.setattr(linear, "linears_split", lambda x, ws: calls.append(len(ws)) or split(x, ws))
+    monkeypatch.setattr(linear, "SPLIT", True)
+    got = tiny_model.encode_query(TEXTS, batch_size=1)
+    layers = tiny_model.config.num_hidden_layers
+    assert calls.count(3) == layers * len(TEXTS) and calls.count(2) == layers * len(TEXTS)  # q k v; gate up
+    assert_close("tiny: split products against one BLAS call each", got, want, parity_bar(24))
+
+
+def test_beside_runs_both_jobs_and_hands_back_their_errors(monkeypatch):
+    monkeypatch.setattr(threads, "THREADS", 2)
+    where = {}
+
+    def job():
+        where["job"] = threading.current_thread().name
+        return 1
+
+    def own():
+        where["own"] = threading.current_thread().name
+        return 2
+
+    assert threads.beside(job, own) == (1, 2)
+    assert where == {"job": "gemma_np-beside", "own": threading.current_thread().name}
+    with pytest.raises(ValueError, match="in the helper"):
+        threads.beside(lambda: (_ for _ in ()).throw(ValueError("in the helper")), own)
+    with pytest.raises(KeyError, match="here"):
+        threads.beside(job, lambda: {}["here"])
+    # While the helper is busy (here: with this call's own job), a nested call runs both jobs on its own thread.
+    assert threads.beside(job, lambda: threads.beside(job, own)) == (1, (1, 2))
+    monkeypatch.setattr(threads, "THREADS", 1)
+    where.clear()
+    assert threads.beside(job, own) == (1, 2) and where["job"] == where["own"]
 
 
 def test_op_timer_takes_the_untraced_paths_and_changes_nothing(tiny_model, monkeypatch):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linear import linear
+from .linear import linear, linears
 from .norms import rms_norm, rms_norm_backward
 from .rope import apply_rope, apply_rope_backward
 from .trace import stores_arrays, tap
@@ -167,9 +167,10 @@ def self_attention(
     # Each intermediate passes through the trace's tap, and the block goes on with what comes back: a Trace
     # subclass may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
     through = lambda name, value: tap(trace, prefix, "self_attn." + name, value)
-    q = through("q_proj", linear(x, w["q_proj.weight"]).reshape(B, S, H, E))  # [B, S, D] -> [B, S, H, E]
-    k = through("k_proj", linear(x, w["k_proj.weight"]).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
-    v = through("v_proj", linear(x, w["v_proj.weight"]).reshape(B, S, K, E))  # [B, S, D] -> [B, S, K, E]
+    q, k, v = linears(x, w["q_proj.weight"], w["k_proj.weight"], w["v_proj.weight"])  # [B, S, D] -> [B, S, out]
+    q = through("q_proj", q.reshape(B, S, H, E))  # [B, S, H*E] -> [B, S, H, E]
+    k = through("k_proj", k.reshape(B, S, K, E))  # [B, S, K*E] -> [B, S, K, E]
+    v = through("v_proj", v.reshape(B, S, K, E))  # [B, S, K*E] -> [B, S, K, E]
 
     # Gemma3 normalizes each head's query and key (RMSNorm over E) BEFORE the rotary embedding.
     q = through("q_norm", rms_norm(q, w["q_norm.weight"], eps, sub_cache(cache, "q_norm")))  # [B, S, H, E]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linear import linear
 from .trace import tap
 
 
@@ -38,8 +39,10 @@ def mean_pool_backward(dpooled: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def dense(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """A Dense module with no bias and the identity activation.  [B, in] -> [B, out]; weight [out, in]."""
-    return x @ weight.T
+    """A Dense module with no bias and the identity activation.  [B, in] -> [B, out]; weight [out, in].
+
+    x @ weight.T, through linear() and its speed paths, as every projection of the encoder."""
+    return linear(x, weight)
 
 
 def dense_backward(dout: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linear import linear
+from .linear import linear, linears
 from .threads import on_rows
 from .trace import stores_arrays, tap
 
@@ -80,8 +80,9 @@ def mlp(x: np.ndarray, w: dict[str, np.ndarray], trace: dict | None = None, pref
     # Each intermediate passes through the trace's tap, and the block goes on with what comes back: a Trace
     # subclass may return it changed (precision emulation, faults; gemma_np.nn.trace.tap).
     through = lambda name, value: tap(trace, prefix, "mlp." + name, value)
-    gate = through("gate_proj", linear(x, w["gate_proj.weight"]))  # [B, S, D] -> [B, S, F]
-    up = through("up_proj", linear(x, w["up_proj.weight"]))  # [B, S, D] -> [B, S, F]
+    gate, up = linears(x, w["gate_proj.weight"], w["up_proj.weight"])  # [B, S, D] -> [B, S, F] each
+    gate = through("gate_proj", gate)  # [B, S, F]
+    up = through("up_proj", up)  # [B, S, F]
     g = gelu_tanh(gate)  # [B, S, F], a new array
     # g * up, into g unless the backward needs g kept: the same product, one [B, S, F] temporary fewer
     act = through("act", np.multiply(g, up, out=g if cache is None else None))  # [B, S, F]
