@@ -25,7 +25,7 @@ from .nn.sentence import pad_batch, sentence_forward
 from .nn.threads import worker_pool
 
 MODEL_DIR_ENV = "GEMMA_NP_MODEL_DIR"
-MAX_BATCH_TOKENS = 8192  # padded tokens per forward pass inside encode(); see encode
+MAX_PART_TOKENS = 1024  # padded tokens per worker's forward inside encode() (one text at least); see encode
 WORKERS_ENV = "GEMMA_NP_WORKERS"
 
 
@@ -363,9 +363,11 @@ class EmbeddingGemma:
         with worker_pool(workers if len(texts) > 1 else 1) as pool:
             for start in starts:
                 batch = order[start : start + batch_size]
-                # Each text is computed alone, so a batch may run as several forwards: at most MAX_BATCH_TOKENS
-                # padded tokens each, which bounds the activations' memory without changing any result.
-                per_forward = max(1, MAX_BATCH_TOKENS // len(ids[batch[0]]))
+                # Each text is computed alone, so a batch may run as several forwards: one part per worker, each
+                # of at most MAX_PART_TOKENS padded tokens (one text at least). Small forwards bound the
+                # activations' memory and the padding (a part's texts are padded to its longest: fewer texts,
+                # closer lengths) without changing any result; 1024 tokens still keep the products at speed.
+                per_forward = workers * max(1, MAX_PART_TOKENS // len(ids[batch[0]]))
                 for f0 in range(0, len(batch), per_forward):
                     rows = batch[f0 : f0 + per_forward]
                     # The rows (longest first) dealt out in turn, so that every worker gets similar lengths.
