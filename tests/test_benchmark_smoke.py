@@ -8,30 +8,48 @@ from pathlib import Path
 
 import pytest
 
+from gemma_np.verify.runtimes.judge import MIN_COSINE
+from gemma_np.verify.runtimes.onnxrt import QUANTIZED_FLOOR
+
 from support_bounds import assert_below
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_speed.py"
-FIGURES = ("a_tokens_per_s", "b_tokens_per_s", "c_latency_ms", "a_gflops", "b_gflops", "load_s", "rss_mb")
+FIGURES = ("a_tokens_per_s", "b_tokens_per_s", "c_latency_ms", "d_tokens_per_s", "a_gflops", "b_gflops", "load_s",
+           "rss_mb")
 
 
 @pytest.mark.real
-def test_speed_benchmark_quick(real_dir, tmp_path):
+def test_speed_benchmark_quick(real_dir, onnx_dir, tmp_path):
+    """Every side the test set-up installs runs (gemma_np, sentence-transformers, ONNX Runtime fp32 and int8) with
+    every figure, its vectors held to its bar; llama.cpp is pointed at a GGUF file that is not there, so it is
+    reported skipped with the command that makes one, on every machine."""
     pytest.importorskip("torch")
     pytest.importorskip("sentence_transformers")
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--model", str(real_dir), "--json", str(out)],
-                          capture_output=True, text=True, timeout=900)
+    missing = tmp_path / "none.gguf"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--model", str(real_dir), "--onnx", str(onnx_dir),
+                           "--gguf", str(missing), "--json", str(out)], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
-    for side in ("gemma_np", "torch"):
+    assert list(result["sides"]) == ["gemma_np", "torch", "ort_fp32", "ort_int8"]
+    for side, figures in result["sides"].items():
         for key in FIGURES:
-            value = result["sides"][side][key]
+            value = figures[key]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (side, key, value)
-    assert all(math.isfinite(result["ratios"][key]) and result["ratios"][key] > 0 for key in FIGURES)
+    for peer, ratios in result["ratios"].items():
+        assert all(math.isfinite(ratios[key]) and ratios[key] > 0 for key in FIGURES), peer
     assert math.isfinite(result["numpy_matmul_peak_gflops"]) and result["numpy_matmul_peak_gflops"] > 0
-    assert result["parity_max_abs_diff"] >= 0
-    assert_below("speed benchmark: parity of (a)", result["parity_max_abs_diff"], 1e-6)  # the parity bar
-    assert "sent-transf" in proc.stdout and "parity" in proc.stdout
+    parity = result["parity"]
+    for peer in ("torch", "ort_fp32"):  # float32 runtimes of the same model: the parity bar
+        assert_below(f"speed benchmark: {peer}'s vectors of (a)", parity[peer]["max_abs_diff"], 1e-6)
+    # int8 weights and activations: within verify onnx's floor for a quantized graph, and visibly not float32
+    assert QUANTIZED_FLOOR <= parity["ort_int8"]["min_cosine"] < MIN_COSINE
+    for side in ("llama_fa", "llama"):
+        why = result["skipped"][side]
+        assert str(missing) in why or "pip install" in why, why
+    assert [line["check"][:3] for line in result["bar"]] == ["(a)", "(b)", "(d)"] * 2 + ["(c)", "pea"]
+    for text in ("sent-transf", "ORT fp32", "ORT int8", "llama FA: skipped", "the bar (issue 30)", "max |diff|"):
+        assert text in proc.stdout, text
 
 
 @pytest.mark.real
