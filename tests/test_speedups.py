@@ -170,6 +170,25 @@ def test_beside_runs_both_jobs_and_hands_back_their_errors(monkeypatch):
     assert threads.beside(job, own) == (1, 2) and where["job"] == where["own"]
 
 
+def test_beside_in_a_forked_child_starts_its_own_helper(monkeypatch):
+    """A fork copies only the calling thread: a child that used the parent's helper would wait for it forever."""
+    import multiprocessing
+
+    monkeypatch.setattr(threads, "THREADS", 2)
+    threads.beside(int, int)  # the parent's helper exists
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_beside_in_child)
+        assert result.get(timeout=60) == (1, 2, "gemma_np-beside")
+
+
+def _beside_in_child():
+    threads.THREADS = 2
+    where = []
+    got = threads.beside(lambda: where.append(threading.current_thread().name) or 1, lambda: 2)
+    return (*got, where[0])
+
+
 def test_op_timer_takes_the_untraced_paths_and_changes_nothing(tiny_model, monkeypatch):
     monkeypatch.setattr(attention, "BLOCKED_FROM", 4)  # the tiny texts take the blocked attention path ...
     monkeypatch.setattr(mlp, "CHUNK_TOKENS", 8)  # ... and the chunked MLP

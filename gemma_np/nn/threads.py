@@ -162,13 +162,23 @@ _helper: _Helper | None = None
 _helper_made = threading.Lock()
 
 
+def _forget_helper() -> None:
+    """In a forked child: the helper thread was not copied; the next beside() starts one of its own."""
+    global _helper, _helper_made
+    _helper, _helper_made = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
+
+
 def beside(job: Callable[[], object], own: Callable[[], object]) -> tuple[object, object]:
     """(job(), own()), computed at once: `job` on a helper thread, `own` on this one. Each must write only its own
     outputs. When THREADS is 1, while a worker_pool runs its parts (its threads already fill the cores), or while
     another thread is using the helper, both run here, one after the other: the same calls, the same results.
 
-    A round trip costs about 50 microseconds on the machines measured (the helper's wake-up; a ThreadPoolExecutor's
-    future costs half as much again), and a short text's forward makes about a hundred: give the helper the smaller
+    A round trip costs about 50 microseconds on the Intel Xeon measured (the helper's wake-up; a
+    ThreadPoolExecutor's future costs half as much again), and a short text's forward makes about a hundred: give the helper the smaller
     share. Two threads taking ranges of one job in turn measured slower still: each turn waits for the GIL.
     """
     global _helper
