@@ -227,7 +227,10 @@ def profile_groups(seconds: dict[str, float]) -> dict[str, float]:
     return out
 
 
+# Each side's loader returns (encode(texts, batch_size) -> [n, 768], query() -> one query's vector, facts for the
+# report, the loaded model), and is timed as the load.
 def load_gemma_np(work: dict, threads: int, flatten: bool = True, split: bool = True) -> tuple:
+    """gemma_np, float32, with its speed paths as asked (threads: the workers' BLAS, set by the environment)."""
     from gemma_np import EmbeddingGemma
     from gemma_np.nn import linear
     from gemma_np.nn.threads import numpy_blas, small_matrix_kernels
@@ -242,6 +245,7 @@ def load_gemma_np(work: dict, threads: int, flatten: bool = True, split: bool = 
 
 
 def load_torch(work: dict, threads: int) -> tuple:
+    """sentence-transformers on torch, float32, CPU, `threads` threads, its own batching and prompts."""
     import torch
     from sentence_transformers import SentenceTransformer
 
