@@ -394,13 +394,9 @@ def spawn(side: str, work_file: str, save: str, threads: int, env: dict, extra: 
 
 # ------------------------------------------------------------------------------------------- report
 def machine() -> dict:
-    cpu = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            cpu.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    from gemma_np.nn.threads import cpu_info
+
+    cpu = cpu_info()
     flags = cpu.get("flags", "").split()
     simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     from importlib.metadata import PackageNotFoundError, version

@@ -44,13 +44,9 @@ def probe_key(model) -> str:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from gemma_np.nn.threads import cpu_info
+
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 def record(path: Path = DATA) -> None:

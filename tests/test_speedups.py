@@ -315,3 +315,18 @@ def test_gradcache_columns_in_threads_give_the_plain_step(tmp_path_factory, maps
     assert loss == want_loss and set(got) == set(want)
     for name, g in want.items():
         assert np.max(np.abs(got[name] - g)) <= 1e-10 * np.max(np.abs(g)), name
+
+
+def test_describe_machine_names_the_cpu_the_cores_and_the_blas_kernels(monkeypatch):
+    """The line each notebook's first cell prints: the CPU as /proc/cpuinfo names it, the cores, NumPy's BLAS and
+    the kernels it runs (what float32's last bits depend on), and BLAS's thread count where it was told another."""
+    cpu = threads.cpu_info()
+    line = threads.describe_machine()
+    assert line.startswith(cpu.get("model name", "")) and f"NumPy {np.__version__} with " in line
+    api, _, arch = threads.numpy_blas().partition(" ")
+    assert arch in line
+    monkeypatch.setattr(threads, "_numpy_blas", "openblas Haswell")
+    monkeypatch.setattr(threads, "THREADS", 1)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    line = threads.describe_machine()
+    assert "2 cores, BLAS told 1 thread;" in line and "with OpenBLAS Haswell kernels;" in line

@@ -134,6 +134,39 @@ def small_matrix_kernels() -> bool:
     return api == "openblas" and arch.lower() in SMALL_MATRIX_KERNELS
 
 
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "model", "flags", ...); {} where
+    there is no such file."""
+    cpu: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                cpu.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return cpu
+
+
+def describe_machine() -> str:
+    """One line naming what a computation ran on: the CPU as /proc/cpuinfo names it (family and model, AVX-512 or
+    AVX2), the cores this process may use, NumPy and its BLAS kernels. float32 results differ in their last bits
+    between BLAS kernels, so a printed figure is read beside this line (each notebook's first cell prints it)."""
+    import platform
+
+    cpu = cpu_info()
+    flags = cpu.get("flags", "").split()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "SIMD unknown"
+    name = cpu.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    where = f"family {cpu['cpu family']} model {cpu['model']}, " if "cpu family" in cpu and "model" in cpu else ""
+    api, _, arch = numpy_blas().partition(" ")
+    blas = {"openblas": "OpenBLAS", "mkl": "MKL"}.get(api, api or "BLAS unknown") + (f" {arch} kernels" if arch else "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    told = f", BLAS told {THREADS} thread{'s' if THREADS != 1 else ''}" if THREADS != cores else ""
+    return (f"{name} ({where}{simd}), {cores} core{'s' if cores != 1 else ''}{told}; "
+            f"NumPy {np.__version__} with {blas}; Python {platform.python_version()}")
+
+
 class _Helper:
     """One daemon thread that runs the jobs beside() hands it. Two locks pass each job over and its result back."""
 
