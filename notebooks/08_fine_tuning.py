@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,6 +27,8 @@
 #
 # Shapes use the project's letters: B batch, S sequence, D hidden (768), F feed-forward (1152), E head dim;
 # d = 768 is the embedding's dimension.
+#
+# **The code it explains:** [`train/loss.py`](../gemma_np/train/loss.py), [`train/step.py`](../gemma_np/train/step.py), [`train/optim.py`](../gemma_np/train/optim.py), [`train/evaluate.py`](../gemma_np/train/evaluate.py), [`nn/sentence.py`](../gemma_np/nn/sentence.py).
 
 # %%
 import json
@@ -50,6 +52,7 @@ from gemma_np.nn.head import sentence_head_backward
 from gemma_np.nn.norms import rms_norm_backward
 from gemma_np.nn.rope import rope_tables
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.train import data
 from gemma_np.train.evaluate import evaluate
 from gemma_np.train.loss import mnrl_backward, mnrl_loss
@@ -59,6 +62,7 @@ from gemma_np.verify.parity.compare import tolerance_for
 from gemma_np.verify.parity.precision import UNIT_ROUNDOFF, same_order
 from training_data_tools import code_retrieval
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, as sentence-transformers trains it
 u, u64 = UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF["float64"]  # 2^-24, 2^-53
@@ -189,8 +193,9 @@ plt.show()
 # Scale the cosines by 20 (the loss's `scale`, an inverse temperature) and read each row as the logits of a
 # B-way classification whose right answer is the diagonal:
 #
-#     S = 20 · cos(a_i, p_j)      [B, B]
-#     loss = mean_i ( logsumexp_j S_ij − S_ii ) = mean_i −log softmax(S_i)_i
+# $$S_{ij} = 20\,\cos(a_i, p_j) \quad [B, B], \qquad
+# L = \frac{1}{B}\sum_{i=1}^{B} \Big(\log \sum_{j=1}^{B} e^{S_{ij}} - S_{ii}\Big)
+# = -\frac{1}{B}\sum_{i=1}^{B} \log \mathrm{softmax}(S_i)_i$$
 #
 # First by hand, in float64 on the same float32 vectors (the loss normalizes them again, as the library's
 # `cos_sim` does), then with `gemma_np.train.loss.mnrl_loss`, in float64 and in float32.
@@ -269,7 +274,7 @@ assert abs(torch_loss32 - loss64) <= LOSS32_BOUND  # the library's float32 loss,
 # The cross-entropy's gradient with respect to the logits is the softmax minus the one-hot of the right
 # answer, averaged over the B rows:
 #
-#     dS = (softmax(S) − I) / B      [B, B]
+# $$\frac{\partial L}{\partial S_{ij}} = \frac{\mathrm{softmax}(S_i)_j - [i = j]}{B} \qquad [B, B]$$
 #
 # Each diagonal entry is negative (raise your own document's score), each off-diagonal entry positive (lower
 # the others'), in proportion to the probability the row gives that wrong document: the hard negatives get
@@ -824,3 +829,7 @@ print(f"easy negative (base {sims['base'][0, easy]:.3f}, tuned {sims['tuned'][0,
 #   raises NDCG@10 on packages it never saw, more so when their whole code is the corpus; more answers climb
 #   than fall, and the hard negatives of a batch drop below the answers they used to rival. The README's
 #   Fine-tuning section has the figures and the runs that did not gain.
+
+# %% [markdown]
+# Previous: [07 · Verification](07_verification.ipynb)\
+# Next: [09 · The quantization lab](09_quantization.ipynb)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,6 +25,8 @@
 #
 # Shapes use the project's letters: B batch, S sequence, D hidden (768), F feed-forward (1152), H query
 # heads, E head dim.
+#
+# **The code it explains:** [`verify/quant.py`](../gemma_np/verify/quant.py), [`verify/runtimes/onnxrt.py`](../gemma_np/verify/runtimes/onnxrt.py).
 
 # %%
 import contextlib
@@ -41,6 +43,7 @@ import gemma_np
 from gemma_np import EmbeddingGemma
 from gemma_np.nn.norms import rms_norm
 from gemma_np.nn.sentence import pad_batch
+from gemma_np.nn.threads import describe_machine
 from gemma_np.nn.trace import Trace
 from gemma_np.verify import quant
 from gemma_np.verify.parity.compare import cosine, tolerance_for
@@ -50,6 +53,7 @@ from gemma_np.verify.runtimes import onnxrt
 from gemma_np.verify.runtimes.judge import probes
 from weights_tools.onnx_export import QUANTIZED_FILE, export
 
+print("Executed on", describe_machine())  # the CPU and BLAS kernels behind every number below
 plt.rcParams.update({"font.size": 10})
 model = EmbeddingGemma.from_pretrained()  # float32, the published weights
 L, D = model.config.num_hidden_layers, model.config.hidden_size
@@ -88,7 +92,11 @@ assert len(SHORT) == 7 and [items[i].tokens for i in LONG] == [200, 400, 800]
 #
 # - **Q8_0** (GGUF): blocks of 32 consecutive weights along a row share one float16 scale
 #   d = max|w| / 127; each weight is q = round(w / d), an int8. 32 bytes + 2 bytes per 32 weights:
-#   8.5 bits a weight.
+#   8.5 bits a weight. For a block w₁ … w₃₂:
+#
+#   $$d = \frac{\max_i |w_i|}{127}, \qquad q_i = \mathrm{round}\!\left(\frac{w_i}{d}\right) \in [-127, 127],
+#   \qquad \hat w_i = d\, q_i, \qquad |w_i - \hat w_i| \le \frac{d}{2}$$
+#
 # - **Q4_0** (GGUF): blocks of 32, 4-bit q in 0..15: the block's largest-magnitude weight maps to level −8,
 #   w ≈ d (q − 8). 4.5 bits.
 # - **int8** (ONNX, `quantize_dynamic` as Transformers.js runs it): ONE scale for the whole matrix,
@@ -990,3 +998,6 @@ for label, c in f16.items():
 #   emulation by distribution, or op by op on the same input, never vector by vector.
 # - float16 is another failure: RMSNorm's x² overflows (|x| > 255.9) in the norms that read the residual
 #   stream, from layer 1 on; with the norms in float32, the residual stream itself passes 65504 at layer 22.
+
+# %% [markdown]
+# Previous: [08 · Fine-tuning: the contrastive loss, its gradient, a few steps](08_fine_tuning.ipynb)
