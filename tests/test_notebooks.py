@@ -1,13 +1,18 @@
-"""The teaching notebooks run top to bottom on the real weights, and each draws at least one figure.
+"""The teaching notebooks run top to bottom on the real weights, each draws at least one figure, and each
+prints what its executed copy shows.
 
 Every notebook checks its own numbers (hand-computed arrays against the library's named intermediates,
-scores against the library's), with assertions that fail the cell; a failing cell fails the test.
+scores against the library's), with assertions that fail the cell; a failing cell fails the test. The run is
+then held to the committed executed copy (notebooks/NN_name.ipynb): the same outputs and figures, every line of
+text the same but its digits, which move with the BLAS kernel. This is the one execution per CI run; the book's
+test (tests/test_book.py) reads the committed copies.
 """
 
 import importlib.util
 import os
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +35,7 @@ def test_notebook_runs_and_draws(path, real_dir, monkeypatch):
     out = os.environ.get("GEMMA_NP_NOTEBOOK_OUT")  # set it to keep the executed notebooks and their PNGs
     nb = execute_mod.execute(path, out)
     assert execute_mod.figures(nb), f"{path.name} drew no figure"
+    copy = execute_mod.executed_copy(path)
+    differences = execute_mod.output_differences(nb, nbformat.read(copy, as_version=4))
+    assert not differences, (f"{copy.name} is stale: " + "; ".join(differences[:5]) +
+                             f"; re-execute it: python notebooks/nb_execute.py notebooks/{path.name} --write")
