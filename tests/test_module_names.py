@@ -30,6 +30,7 @@ PREFIXES = {
     "tests": ("test_", "support_", "conftest"),
     "notebooks": ("nb_",),
     "examples": ("example_",),
+    "book": ("book_",),
 }
 OWN_PACKAGES = ("gemma_np", "weights_tools", "training_data_tools")
 OWN_DISTRIBUTION = "gemma-np"
