@@ -65,10 +65,11 @@ assert cfg.rope_base("sliding_attention") == 1e4 and cfg.rope_base("full_attenti
 # `config.json` stores `sliding_window: 512`. The window the model actually runs with is
 # `config.attention_window = sliding_window // 2 + 1 = 257`, used as the band `|i - j| < 257`: a query sees
 # itself and the 256 tokens on each side, 513 keys in all. The stored 512 counts the neighbours on both sides
-# together (256 + 256). As the mask added to the scores of query i and key j:
+# together (256 + 256). As the mask added to the scores of query i and key j in a sliding layer (a full layer
+# keeps only the first condition):
 #
-# $$M_{ij} = \begin{cases} 0 & \text{if key } j \text{ is a real token and } |i - j| < 257
-# \text{ (sliding layers; full layers: any real key)} \\ -\infty & \text{otherwise} \end{cases}$$
+# $$M_{ij} = \begin{cases} 0 & \text{key } j \text{ is a real token and } |i - j| < 257 \\
+# -\infty & \text{otherwise} \end{cases}$$
 #
 # This is transformers' rule, read in the installed source (transformers 5.24):
 #

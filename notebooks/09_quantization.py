@@ -95,7 +95,7 @@ assert len(SHORT) == 7 and [items[i].tokens for i in LONG] == [200, 400, 800]
 #   8.5 bits a weight. For a block w₁ … w₃₂:
 #
 #   $$d = \frac{\max_i |w_i|}{127}, \qquad q_i = \mathrm{round}\!\left(\frac{w_i}{d}\right) \in [-127, 127],
-#   \qquad \hat w_i = d\, q_i, \qquad |w_i - \hat w_i| \le \frac{d}{2}$$
+#   \qquad \hat w_i = \mathrm{fp16}(d)\, q_i$$
 #
 # - **Q4_0** (GGUF): blocks of 32, 4-bit q in 0..15: the block's largest-magnitude weight maps to level −8,
 #   w ≈ d (q − 8). 4.5 bits.
