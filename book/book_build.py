@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except BookError as e:
         print(f"book/book_build.py: {e}", file=sys.stderr)
         return 1
-    pages = sum(1 for _ in index.parent.rglob("*.html"))
+    pages = sum(1 for p in index.parent.rglob("*.html") if "_static" not in p.relative_to(index.parent).parts)
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
     print(f"built {pages} pages in {time.perf_counter() - t0:.1f} s, {size / 1e6:.1f} MB: {index}")
     return 0
